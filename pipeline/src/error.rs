@@ -1,0 +1,32 @@
+//! The one error type of the pipeline crate.
+
+use std::path::PathBuf;
+
+use medscribe_asr::AsrError;
+
+/// What can go wrong while reading audio or running a job. Audio errors name the file.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The audio file is unreadable, malformed or in a form we do not accept.
+    #[error("{path}: {reason}")]
+    Audio {
+        /// The audio file.
+        path: PathBuf,
+        /// What is wrong, in words a user can act on.
+        reason: String,
+    },
+    /// The speech model failed.
+    #[error(transparent)]
+    Asr(#[from] AsrError),
+    /// Writing an output file failed.
+    #[error("cannot write {path}: {source}")]
+    Output {
+        /// The output file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Result alias of the pipeline crate.
+pub type Result<T, E = PipelineError> = std::result::Result<T, E>;

