@@ -52,5 +52,15 @@ pub enum AsrError {
     Inference(String),
 }
 
+/// Collapses a multi-line message from a library (ONNX Runtime's end in a newline) into one line,
+/// so that every error the user sees is a single line.
+pub(crate) fn one_line(message: impl std::fmt::Display) -> String {
+    message
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Result alias of the asr crate.
 pub type Result<T, E = AsrError> = std::result::Result<T, E>;

@@ -7,7 +7,7 @@ use ort::session::Session;
 use ort::value::{Tensor, TensorElementType, ValueType};
 
 use crate::ctc::argmax_rows;
-use crate::error::{AsrError, Result};
+use crate::error::{one_line, AsrError, Result};
 use crate::features::{FrontEnd, MEL_BANDS};
 use crate::longform::{ChunkGeometry, CtcModel, LongFormCtc};
 use crate::runtime::environment;
@@ -115,9 +115,9 @@ impl MedAsr {
                     .map_err(Into::into)
             })
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
-            .map_err(|e| AsrError::Inference(e.to_string()))?
+            .map_err(|e| AsrError::Inference(one_line(e)))?
             .commit_from_file(&model_path)
-            .map_err(|e| bad_model(format!("not a loadable ONNX model ({e})")))?;
+            .map_err(|e| bad_model(format!("not a loadable ONNX model ({})", one_line(e))))?;
         let input_names: Vec<String> = session
             .inputs()
             .iter()
@@ -190,7 +190,7 @@ impl MedAsr {
             return Ok(None);
         }
         let frames = features.frames;
-        let inference = |e: ort::Error| AsrError::Inference(e.to_string());
+        let inference = |e: ort::Error| AsrError::Inference(one_line(e));
         let input = Tensor::from_array(([1usize, frames, MEL_BANDS], features.values))
             .map_err(inference)?;
         let (input_name, mask_name) = self.signature.input_names();

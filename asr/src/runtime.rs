@@ -61,7 +61,7 @@ pub fn init_runtime(path: &Path) -> Result<&'static Environment> {
     }
     let builder = ort::init_from(path).map_err(|e| AsrError::RuntimeLoad {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        reason: crate::error::one_line(e),
     })?;
     let env = builder
         .with_name("medscribe")
@@ -69,7 +69,7 @@ pub fn init_runtime(path: &Path) -> Result<&'static Environment> {
         .build()
         .map_err(|e| AsrError::RuntimeLoad {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            reason: crate::error::one_line(e),
         })?;
     Ok(ENVIRONMENT.get_or_init(|| env))
 }

@@ -35,7 +35,7 @@ impl std::fmt::Debug for Vocabulary {
 fn file_error(path: &Path, reason: impl std::fmt::Display) -> AsrError {
     AsrError::ModelFile {
         path: path.to_path_buf(),
-        reason: reason.to_string(),
+        reason: crate::error::one_line(reason),
     }
 }
 

@@ -172,6 +172,21 @@ def write_f32(path: Path, array: np.ndarray) -> None:
     np.ascontiguousarray(array, dtype="<f4").tofile(path)
 
 
+def write_unexpected_inputs_model() -> None:
+    """A valid ONNX graph whose inputs match neither export signature (for the error test)."""
+    from onnx import TensorProto, helper
+    bad = FIXTURES / "bad-unexpected-inputs"
+    bad.mkdir(parents=True, exist_ok=True)
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["audio"], ["logits"])], "unexpected",
+        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", "samples"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "samples"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what onnxruntime >= 1.14 reads
+    onnx.save(model, str(bad / "model.onnx"))
+    (bad / "tokens.txt").write_text((SHERPA_DIR / "tokens.txt").read_text())
+
+
 def main() -> int:
     print(f"transformers {transformers.__version__}, torch {torch.__version__}, onnxruntime {ort.__version__}")
     for d in (HF_DIR, SHERPA_DIR, SHERPA_INT8_DIR, EXPECTED):
@@ -210,6 +225,7 @@ def main() -> int:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     quantize_dynamic(str(sherpa_path), str(SHERPA_INT8_DIR / "model.int8.onnx"), weight_type=QuantType.QUInt8)
     (SHERPA_INT8_DIR / "tokens.txt").write_text((SHERPA_DIR / "tokens.txt").read_text())
+    write_unexpected_inputs_model()
 
     model.eval()
     assert not any(module.training for module in model.modules())

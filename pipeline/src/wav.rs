@@ -76,6 +76,13 @@ fn describe_hound_error(error: hound::Error) -> String {
             "truncated WAV file: it ends before the audio data the header announces".into()
         }
         hound::Error::IoError(e) => format!("cannot read: {e}"),
+        // A well-formed header with a sample width we cannot read is an encoding we do not
+        // support, not a broken file.
+        hound::Error::FormatError(what) if what.starts_with("bits per sample is not") => {
+            format!(
+                "unsupported WAV encoding ({what}); use PCM 8/16/24/32-bit integer or 32-bit float"
+            )
+        }
         hound::Error::FormatError(what) => format!("not a valid WAV file ({what})"),
         hound::Error::TooWide => {
             "sample values wider than their declared bit depth (corrupt file)".into()
