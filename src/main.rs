@@ -8,13 +8,16 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use medscribe_asr::MedAsrOptions;
-use medscribe_pipeline::{
-    output::write_private_atomically, transcribe_wav, DataDir, FileTranscript,
-};
+use medscribe_asr::vad::SileroVad;
+use medscribe_asr::ModelFamily;
+use medscribe_pipeline::batch::{run_batch, BatchEvent, BatchRequest, BatchSummary};
+use medscribe_pipeline::models::{self, FileStatus};
+use medscribe_pipeline::segmenter::SpeechProbability;
+use medscribe_pipeline::{render, DataDir, Segmentation, TranscriptFormat};
 
-/// Local, private speech-to-report for doctors: MedASR transcription on ONNX Runtime and, later,
-/// letters written by MedGemma. Nothing leaves this machine.
+/// Local, private speech-to-report for doctors: transcription on ONNX Runtime (Moonshine by
+/// default, Google's MedASR when you export it) and, later, letters written by MedGemma.
+/// Nothing leaves this machine.
 #[derive(Debug, Parser)]
 #[command(name = "medscribe", version, propagate_version = true)]
 struct Cli {
@@ -29,57 +32,72 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Transcribe WAV recordings.
+    /// Transcribe WAV recordings, or whole folders of them.
     ///
     /// Each file is transcribed on its own; a bad file is reported on stderr as
     /// `medscribe: FILE: reason` and the others still run. The exit status is non-zero if any
     /// file failed. WAV files may be PCM 8/16/24/32-bit or 32-bit float, at any sample rate, with
-    /// any number of channels (mixed to mono and resampled to 16 kHz). Recordings longer than
-    /// 20 s are transcribed in 20 s windows overlapping by 2 s, as MedASR's reference does.
+    /// any number of channels (mixed to mono and resampled to 16 kHz). Folders are searched
+    /// recursively for *.wav. With --output, existing outputs are skipped (so an interrupted
+    /// batch resumes) unless --force is given.
     Transcribe(TranscribeArgs),
+    /// List the installed models, check them, and say how to add MedASR.
+    Models,
 }
 
 #[derive(Debug, clap::Args)]
 struct TranscribeArgs {
-    /// Model directory: a MedASR ONNX export (`model.onnx` or `model.int8.onnx` with
-    /// `tokenizer.json` or `tokens.txt`). See README.md for exporting the official weights.
+    /// Model directory: Moonshine (encoder_model.ort, decoder_model_merged.ort, tokenizer.bin)
+    /// or a MedASR ONNX export (model.onnx or model.int8.onnx with tokenizer.json or
+    /// tokens.txt). Default: Moonshine base-en as installed by setup.
     #[arg(long, short, value_name = "DIR")]
     model: Option<PathBuf>,
 
-    /// What to print: formatted text, or one JSON object per file (file, duration_s, model,
-    /// text, raw_text, segments).
-    #[arg(long, short, value_enum, default_value_t = Format::Text)]
-    format: Format,
+    /// Output formats, comma-separated: txt (formatted text), json (file, duration_s, model,
+    /// text, raw_text, segments), srt, vtt. Several formats need --output.
+    #[arg(
+        long,
+        short,
+        value_delimiter = ',',
+        default_value = "txt",
+        value_name = "FORMATS"
+    )]
+    format: Vec<TranscriptFormat>,
 
-    /// Write one file per recording into DIR (NAME.txt or NAME.json, readable by you only)
-    /// instead of printing to stdout.
+    /// Write one file per recording and format into DIR (NAME.txt, NAME.json, ...; folder
+    /// structure kept; readable by you only) instead of printing to stdout.
     #[arg(long, short, value_name = "DIR")]
     output: Option<PathBuf>,
+
+    /// Transcribe again even when the output files exist.
+    #[arg(long)]
+    force: bool,
+
+    /// How recordings are cut: `vad` (utterances found by voice activity detection; silence
+    /// gives no text) or `fixed` (20 s windows overlapping by 2 s, MedASR's reference; CTC models
+    /// only). Default: fixed for MedASR, vad otherwise.
+    #[arg(long, value_enum, value_name = "HOW")]
+    segment: Option<SegmentArg>,
+
+    /// Voice activity model (default: Silero VAD as installed by setup).
+    #[arg(long, value_name = "FILE")]
+    vad_model: Option<PathBuf>,
 
     /// ONNX Runtime threads for the speech model.
     #[arg(long, default_value_t = 1, value_name = "N")]
     threads: usize,
 
-    /// WAV files to transcribe.
-    #[arg(required = true, value_name = "FILE")]
-    files: Vec<PathBuf>,
+    /// WAV files and folders to transcribe.
+    #[arg(required = true, value_name = "FILE_OR_DIR")]
+    inputs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
-    /// Formatted text: spoken commands turned into punctuation, paragraphs and headings.
-    Text,
-    /// One JSON object per file.
-    Json,
-}
-
-impl Format {
-    fn extension(self) -> &'static str {
-        match self {
-            Format::Text => "txt",
-            Format::Json => "json",
-        }
-    }
+enum SegmentArg {
+    /// Voice activity detection.
+    Vad,
+    /// Fixed 20 s windows with 2 s overlap.
+    Fixed,
 }
 
 fn main() -> ExitCode {
@@ -115,139 +133,291 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Transcribe(args) => transcribe(args, cli.ort_lib.as_deref()),
+        Command::Models => list_models(),
     }
 }
 
-fn load_runtime(ort_lib: Option<&Path>) -> Result<()> {
-    let data = DataDir::from_env();
+fn load_runtime(ort_lib: Option<&Path>, data: &DataDir) -> Result<()> {
     let lib = medscribe_asr::runtime::locate_runtime(ort_lib, &data.runtime_dir())?;
     medscribe_asr::runtime::init_runtime(&lib)?;
     Ok(())
 }
 
 fn transcribe(args: TranscribeArgs, ort_lib: Option<&Path>) -> Result<ExitCode> {
-    let Some(model_dir) = args.model.as_deref() else {
-        bail!(
-            "no speech model given: pass --model DIR with a MedASR ONNX export \
-             (README.md, \"MedASR\", says how to export the official weights)"
-        );
-    };
+    let data = DataDir::from_env();
     if let Some(dir) = &args.output {
         if !dir.is_dir() {
             bail!("output directory {} does not exist", dir.display());
         }
+    } else if args.format.len() > 1 {
+        bail!("several formats need --output DIR");
     }
     if args.threads == 0 || args.threads > 256 {
         bail!("--threads must be between 1 and 256");
     }
-    load_runtime(ort_lib)?;
-    let options = MedAsrOptions {
-        intra_threads: args.threads,
-    };
-    let mut recognizer = medscribe_asr::load_recognizer(model_dir, options)
-        .with_context(|| format!("cannot load speech model {}", model_dir.display()))?;
-
-    let show_progress = std::io::stderr().is_terminal();
-    let mut failed = 0usize;
-    let stdout = std::io::stdout();
-    for (index, file) in args.files.iter().enumerate() {
-        let mut progress = |done: f64, total: f64| {
-            if show_progress && total > 30.0 {
-                eprint!(
-                    "\r{}: {:3.0}%",
-                    file.display(),
-                    (done / total * 100.0).min(100.0)
+    let model_dir = match &args.model {
+        Some(dir) => dir.clone(),
+        None => {
+            let default = models::default_asr_model(&data);
+            if !default.is_dir() {
+                bail!(
+                    "the default speech model is not installed ({}); run scripts/setup.sh, or pass --model DIR",
+                    default.display()
                 );
             }
-        };
-        let result = transcribe_wav(file, recognizer.as_mut(), &mut progress);
-        if show_progress {
-            eprint!("\r\x1b[K");
+            default
         }
-        match result {
-            Ok(done) => {
-                let rendered = render(&done, args.format)?;
-                match &args.output {
-                    Some(dir) => {
-                        let path = output_path(dir, file, args.format);
-                        write_private_atomically(&path, rendered.as_bytes())?;
-                    }
-                    None => {
-                        let mut out = stdout.lock();
-                        if args.format == Format::Text && args.files.len() > 1 {
-                            let separator = if index == 0 { "" } else { "\n" };
-                            writeln!(out, "{separator}==> {} <==", file.display())?;
-                        }
-                        out.write_all(rendered.as_bytes())?;
-                        out.flush()?;
-                    }
-                }
-            }
-            Err(error) => {
-                failed += 1;
-                // Audio errors already start with the file name.
-                let message = error.to_string();
-                let file_name = file.display().to_string();
-                if message.starts_with(&file_name) {
-                    eprintln!("medscribe: {message}");
-                } else {
-                    eprintln!("medscribe: {file_name}: {message}");
-                }
-            }
+    };
+    load_runtime(ort_lib, &data)?;
+    let mut recognizer = medscribe_asr::load_recognizer(&model_dir, args.threads)
+        .with_context(|| format!("cannot load speech model {}", model_dir.display()))?;
+    let segmentation = match (args.segment, recognizer.family()) {
+        (Some(SegmentArg::Fixed), ModelFamily::MedAsr) | (None, ModelFamily::MedAsr) => {
+            Segmentation::FixedWindows
         }
+        (Some(SegmentArg::Fixed), family) => {
+            bail!("--segment fixed needs a CTC model (MedASR); {family} models use --segment vad")
+        }
+        (Some(SegmentArg::Vad), _) | (None, _) => Segmentation::Vad,
+    };
+    let mut vad = match segmentation {
+        Segmentation::Vad => {
+            let path = args
+                .vad_model
+                .clone()
+                .unwrap_or_else(|| models::default_vad_model(&data));
+            Some(
+                SileroVad::load(&path)
+                    .with_context(|| "cannot load the voice activity model".to_string())?,
+            )
+        }
+        Segmentation::FixedWindows => None,
+    };
+    let request = BatchRequest {
+        inputs: args.inputs.clone(),
+        output_dir: args.output.clone(),
+        formats: args.format.clone(),
+        force: args.force,
+        segmentation,
+    };
+    let batch_mode =
+        args.output.is_some() || args.inputs.len() > 1 || args.inputs.iter().any(|p| p.is_dir());
+    let mut reporter = Reporter::new(
+        std::io::stderr().is_terminal(),
+        args.format[0],
+        args.output.is_none(),
+    );
+    let summary = run_batch(
+        &request,
+        recognizer.as_mut(),
+        vad.as_mut().map(|v| v as &mut dyn SpeechProbability),
+        &mut |event| reporter.event(event),
+    );
+    reporter.clear_progress();
+    if let Some(error) = reporter.stdout_error.take() {
+        return Err(error.into());
     }
-    Ok(if failed == 0 {
+    if batch_mode {
+        eprintln!("medscribe: {}", describe_summary(&summary));
+    }
+    Ok(if summary.failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
 }
 
-/// `DIR/NAME.txt` for `.../NAME.wav`.
-fn output_path(dir: &Path, file: &Path, format: Format) -> PathBuf {
-    let stem = file
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "transcript".into());
-    dir.join(format!("{stem}.{}", format.extension()))
+fn describe_summary(summary: &BatchSummary) -> String {
+    let mut text = format!(
+        "{} transcribed, {} skipped, {} failed",
+        summary.transcribed, summary.skipped, summary.failed
+    );
+    if summary.audio_s > 0.0 {
+        text.push_str(&format!(
+            "; {} of audio in {} (real-time factor {:.3})",
+            duration(summary.audio_s),
+            duration(summary.processing_s),
+            summary.real_time_factor()
+        ));
+    }
+    text
 }
 
-fn render(done: &FileTranscript, format: Format) -> Result<String> {
-    let transcript = &done.transcript;
-    Ok(match format {
-        Format::Text => {
-            if transcript.text.is_empty() {
-                String::new()
-            } else {
-                format!("{}\n", transcript.text)
+fn duration(seconds: f64) -> String {
+    if seconds >= 3600.0 {
+        format!("{:.2} h", seconds / 3600.0)
+    } else if seconds >= 60.0 {
+        format!("{:.1} min", seconds / 60.0)
+    } else {
+        format!("{seconds:.1} s")
+    }
+}
+
+/// Prints batch events: results to stdout (without --output), errors and progress to stderr.
+struct Reporter {
+    progress: bool,
+    format: TranscriptFormat,
+    to_stdout: bool,
+    files: usize,
+    audio_total_s: f64,
+    audio_done_s: f64,
+    processing_s: f64,
+    current: Option<(usize, String)>,
+    printed: usize,
+    stdout_error: Option<std::io::Error>,
+}
+
+impl Reporter {
+    fn new(progress: bool, format: TranscriptFormat, to_stdout: bool) -> Self {
+        Self {
+            progress,
+            format,
+            to_stdout,
+            files: 0,
+            audio_total_s: 0.0,
+            audio_done_s: 0.0,
+            processing_s: 0.0,
+            current: None,
+            printed: 0,
+            stdout_error: None,
+        }
+    }
+
+    fn clear_progress(&self) {
+        if self.progress {
+            eprint!("\r\x1b[K");
+        }
+    }
+
+    fn event(&mut self, event: BatchEvent<'_>) {
+        match event {
+            BatchEvent::Started { files, audio_s } => {
+                self.files = files;
+                self.audio_total_s = audio_s;
+            }
+            BatchEvent::FileStarted { index, path } => {
+                self.current = Some((index, path.display().to_string()));
+            }
+            BatchEvent::Progress { done_s, total_s } => {
+                if let (true, Some((index, name))) = (self.progress, &self.current) {
+                    let rtf = if self.audio_done_s > 0.0 {
+                        format!(
+                            ", real-time factor {:.3}",
+                            self.processing_s / self.audio_done_s
+                        )
+                    } else {
+                        String::new()
+                    };
+                    eprint!(
+                        "\r\x1b[K[{}/{}] {} of {} audio done{rtf} | {name} {:.0}%",
+                        index + 1,
+                        self.files,
+                        duration(self.audio_done_s + done_s),
+                        duration(self.audio_total_s),
+                        if total_s > 0.0 {
+                            (done_s / total_s * 100.0).min(100.0)
+                        } else {
+                            100.0
+                        },
+                    );
+                }
+            }
+            BatchEvent::FileDone { result, .. } => {
+                self.audio_done_s += result.transcript.duration_s;
+                self.processing_s += result.processing_s;
+                if self.to_stdout && self.stdout_error.is_none() {
+                    self.clear_progress();
+                    let mut out = std::io::stdout().lock();
+                    let header = if self.files > 1 && self.format == TranscriptFormat::Txt {
+                        let separator = if self.printed == 0 { "" } else { "\n" };
+                        format!("{separator}==> {} <==\n", result.file.display())
+                    } else {
+                        String::new()
+                    };
+                    let written = out
+                        .write_all(header.as_bytes())
+                        .and_then(|()| out.write_all(render(result, self.format).as_bytes()))
+                        .and_then(|()| out.flush());
+                    if let Err(error) = written {
+                        self.stdout_error = Some(error);
+                    }
+                    self.printed += 1;
+                }
+            }
+            BatchEvent::Skipped { .. } => {}
+            BatchEvent::Failed { path, error } => {
+                self.clear_progress();
+                // Audio errors already start with the file name.
+                let message = error.to_string();
+                let name = path.display().to_string();
+                if message.starts_with(&name) {
+                    eprintln!("medscribe: {message}");
+                } else {
+                    eprintln!("medscribe: {name}: {message}");
+                }
             }
         }
-        Format::Json => {
-            let segments: Vec<serde_json::Value> = transcript
-                .segments
-                .iter()
-                .map(|s| {
-                    serde_json::json!({
-                        "start_s": round_ms(s.start_s),
-                        "end_s": round_ms(s.end_s),
-                        "text": s.text,
-                        "raw_text": s.raw_text,
-                    })
-                })
-                .collect();
-            let object = serde_json::json!({
-                "file": done.file.display().to_string(),
-                "duration_s": round_ms(transcript.duration_s),
-                "model": done.model,
-                "text": transcript.text,
-                "raw_text": transcript.raw_text,
-                "segments": segments,
-            });
-            format!("{}\n", serde_json::to_string(&object)?)
-        }
-    })
+    }
 }
 
-fn round_ms(seconds: f64) -> f64 {
-    (seconds * 1000.0).round() / 1000.0
+fn list_models() -> Result<ExitCode> {
+    let data = DataDir::from_env();
+    println!("Data directory: {}", data.root().display());
+    println!();
+    let mut all_verified = true;
+    let entries = models::manifest();
+    for entry in &entries {
+        let status = models::check(&data, entry);
+        all_verified &= status == FileStatus::Verified;
+        println!(
+            "  {:<30} {:<10} from PyPI {}\n  {:<30} {}",
+            entry.name,
+            status.to_string(),
+            entry.package,
+            "",
+            data.root().join(&entry.destination).display()
+        );
+    }
+    println!();
+    let default = models::default_asr_model(&data);
+    let family = medscribe_asr::detect_family(&default)
+        .map(|f| f.to_string())
+        .unwrap_or_else(|_| "not installed".into());
+    println!("Default speech model: {} ({family})", default.display());
+    println!(
+        "Voice activity model: {}",
+        models::default_vad_model(&data).display()
+    );
+    if let Ok(dirs) = std::fs::read_dir(data.models_dir()) {
+        let mut others: Vec<PathBuf> = dirs
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir() && *p != default)
+            .collect();
+        others.sort();
+        for dir in others {
+            if let Ok(family) = medscribe_asr::detect_family(&dir) {
+                println!("Also installed: {} ({family})", dir.display());
+            }
+        }
+    }
+    println!();
+    println!("MedASR (Google's medical dictation model) is gated under the Health AI Developer");
+    println!("Foundations terms and never shipped with medscribe. After accepting the terms on");
+    println!("Hugging Face, export it on a machine with internet access:");
+    println!("    python3 models/scripts/export_medasr_onnx.py --out medasr-onnx");
+    println!(
+        "then copy the folder to {}/medasr and use",
+        data.models_dir().display()
+    );
+    println!(
+        "    medscribe transcribe --model {}/medasr FILE.wav",
+        data.models_dir().display()
+    );
+    if !all_verified {
+        println!();
+        println!("Some files are missing or damaged: run scripts/setup.sh to install them again.");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }

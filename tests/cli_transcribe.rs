@@ -270,7 +270,9 @@ fn bad_wav_files_get_one_clear_line_each_and_the_good_file_still_succeeds() {
         args.push(path_str(&path).into());
     }
     args.push(path_str(&short_wav()).into());
-    args.push(path_str(dir.path()).into()); // a directory is not a WAV file either
+    let empty_folder = dir.path().join("empty-folder");
+    std::fs::create_dir(&empty_folder).unwrap();
+    args.push(path_str(&empty_folder).into()); // a folder without recordings is an error too
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, stdout, stderr) = transcribe(&refs);
     assert_eq!(code, 1, "any failed file makes the exit status non-zero");
@@ -282,8 +284,15 @@ fn bad_wav_files_get_one_clear_line_each_and_the_good_file_still_succeeds() {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(
         lines.len(),
-        cases.len() + 1,
-        "one line per bad file:\n{stderr}"
+        cases.len() + 2,
+        "one line per bad file, then the summary:\n{stderr}"
+    );
+    assert_eq!(
+        lines.last().unwrap().split(';').next().unwrap(),
+        format!(
+            "medscribe: 1 transcribed, 0 skipped, {} failed",
+            cases.len() + 1
+        )
     );
     for (name, _, reason) in &cases {
         let line = lines
@@ -297,7 +306,9 @@ fn bad_wav_files_get_one_clear_line_each_and_the_good_file_still_succeeds() {
         );
     }
     assert!(
-        lines.iter().any(|l| l.contains("is a directory")),
+        lines
+            .iter()
+            .any(|l| l.contains("empty-folder: no .wav files in this folder")),
         "{stderr}"
     );
     // Only the good file produced output; no partial files from the bad ones.
@@ -397,13 +408,20 @@ fn bad_model_directories_are_clear_errors() {
 }
 
 #[test]
-fn missing_model_option_and_runtime_are_clear_errors() {
-    let (code, _, stderr) = transcribe(&[path_str(&short_wav())]);
-    assert_eq!(code, 1);
+fn missing_default_model_and_runtime_are_clear_errors() {
+    let empty_home = tempfile::tempdir().unwrap();
+    let output = medscribe()
+        .args(["transcribe", path_str(&short_wav())])
+        .env("MEDSCRIBE_HOME", empty_home.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
     assert!(
-        stderr.contains("no speech model given: pass --model DIR"),
+        stderr.contains("the default speech model is not installed"),
         "{stderr}"
     );
+    assert!(stderr.contains("scripts/setup.sh"), "{stderr}");
 
     let output = medscribe()
         .args([
@@ -466,6 +484,8 @@ fn several_files_print_headers_and_help_explains() {
         "--format",
         "--output",
         "--threads",
+        "--force",
+        "--segment",
         "32-bit float",
         "medscribe: FILE: reason",
     ] {

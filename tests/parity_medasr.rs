@@ -8,7 +8,7 @@ use common::*;
 use medscribe_asr::features::{FrontEnd, MEL_BANDS};
 use medscribe_asr::longform::{ChunkGeometry, CtcModel, LongFormCtc};
 use medscribe_asr::medasr::{ExportSignature, MedAsr, MedAsrOptions};
-use medscribe_asr::SpeechRecognizer;
+use medscribe_asr::{SpeechRecognizer, WindowedRecognizer};
 
 const FILES: [&str; 3] = ["dictation-short", "dictation-medium", "dictation-long"];
 const MODELS: [(&str, ExportSignature); 2] = [
@@ -74,6 +74,17 @@ fn frame_ids_and_text_match_hf_for_both_signatures() {
             );
         }
     }
+}
+
+#[test]
+fn segment_transcription_equals_the_whole_file_decode() {
+    let mut model = load("medasr-tiny-hf");
+    let expected = entry("dictation-short");
+    let audio = samples(&fixture(expected["wav"].as_str().unwrap()));
+    assert_eq!(
+        model.transcribe_segment(&audio).unwrap(),
+        expected["text"].as_str().unwrap()
+    );
 }
 
 fn medasr_asr_decode(model: &MedAsr, ids: &[u32]) -> String {

@@ -9,10 +9,11 @@ use ort::value::{Tensor, TensorElementType, ValueType};
 use crate::ctc::argmax_rows;
 use crate::error::{one_line, AsrError, Result};
 use crate::features::{FrontEnd, MEL_BANDS};
+use crate::formatter::format_dictation;
 use crate::longform::{ChunkGeometry, CtcModel, LongFormCtc};
 use crate::runtime::environment;
 use crate::vocab::Vocabulary;
-use crate::{SpeechRecognizer, Transcript};
+use crate::{ModelFamily, SpeechRecognizer, Transcript, WindowedRecognizer};
 
 /// Frames needed for one output frame: (T - 5) // 4 - 1 >= 1 (spec, "Subsampling").
 pub const MIN_FEATURE_FRAMES: usize = 13;
@@ -244,11 +245,42 @@ impl CtcModel for MedAsr {
     }
 }
 
+/// MedASR's longest utterance: its reference pipeline uses 20 s windows.
+pub const MAX_SEGMENT_SAMPLES: usize = 20 * 16_000;
+
 impl SpeechRecognizer for MedAsr {
     fn model_name(&self) -> &str {
         &self.name
     }
 
+    fn family(&self) -> ModelFamily {
+        ModelFamily::MedAsr
+    }
+
+    fn max_segment_samples(&self) -> usize {
+        MAX_SEGMENT_SAMPLES
+    }
+
+    fn transcribe_segment(&mut self, samples: &[f32]) -> Result<String> {
+        let ids = self.frame_ids(samples)?;
+        let frames: Vec<usize> = (0..ids.len()).collect();
+        let emitted: Vec<u32> = crate::ctc::collapse(&ids, &frames, self.vocab.blank())
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        self.vocab.decode(&emitted)
+    }
+
+    fn format_text(&self, raw: &str) -> String {
+        format_dictation(raw)
+    }
+
+    fn windowed(&mut self) -> Option<&mut dyn WindowedRecognizer> {
+        Some(self)
+    }
+}
+
+impl WindowedRecognizer for MedAsr {
     fn accept(&mut self, samples: &[f32]) -> Result<()> {
         let mut recording = self
             .recording

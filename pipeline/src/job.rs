@@ -1,11 +1,23 @@
-//! Batch jobs: one recording file through a speech recogniser.
+//! Batch jobs: one recording file through a speech recogniser, cut into utterances by the voice
+//! activity detector or, for CTC models that ask for it, streamed through fixed windows.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use medscribe_asr::{SpeechRecognizer, Transcript};
+use medscribe_asr::{Segment, SpeechRecognizer, Transcript};
 
-use crate::error::Result;
-use crate::wav::WavSource;
+use crate::error::{PipelineError, Result};
+use crate::segmenter::{Segmenter, SegmenterConfig, SpeechProbability, SpeechSegment};
+use crate::wav::{WavSource, TARGET_RATE};
+
+/// How a recording is cut for the recogniser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Segmentation {
+    /// Utterances found by voice activity detection (every model; silence gives no text).
+    Vad,
+    /// 20 s windows overlapping by 2 s, as MedASR's reference pipeline (CTC models only).
+    FixedWindows,
+}
 
 /// The transcript of one file, with what produced it.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,33 +28,122 @@ pub struct FileTranscript {
     pub model: String,
     /// What was said.
     pub transcript: Transcript,
+    /// Wall time spent, seconds (for real-time factors).
+    pub processing_s: f64,
 }
 
-/// Transcribes one WAV file, streaming it through `recognizer` block by block.
-/// `progress(done_s, total_s)` is called after each block.
+/// Progress of one file: (audio seconds done, audio seconds in the file).
+pub type Progress<'a> = &'a mut dyn FnMut(f64, f64);
+
+/// Transcribes one WAV file, streaming it block by block. `vad` is needed for
+/// [`Segmentation::Vad`].
 pub fn transcribe_wav(
     path: &Path,
     recognizer: &mut dyn SpeechRecognizer,
-    progress: &mut dyn FnMut(f64, f64),
+    segmentation: Segmentation,
+    vad: Option<&mut (dyn SpeechProbability + '_)>,
+    progress: Progress<'_>,
 ) -> Result<FileTranscript> {
-    recognizer.reset();
+    let started = Instant::now();
     let mut source = WavSource::open(path)?;
     let total_s = source.info().duration_s();
-    let mut done = 0usize;
-    let result = (|| -> Result<Transcript> {
-        while let Some(block) = source.next_block()? {
-            recognizer.accept(&block)?;
-            done += block.len();
-            progress(done as f64 / f64::from(crate::wav::TARGET_RATE), total_s);
+    let transcript = match segmentation {
+        Segmentation::FixedWindows => fixed_windows(&mut source, recognizer, total_s, progress)?,
+        Segmentation::Vad => {
+            let vad = vad.ok_or_else(|| PipelineError::Audio {
+                path: path.to_path_buf(),
+                reason: "voice activity detection was asked for but no VAD model is loaded".into(),
+            })?;
+            by_utterance(&mut source, recognizer, vad, total_s, progress)?
         }
-        Ok(recognizer.finish()?)
-    })();
-    if result.is_err() {
-        recognizer.reset();
-    }
+    };
     Ok(FileTranscript {
         file: path.to_path_buf(),
         model: recognizer.model_name().to_owned(),
-        transcript: result?,
+        transcript,
+        processing_s: started.elapsed().as_secs_f64(),
     })
+}
+
+fn fixed_windows(
+    source: &mut WavSource,
+    recognizer: &mut dyn SpeechRecognizer,
+    total_s: f64,
+    progress: Progress<'_>,
+) -> Result<Transcript> {
+    let model = recognizer.model_name().to_owned();
+    let windowed = recognizer.windowed().ok_or_else(|| PipelineError::Audio {
+        path: source.path().to_path_buf(),
+        reason: format!("{model} cannot use fixed windows; use voice activity segmentation"),
+    })?;
+    windowed.reset();
+    let mut done = 0usize;
+    let result = (|| -> Result<Transcript> {
+        while let Some(block) = source.next_block()? {
+            windowed.accept(&block)?;
+            done += block.len();
+            progress(done as f64 / f64::from(TARGET_RATE), total_s);
+        }
+        Ok(windowed.finish()?)
+    })();
+    if result.is_err() {
+        windowed.reset();
+    }
+    result
+}
+
+fn by_utterance(
+    source: &mut WavSource,
+    recognizer: &mut dyn SpeechRecognizer,
+    vad: &mut (dyn SpeechProbability + '_),
+    total_s: f64,
+    progress: Progress<'_>,
+) -> Result<Transcript> {
+    let config = SegmenterConfig::for_max_segment(recognizer.max_segment_samples());
+    let mut segmenter = Segmenter::new(vad, config);
+    let mut segments = Vec::new();
+    let mut done = 0usize;
+    let mut transcribe =
+        |utterances: Vec<SpeechSegment>, segments: &mut Vec<Segment>| -> Result<()> {
+            for utterance in utterances {
+                let raw = recognizer.transcribe_segment(&utterance.samples)?;
+                if raw.trim().is_empty() {
+                    continue;
+                }
+                segments.push(Segment {
+                    start_s: utterance.start as f64 / f64::from(TARGET_RATE),
+                    end_s: utterance.end as f64 / f64::from(TARGET_RATE),
+                    text: recognizer.format_text(&raw),
+                    raw_text: raw,
+                });
+            }
+            Ok(())
+        };
+    while let Some(block) = source.next_block()? {
+        transcribe(segmenter.push(&block)?, &mut segments)?;
+        done += block.len();
+        progress(done as f64 / f64::from(TARGET_RATE), total_s);
+    }
+    transcribe(segmenter.finish()?, &mut segments)?;
+    let raw_text = segments
+        .iter()
+        .map(|s| s.raw_text.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(Transcript {
+        text: recognizer.format_text(&raw_text),
+        raw_text,
+        segments,
+        duration_s: done as f64 / f64::from(TARGET_RATE),
+    })
+}
+
+impl<V: SpeechProbability + ?Sized> SpeechProbability for &mut V {
+    fn probability(&mut self, chunk: &[f32]) -> Result<f32> {
+        (**self).probability(chunk)
+    }
+
+    fn reset(&mut self) {
+        (**self).reset();
+    }
 }

@@ -1,16 +1,22 @@
 //! The medscribe pipeline: audio sources (WAV files now; devices later), resampling to 16 kHz
-//! mono, batch jobs that feed recordings to a speech recogniser, the data directory and private,
-//! atomic output files. It knows nothing about rendering: front ends (CLI, TUI) sit on top.
+//! mono, voice activity segmentation, batch jobs that feed recordings to a speech recogniser,
+//! transcript files, the data directory with its installed models, and private, atomic output
+//! files. It knows nothing about rendering: front ends (CLI, TUI) sit on top.
 #![deny(missing_docs)]
 
+pub mod batch;
 pub mod datadir;
 pub mod error;
 pub mod job;
+pub mod models;
 pub mod output;
+pub mod render;
 pub mod resample;
+pub mod segmenter;
 pub mod wav;
 
 pub use datadir::DataDir;
 pub use error::{PipelineError, Result};
-pub use job::{transcribe_wav, FileTranscript};
+pub use job::{transcribe_wav, FileTranscript, Segmentation};
+pub use render::{render, TranscriptFormat};
 pub use wav::{WavInfo, WavSource};

@@ -75,6 +75,10 @@ fn describe_hound_error(error: hound::Error) -> String {
         hound::Error::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             "truncated WAV file: it ends before the audio data the header announces".into()
         }
+        // hound's own short-read error while parsing chunks.
+        hound::Error::IoError(e) if e.to_string().contains("Failed to read enough bytes") => {
+            "truncated or not a valid WAV file: it ends inside its header".into()
+        }
         hound::Error::IoError(e) => format!("cannot read: {e}"),
         // A well-formed header with a sample width we cannot read is an encoding we do not
         // support, not a broken file.
