@@ -58,13 +58,16 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--model", type=Path, default=data_dir() / "models" / "moonshine-base-en")
+    ap.add_argument("--prepared", action="store_true",
+                    help="use the .onnx graphs setup prepared (weights unpacked) instead of the shipped .ort")
     ap.add_argument("files", nargs="+")
     args = ap.parse_args()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = args.threads
     opts.inter_op_num_threads = 1
-    encoder = ort.InferenceSession(str(args.model / "encoder_model.ort"), opts, providers=["CPUExecutionProvider"])
-    decoder = ort.InferenceSession(str(args.model / "decoder_model_merged.ort"), opts, providers=["CPUExecutionProvider"])
+    suffix = ".onnx" if args.prepared else ".ort"
+    encoder = ort.InferenceSession(str(args.model / f"encoder_model{suffix}"), opts, providers=["CPUExecutionProvider"])
+    decoder = ort.InferenceSession(str(args.model / f"decoder_model_merged{suffix}"), opts, providers=["CPUExecutionProvider"])
     pieces = load_tokens(args.model / "tokenizer.bin")
     past_names = [i.name for i in decoder.get_inputs() if i.name.startswith("past_key_values.")]
     for path in args.files:

