@@ -1,5 +1,19 @@
-//! Letter writing for medscribe: Gemma 3 / MedGemma on candle (text model, SigLIP vision,
-//! projector, KV cache, sampling), GGUF and safetensors loading, the chat template, letter
-//! templates and structured output. Not built yet: this crate only marks its place in the
-//! workspace so dependencies point the right way from the start.
+//! Letter writing for medscribe: the Gemma 3 / MedGemma language model on candle with Hugging
+//! Face semantics (our own implementation: candle-transformers' Gemma 3 is numerically wrong for
+//! MedGemma, shared/specs/medgemma.md), configuration parsing, safetensors loading across the
+//! transformers name layouts, Gemma's tokenizer and chat template, and generation. It knows
+//! nothing about audio or user interfaces. Still to come: GGUF weights, the SigLIP vision tower
+//! and image merging, letter templates.
 #![deny(missing_docs)]
+
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod gemma3;
+pub mod generate;
+
+pub use chat::{chat_prompt, GemmaTokenizer};
+pub use config::Gemma3TextConfig;
+pub use error::{LlmError, Result};
+pub use gemma3::Gemma3Text;
+pub use generate::{generate, Sampling, StopReason};

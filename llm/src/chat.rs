@@ -1,0 +1,102 @@
+//! Gemma's tokenizer and chat template (shared/specs/medgemma.md, "Chat template"):
+//! `<bos><start_of_turn>user\n{system\n\n}{content}<end_of_turn>\n<start_of_turn>model\n`.
+//! Special-token ids are read from the tokenizer, never hard-coded (test models use other ids).
+
+use std::path::Path;
+
+use crate::error::{LlmError, Result};
+
+/// A tokenizer with Gemma's special tokens resolved.
+pub struct GemmaTokenizer {
+    inner: tokenizers::Tokenizer,
+    /// `<bos>`.
+    pub bos: u32,
+    /// `<eos>`.
+    pub eos: u32,
+    /// `<end_of_turn>`: the model's turn ends here.
+    pub end_of_turn: u32,
+}
+
+impl std::fmt::Debug for GemmaTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GemmaTokenizer")
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GemmaTokenizer {
+    /// Loads `tokenizer.json`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| LlmError::BadFile {
+            path: path.to_path_buf(),
+            reason: format!("cannot load tokenizer: {e}"),
+        })?;
+        let id = |token: &str| {
+            inner.token_to_id(token).ok_or_else(|| LlmError::BadFile {
+                path: path.to_path_buf(),
+                reason: format!("the tokenizer has no {token} token: not a Gemma tokenizer"),
+            })
+        };
+        Ok(Self {
+            bos: id("<bos>")?,
+            eos: id("<eos>")?,
+            end_of_turn: id("<end_of_turn>")?,
+            inner,
+        })
+    }
+
+    /// Ids of text that is already complete (template applied, `<bos>` written in it): no special
+    /// tokens are added, or `<bos>` would appear twice.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.inner
+            .encode(text, false)
+            .map(|encoding| encoding.get_ids().to_vec())
+            .map_err(|e| LlmError::Prompt(format!("cannot tokenise: {e}")))
+    }
+
+    /// Text of ids, special tokens skipped.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| LlmError::Prompt(format!("cannot decode: {e}")))
+    }
+
+    /// Size of the vocabulary, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The id of a token, if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+}
+
+/// One user turn in Gemma's chat format, the system text folded into it.
+pub fn chat_prompt(system: Option<&str>, content: &str) -> String {
+    let system = system
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| format!("{s}\n\n"))
+        .unwrap_or_default();
+    format!("<bos><start_of_turn>user\n{system}{content}<end_of_turn>\n<start_of_turn>model\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chat_prompt;
+
+    #[test]
+    fn template_matches_the_spec() {
+        assert_eq!(
+            chat_prompt(None, "Describe this X-ray"),
+            "<bos><start_of_turn>user\nDescribe this X-ray<end_of_turn>\n<start_of_turn>model\n"
+        );
+        assert_eq!(
+            chat_prompt(Some("You are an expert radiologist."), "Describe this X-ray"),
+            "<bos><start_of_turn>user\nYou are an expert radiologist.\n\nDescribe this X-ray<end_of_turn>\n<start_of_turn>model\n"
+        );
+        assert_eq!(chat_prompt(Some("  "), "x"), chat_prompt(None, "x"));
+    }
+}

@@ -1,0 +1,327 @@
+//! Gemma 3 text configuration, read from a Hugging Face `config.json` with HF's defaults for every
+//! key a file leaves out (the real MedGemma 4B/27B files list only a few; shared/specs/medgemma.md).
+//! Accepts the multimodal form (`text_config` nested) and the text-only form, and both spellings
+//! of RoPE settings: transformers 4.x (`rope_theta`, `rope_local_base_freq`, `rope_scaling`,
+//! `sliding_window_pattern`) and 5.x (`rope_parameters` per layer type, `layer_types`).
+
+use serde_json::Value;
+
+/// Whether a layer attends to a sliding window or to the whole context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    /// Keys within `sliding_window` positions of the query.
+    Sliding,
+    /// All earlier keys.
+    Full,
+}
+
+/// RoPE settings of one layer kind.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RopeSettings {
+    /// Base frequency.
+    pub theta: f64,
+    /// Linear scaling factor (positions divided by it); 1 when unscaled.
+    pub linear_factor: f64,
+}
+
+/// The numbers that define a Gemma 3 text model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gemma3TextConfig {
+    /// Vocabulary size (rows of the embedding).
+    pub vocab_size: usize,
+    /// Model width.
+    pub hidden_size: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Layer kinds, one per layer.
+    pub layers: Vec<LayerKind>,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (GQA).
+    pub num_key_value_heads: usize,
+    /// Size of one head.
+    pub head_dim: usize,
+    /// Attention scale is `query_pre_attn_scalar ^ -0.5`.
+    pub query_pre_attn_scalar: f64,
+    /// Window of sliding layers.
+    pub sliding_window: usize,
+    /// RoPE of sliding layers.
+    pub rope_local: RopeSettings,
+    /// RoPE of full layers.
+    pub rope_global: RopeSettings,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f64,
+    /// Final logit soft-capping, applied only by the text-only class.
+    pub final_logit_softcapping: Option<f64>,
+    /// True for `Gemma3ForConditionalGeneration` (multimodal), which never soft-caps.
+    pub multimodal: bool,
+}
+
+fn get<'a>(config: &'a Value, key: &str) -> Option<&'a Value> {
+    config.get(key).filter(|v| !v.is_null())
+}
+
+fn usize_or(config: &Value, key: &str, default: usize) -> Result<usize, String> {
+    match get(config, key) {
+        None => Ok(default),
+        Some(v) => v
+            .as_u64()
+            .map(|n| n as usize)
+            .ok_or_else(|| format!("`{key}` is not a whole number")),
+    }
+}
+
+fn f64_or(config: &Value, key: &str, default: f64) -> Result<f64, String> {
+    match get(config, key) {
+        None => Ok(default),
+        Some(v) => v.as_f64().ok_or_else(|| format!("`{key}` is not a number")),
+    }
+}
+
+/// A `rope_scaling` / `rope_parameters` entry: its linear factor (other types are refused).
+fn linear_factor(entry: Option<&Value>) -> Result<f64, String> {
+    let Some(entry) = entry else { return Ok(1.0) };
+    let kind = entry
+        .get("rope_type")
+        .or_else(|| entry.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    match kind {
+        "default" => Ok(1.0),
+        "linear" => entry
+            .get("factor")
+            .and_then(Value::as_f64)
+            .filter(|f| *f > 0.0)
+            .ok_or_else(|| "linear RoPE scaling without a positive `factor`".to_string()),
+        other => Err(format!(
+            "RoPE scaling type `{other}` is not supported (Gemma 3 uses linear)"
+        )),
+    }
+}
+
+impl Gemma3TextConfig {
+    /// Parses `config.json` text.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let root: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let multimodal = get(&root, "text_config").is_some()
+            || root
+                .get("architectures")
+                .and_then(Value::as_array)
+                .is_some_and(|a| {
+                    a.iter()
+                        .any(|v| v.as_str() == Some("Gemma3ForConditionalGeneration"))
+                });
+        let config = get(&root, "text_config").unwrap_or(&root);
+        // HF defaults of Gemma3TextConfig (transformers models/gemma3/configuration_gemma3.py).
+        let num_hidden_layers = usize_or(config, "num_hidden_layers", 26)?;
+        let layers = match get(config, "layer_types").and_then(Value::as_array) {
+            Some(types) => types
+                .iter()
+                .map(|t| match t.as_str() {
+                    Some("sliding_attention") => Ok(LayerKind::Sliding),
+                    Some("full_attention") => Ok(LayerKind::Full),
+                    other => Err(format!("unknown layer type {other:?}")),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => {
+                let pattern = usize_or(config, "sliding_window_pattern", 6)?.max(1);
+                (0..num_hidden_layers)
+                    .map(|i| {
+                        if (i + 1) % pattern != 0 {
+                            LayerKind::Sliding
+                        } else {
+                            LayerKind::Full
+                        }
+                    })
+                    .collect()
+            }
+        };
+        if layers.len() != num_hidden_layers {
+            return Err(format!(
+                "{} layer types for {num_hidden_layers} layers",
+                layers.len()
+            ));
+        }
+        let (rope_local, rope_global) = match get(config, "rope_parameters") {
+            Some(params) => {
+                let local = params.get("sliding_attention");
+                let global = params.get("full_attention");
+                let theta = |entry: Option<&Value>, default: f64| {
+                    entry
+                        .and_then(|e| e.get("rope_theta"))
+                        .and_then(Value::as_f64)
+                        .unwrap_or(default)
+                };
+                (
+                    RopeSettings {
+                        theta: theta(local, f64_or(config, "rope_local_base_freq", 10_000.0)?),
+                        linear_factor: linear_factor(local)?,
+                    },
+                    RopeSettings {
+                        theta: theta(global, f64_or(config, "rope_theta", 1_000_000.0)?),
+                        linear_factor: linear_factor(global)?,
+                    },
+                )
+            }
+            None => (
+                RopeSettings {
+                    theta: f64_or(config, "rope_local_base_freq", 10_000.0)?,
+                    linear_factor: 1.0,
+                },
+                RopeSettings {
+                    theta: f64_or(config, "rope_theta", 1_000_000.0)?,
+                    linear_factor: linear_factor(get(config, "rope_scaling"))?,
+                },
+            ),
+        };
+        let parsed = Self {
+            vocab_size: usize_or(config, "vocab_size", 262_208)?,
+            hidden_size: usize_or(config, "hidden_size", 2304)?,
+            intermediate_size: usize_or(config, "intermediate_size", 9216)?,
+            layers,
+            num_attention_heads: usize_or(config, "num_attention_heads", 8)?,
+            num_key_value_heads: usize_or(config, "num_key_value_heads", 4)?,
+            head_dim: usize_or(config, "head_dim", 256)?,
+            query_pre_attn_scalar: f64_or(config, "query_pre_attn_scalar", 256.0)?,
+            sliding_window: usize_or(config, "sliding_window", 4096)?,
+            rope_local,
+            rope_global,
+            rms_norm_eps: f64_or(config, "rms_norm_eps", 1e-6)?,
+            final_logit_softcapping: match get(config, "final_logit_softcapping") {
+                None => None,
+                Some(v) => Some(
+                    v.as_f64()
+                        .ok_or("`final_logit_softcapping` is not a number")?,
+                ),
+            },
+            multimodal,
+        };
+        if let Some(activation) = get(config, "hidden_activation").and_then(Value::as_str) {
+            if activation != "gelu_pytorch_tanh" {
+                return Err(format!(
+                    "activation `{activation}` is not supported (Gemma 3 uses gelu_pytorch_tanh)"
+                ));
+            }
+        }
+        if parsed.num_key_value_heads == 0
+            || !parsed.num_attention_heads.is_multiple_of(parsed.num_key_value_heads)
+            || !parsed.head_dim.is_multiple_of(2)
+            || parsed.sliding_window == 0
+        {
+            return Err(
+                "inconsistent attention sizes (heads, key/value heads, head_dim, window)".into(),
+            );
+        }
+        Ok(parsed)
+    }
+
+    /// The soft-capping this model applies to its final logits.
+    pub fn effective_softcapping(&self) -> Option<f64> {
+        if self.multimodal {
+            None
+        } else {
+            self.final_logit_softcapping
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// google/medgemma-4b-it's config.json text part as published (transformers 4.x form).
+    const MEDGEMMA_4B: &str = r#"{
+      "architectures": ["Gemma3ForConditionalGeneration"],
+      "boi_token_index": 255999, "eoi_token_index": 256000, "image_token_index": 262144,
+      "mm_tokens_per_image": 256, "model_type": "gemma3",
+      "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+        "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+        "sliding_window": 1024},
+      "vision_config": {"hidden_size": 1152, "image_size": 896, "intermediate_size": 4304,
+        "model_type": "siglip_vision_model", "num_attention_heads": 16, "num_hidden_layers": 27,
+        "patch_size": 14, "vision_use_head": false}
+    }"#;
+
+    #[test]
+    fn medgemma_4b_gets_hf_defaults() {
+        let c = Gemma3TextConfig::from_json(MEDGEMMA_4B).unwrap();
+        assert_eq!(
+            (c.hidden_size, c.intermediate_size, c.layers.len()),
+            (2560, 10240, 34)
+        );
+        assert_eq!(
+            (
+                c.vocab_size,
+                c.head_dim,
+                c.num_attention_heads,
+                c.num_key_value_heads
+            ),
+            (262_208, 256, 8, 4)
+        );
+        assert_eq!(c.query_pre_attn_scalar, 256.0);
+        assert_eq!(
+            c.rope_global,
+            RopeSettings {
+                theta: 1e6,
+                linear_factor: 8.0
+            }
+        );
+        assert_eq!(
+            c.rope_local,
+            RopeSettings {
+                theta: 1e4,
+                linear_factor: 1.0
+            }
+        );
+        // Pattern 6: layers 5, 11, 17, ... are full.
+        let full: Vec<usize> = (0..34)
+            .filter(|&i| c.layers[i] == LayerKind::Full)
+            .collect();
+        assert_eq!(full, vec![5, 11, 17, 23, 29]);
+        assert!(c.multimodal && c.effective_softcapping().is_none());
+    }
+
+    #[test]
+    fn medgemma_27b_text_uses_its_own_scalar() {
+        let json = r#"{"architectures": ["Gemma3ForCausalLM"], "hidden_size": 5376, "intermediate_size": 21504,
+            "num_hidden_layers": 62, "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128,
+            "query_pre_attn_scalar": 168, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+            "sliding_window": 1024, "final_logit_softcapping": null, "model_max_length": 1e30}"#;
+        let c = Gemma3TextConfig::from_json(json).unwrap();
+        assert_eq!((c.head_dim, c.query_pre_attn_scalar), (128, 168.0));
+        assert!(!c.multimodal);
+    }
+
+    #[test]
+    fn transformers_5_form_with_layer_types() {
+        let json = r#"{"text_config": {"vocab_size": 480, "hidden_size": 64, "num_hidden_layers": 2,
+            "layer_types": ["sliding_attention", "full_attention"], "sliding_window": 8,
+            "rope_parameters": {"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+                                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}}}"#;
+        let c = Gemma3TextConfig::from_json(json).unwrap();
+        assert_eq!(c.layers, vec![LayerKind::Sliding, LayerKind::Full]);
+        assert_eq!(c.rope_global.linear_factor, 8.0);
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_a_reason() {
+        assert!(Gemma3TextConfig::from_json("{")
+            .unwrap_err()
+            .contains("JSON"));
+        assert!(Gemma3TextConfig::from_json(
+            r#"{"rope_scaling": {"rope_type": "yarn", "factor": 4}}"#
+        )
+        .unwrap_err()
+        .contains("yarn"));
+        assert!(
+            Gemma3TextConfig::from_json(r#"{"hidden_activation": "silu"}"#)
+                .unwrap_err()
+                .contains("silu")
+        );
+        assert!(Gemma3TextConfig::from_json(r#"{"num_key_value_heads": 3}"#).is_err());
+        assert!(Gemma3TextConfig::from_json(
+            r#"{"num_hidden_layers": 2, "layer_types": ["full_attention"]}"#
+        )
+        .is_err());
+    }
+}
