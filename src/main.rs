@@ -16,8 +16,8 @@ use medscribe_pipeline::segmenter::SpeechProbability;
 use medscribe_pipeline::{render, DataDir, Segmentation, TranscriptFormat};
 
 /// Local, private speech-to-report for doctors: transcription on ONNX Runtime (Moonshine by
-/// default, Google's MedASR when you export it) and, later, letters written by MedGemma.
-/// Nothing leaves this machine.
+/// default, Google's MedASR when you export it) and text generation with Gemma 3 / MedGemma on
+/// candle (letters to come). Nothing leaves this machine.
 #[derive(Debug, Parser)]
 #[command(name = "medscribe", version, propagate_version = true)]
 struct Cli {
@@ -43,6 +43,66 @@ enum Command {
     Transcribe(TranscribeArgs),
     /// List the installed models, check them, and say how to add MedASR.
     Models,
+    /// Generate text with a Gemma 3 / MedGemma model (text only for now).
+    ///
+    /// Prints only the generated text to stdout, as it is produced. By default the prompt is
+    /// wrapped in Gemma's chat template (system text folded into the user turn); with --raw it is
+    /// used verbatim. The default model, Gemma 3 270M (Q4_K_M GGUF, installed by setup), is a
+    /// small base model, not instruction-tuned: it continues text rather than following
+    /// instructions, and knows little medicine; MedGemma 4B/27B give the quality.
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct GenerateArgs {
+    /// A model directory (config.json, *.safetensors, tokenizer.json) or a .gguf file with
+    /// tokenizer.json beside it. Default: Gemma 3 270M as installed by setup.
+    #[arg(long, short, value_name = "PATH")]
+    model: Option<PathBuf>,
+
+    /// The prompt; read from stdin when absent.
+    #[arg(long, short, value_name = "TEXT")]
+    prompt: Option<String>,
+
+    /// System instructions, folded into the user turn as Gemma's template does.
+    #[arg(long, value_name = "TEXT")]
+    system: Option<String>,
+
+    /// Use the prompt verbatim: no chat template, no <bos> added.
+    #[arg(long)]
+    raw: bool,
+
+    /// Images to show the model (needs the vision tower: not available yet).
+    #[arg(long, value_name = "IMG")]
+    image: Vec<PathBuf>,
+
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    max_new_tokens: usize,
+
+    /// Sampling temperature; 0 is greedy (deterministic).
+    #[arg(long, default_value_t = 0.0, value_name = "T")]
+    temperature: f32,
+
+    /// Sample only among the K most likely tokens (0: all).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    top_k: usize,
+
+    /// Sample only among the most likely tokens whose probabilities reach P.
+    #[arg(long, default_value_t = 1.0, value_name = "P")]
+    top_p: f32,
+
+    /// Penalise tokens already generated (1: off).
+    #[arg(long, default_value_t = 1.0, value_name = "R")]
+    repetition_penalty: f32,
+
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+
+    /// Print load time and speed on stderr.
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -134,7 +194,117 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Transcribe(args) => transcribe(args, cli.ort_lib.as_deref()),
         Command::Models => list_models(),
+        Command::Generate(args) => generate_text(args),
     }
+}
+
+fn generate_text(args: GenerateArgs) -> Result<ExitCode> {
+    use std::io::Read;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Instant;
+
+    if !args.image.is_empty() {
+        bail!("images need MedGemma's vision tower, which medscribe does not run yet (text only for now)");
+    }
+    if !(0.0..=100.0).contains(&args.temperature)
+        || !(0.0..=1.0).contains(&args.top_p)
+        || args.repetition_penalty <= 0.0
+    {
+        bail!("--temperature must be 0-100, --top-p 0-1 and --repetition-penalty above 0");
+    }
+    let data = DataDir::from_env();
+    let path = match &args.model {
+        Some(path) => path.clone(),
+        None => {
+            let default = models::default_llm_model(&data);
+            if !default.is_file() {
+                bail!(
+                    "the default letter model is not installed ({}); run scripts/setup.sh, or pass --model PATH",
+                    default.display()
+                );
+            }
+            default
+        }
+    };
+    let prompt = match args.prompt {
+        Some(prompt) => prompt,
+        None => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read the prompt from stdin")?;
+            text
+        }
+    };
+    if prompt.trim().is_empty() {
+        bail!("empty prompt: pass --prompt TEXT or write it to stdin");
+    }
+    let started = Instant::now();
+    let mut loaded = medscribe_llm::load(&path, &medscribe_llm::Device::Cpu)
+        .with_context(|| format!("cannot load letter model {}", path.display()))?;
+    let load_s = started.elapsed().as_secs_f64();
+    let text = if args.raw {
+        prompt
+    } else {
+        medscribe_llm::chat_prompt(args.system.as_deref(), &prompt)
+    };
+    let ids = loaded.tokenizer.encode(&text)?;
+    let sampling = medscribe_llm::Sampling {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        repetition_penalty: args.repetition_penalty,
+        seed: args.seed,
+        max_new_tokens: args.max_new_tokens,
+    };
+    let stop = [loaded.tokenizer.eos, loaded.tokenizer.end_of_turn];
+    let tokenizer = &loaded.tokenizer;
+    let mut generated: Vec<u32> = Vec::new();
+    let mut printed = String::new();
+    let mut out = std::io::stdout().lock();
+    let mut write_error: Option<std::io::Error> = None;
+    let generation_started = Instant::now();
+    let mut first_token_s = None;
+    let (_, reason) = medscribe_llm::generate(
+        &mut loaded.model,
+        &ids,
+        &stop,
+        &sampling,
+        &AtomicBool::new(false),
+        &mut |id| {
+            first_token_s.get_or_insert(generation_started.elapsed().as_secs_f64());
+            generated.push(id);
+            // Decode the whole continuation so pieces that only make sense together (multi-byte
+            // characters split over tokens) print correctly.
+            if let Ok(text) = tokenizer.decode(&generated) {
+                if let Some(new) = text.strip_prefix(printed.as_str()) {
+                    if let Err(e) = out.write_all(new.as_bytes()).and_then(|()| out.flush()) {
+                        write_error = Some(e);
+                        return false;
+                    }
+                    printed = text;
+                }
+            }
+            true
+        },
+    )?;
+    if let Some(error) = write_error {
+        return Err(error.into());
+    }
+    writeln!(out)?;
+    if args.verbose {
+        let total = generation_started.elapsed().as_secs_f64();
+        let prefill = first_token_s.unwrap_or(total);
+        let decode_tokens = generated.len().saturating_sub(1);
+        eprintln!(
+            "medscribe: loaded in {load_s:.2} s; prompt {} tokens in {prefill:.2} s ({:.0} tok/s); {} tokens generated ({:.1} tok/s); stopped: {reason:?}",
+            ids.len(),
+            ids.len() as f64 / prefill.max(1e-9),
+            generated.len(),
+            decode_tokens as f64 / (total - prefill).max(1e-9)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_runtime(ort_lib: Option<&Path>, data: &DataDir) -> Result<()> {
@@ -369,11 +539,18 @@ fn list_models() -> Result<ExitCode> {
     for entry in &entries {
         let status = models::check(&data, entry);
         all_verified &= status == FileStatus::Verified;
+        let parts: Vec<&str> = entry.package.split('+').collect();
+        let source = match entry.package.strip_prefix("npm:") {
+            Some(npm) => format!("npm {npm}"),
+            None if parts.len() > 1 => {
+                format!("PyPI {} (+{} more parts)", parts[0], parts.len() - 1)
+            }
+            None => format!("PyPI {}", entry.package),
+        };
         println!(
-            "  {:<30} {:<10} from PyPI {}\n  {:<30} {}",
+            "  {:<30} {:<10} from {source}\n  {:<30} {}",
             entry.name,
             status.to_string(),
-            entry.package,
             "",
             data.root().join(&entry.destination).display()
         );

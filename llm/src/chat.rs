@@ -98,5 +98,6 @@ mod tests {
             "<bos><start_of_turn>user\nYou are an expert radiologist.\n\nDescribe this X-ray<end_of_turn>\n<start_of_turn>model\n"
         );
         assert_eq!(chat_prompt(Some("  "), "x"), chat_prompt(None, "x"));
+        assert_eq!(chat_prompt(None, "  x \n"), chat_prompt(None, "x"));
     }
 }

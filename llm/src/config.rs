@@ -204,7 +204,9 @@ impl Gemma3TextConfig {
             }
         }
         if parsed.num_key_value_heads == 0
-            || !parsed.num_attention_heads.is_multiple_of(parsed.num_key_value_heads)
+            || !parsed
+                .num_attention_heads
+                .is_multiple_of(parsed.num_key_value_heads)
             || !parsed.head_dim.is_multiple_of(2)
             || parsed.sliding_window == 0
         {

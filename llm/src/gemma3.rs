@@ -9,7 +9,8 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::quantized::{gguf_file, QMatMul};
+use candle_core::{DType, Device, Module, Tensor, D};
 
 use crate::config::{Gemma3TextConfig, LayerKind, RopeSettings};
 use crate::error::{LlmError, Result};
@@ -38,9 +39,22 @@ fn softmax_last(x: &Tensor) -> Result<Tensor> {
     Ok(exp.broadcast_div(&sum)?)
 }
 
+/// A weight matrix `[out, in]`: float (from safetensors) or quantized (from GGUF, multiplied
+/// by candle's quantized kernels without unpacking).
+#[derive(Debug, Clone)]
+pub enum Matrix {
+    /// Float weights, f32.
+    Float(Tensor),
+    /// Quantized weights.
+    Quantized(QMatMul),
+}
+
 /// `x @ w^T` for a `[.., in]` activation and an `[out, in]` weight.
-fn linear(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    Ok(x.broadcast_matmul(&weight.t()?)?)
+fn linear(x: &Tensor, weight: &Matrix) -> Result<Tensor> {
+    match weight {
+        Matrix::Float(w) => Ok(x.broadcast_matmul(&w.t()?)?),
+        Matrix::Quantized(q) => Ok(q.forward(x)?),
+    }
 }
 
 /// Rotary tables for positions `start..start + len`: (cos, sin), each `[len, head_dim]`,
@@ -101,15 +115,15 @@ struct Layer {
     post_attention_norm: Tensor,
     pre_feedforward_norm: Tensor,
     post_feedforward_norm: Tensor,
-    q_proj: Tensor,
-    k_proj: Tensor,
-    v_proj: Tensor,
-    o_proj: Tensor,
+    q_proj: Matrix,
+    k_proj: Matrix,
+    v_proj: Matrix,
+    o_proj: Matrix,
     q_norm: Tensor,
     k_norm: Tensor,
-    gate_proj: Tensor,
-    up_proj: Tensor,
-    down_proj: Tensor,
+    gate_proj: Matrix,
+    up_proj: Matrix,
+    down_proj: Matrix,
     cache: KvCache,
 }
 
@@ -117,7 +131,12 @@ struct Layer {
 #[derive(Debug, Clone)]
 pub struct Gemma3Text {
     config: Gemma3TextConfig,
+    /// Lookup table of token embeddings (f32, or f16 when unpacked from GGUF).
     embed: Tensor,
+    /// sqrt(hidden) rounded to the dtype the weights were trained in, as HF does.
+    embed_scale: f64,
+    /// The output head: the embedding matrix (tied), float or quantized.
+    head: Matrix,
     final_norm: Tensor,
     layers: Vec<Layer>,
     position: usize,
@@ -133,7 +152,15 @@ struct WeightSource {
 }
 
 impl WeightSource {
+    fn matrix(&self, name: &str, shape: &[usize]) -> Result<Matrix> {
+        Ok(Matrix::Float(self.tensor(name, shape)?))
+    }
+
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        Ok(self.raw(name, shape)?.to_dtype(DType::F32)?)
+    }
+
+    fn raw(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let full = format!("{}{name}", self.prefix);
         let tensor = self
             .tensors
@@ -236,24 +263,117 @@ impl Gemma3Text {
                 post_attention_norm: w.norm(&n("post_attention_layernorm.weight"), h)?,
                 pre_feedforward_norm: w.norm(&n("pre_feedforward_layernorm.weight"), h)?,
                 post_feedforward_norm: w.norm(&n("post_feedforward_layernorm.weight"), h)?,
-                q_proj: w.tensor(&n("self_attn.q_proj.weight"), &[nh * hd, h])?,
-                k_proj: w.tensor(&n("self_attn.k_proj.weight"), &[nkv * hd, h])?,
-                v_proj: w.tensor(&n("self_attn.v_proj.weight"), &[nkv * hd, h])?,
-                o_proj: w.tensor(&n("self_attn.o_proj.weight"), &[h, nh * hd])?,
+                q_proj: w.matrix(&n("self_attn.q_proj.weight"), &[nh * hd, h])?,
+                k_proj: w.matrix(&n("self_attn.k_proj.weight"), &[nkv * hd, h])?,
+                v_proj: w.matrix(&n("self_attn.v_proj.weight"), &[nkv * hd, h])?,
+                o_proj: w.matrix(&n("self_attn.o_proj.weight"), &[h, nh * hd])?,
                 q_norm: w.norm(&n("self_attn.q_norm.weight"), hd)?,
                 k_norm: w.norm(&n("self_attn.k_norm.weight"), hd)?,
-                gate_proj: w.tensor(&n("mlp.gate_proj.weight"), &[i, h])?,
-                up_proj: w.tensor(&n("mlp.up_proj.weight"), &[i, h])?,
-                down_proj: w.tensor(&n("mlp.down_proj.weight"), &[h, i])?,
+                gate_proj: w.matrix(&n("mlp.gate_proj.weight"), &[i, h])?,
+                up_proj: w.matrix(&n("mlp.up_proj.weight"), &[i, h])?,
+                down_proj: w.matrix(&n("mlp.down_proj.weight"), &[h, i])?,
                 cache: KvCache::default(),
             });
         }
+        let stored = w.raw("embed_tokens.weight", &[config.vocab_size, h])?;
+        // HF multiplies by sqrt(hidden) cast to the weights' dtype (bf16 for the real models).
+        let embed_scale = Tensor::new(&[(h as f32).sqrt()], &w.device)?
+            .to_dtype(stored.dtype())?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?[0];
+        let embed = stored.to_dtype(DType::F32)?;
         Ok(Self {
-            embed: w.tensor("embed_tokens.weight", &[config.vocab_size, h])?,
+            head: Matrix::Float(embed.clone()),
+            embed,
+            embed_scale: f64::from(embed_scale),
             final_norm: w.norm("norm.weight", h)?,
             layers,
             position: 0,
             device: w.device.clone(),
+            config,
+        })
+    }
+
+    /// Loads a llama.cpp GGUF file of the `gemma3` architecture (text model). Projections stay
+    /// quantized; norm weights already hold 1 + w (llama.cpp's converter folds it in); the
+    /// global layers' RoPE scaling comes from the metadata.
+    pub fn load_gguf(path: &Path, device: &Device) -> Result<Self> {
+        Self::load_gguf_with(path, device, GgufWeights::Quantized)
+    }
+
+    /// Like [`Gemma3Text::load_gguf`], choosing how the weights are held.
+    pub fn load_gguf_with(path: &Path, device: &Device, weights: GgufWeights) -> Result<Self> {
+        let bad = |reason: String| LlmError::BadFile {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+        let content = gguf_file::Content::read(&mut file)
+            .map_err(|e| bad(format!("not a readable GGUF file: {e}")))?;
+        let config = gguf_config(&content).map_err(bad)?;
+        let mut g = GgufReader {
+            content: &content,
+            reader: std::io::BufReader::new(file),
+            path,
+            device,
+            weights,
+        };
+        let (h, i, hd) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.head_dim,
+        );
+        let (nh, nkv) = (config.num_attention_heads, config.num_key_value_heads);
+        let mut layers = Vec::with_capacity(config.layers.len());
+        for (index, kind) in config.layers.iter().enumerate() {
+            let n = |name: &str| format!("blk.{index}.{name}.weight");
+            layers.push(Layer {
+                kind: *kind,
+                input_norm: g.gain(&n("attn_norm"), h)?,
+                post_attention_norm: g.gain(&n("post_attention_norm"), h)?,
+                pre_feedforward_norm: g.gain(&n("ffn_norm"), h)?,
+                post_feedforward_norm: g.gain(&n("post_ffw_norm"), h)?,
+                q_norm: g.gain(&n("attn_q_norm"), hd)?,
+                k_norm: g.gain(&n("attn_k_norm"), hd)?,
+                q_proj: g.matrix(&n("attn_q"), [nh * hd, h])?,
+                k_proj: g.matrix(&n("attn_k"), [nkv * hd, h])?,
+                v_proj: g.matrix(&n("attn_v"), [nkv * hd, h])?,
+                o_proj: g.matrix(&n("attn_output"), [h, nh * hd])?,
+                gate_proj: g.matrix(&n("ffn_gate"), [i, h])?,
+                up_proj: g.matrix(&n("ffn_up"), [i, h])?,
+                down_proj: g.matrix(&n("ffn_down"), [h, i])?,
+                cache: KvCache::default(),
+            });
+        }
+        let final_norm = g.gain("output_norm.weight", h)?;
+        let embedding = std::sync::Arc::new(g.qtensor("token_embd.weight")?);
+        if embedding.shape().dims() != [config.vocab_size, h] {
+            return Err(bad(format!(
+                "token_embd has shape {:?}",
+                embedding.shape().dims()
+            )));
+        }
+        // The lookup table is unpacked to f16 (half the memory of f32); the tied head stays
+        // quantized and runs on the quantized kernels.
+        let (embed, head) = match weights {
+            GgufWeights::Quantized => (
+                embedding.dequantize_f16(device)?,
+                Matrix::Quantized(QMatMul::from_arc(embedding)?),
+            ),
+            GgufWeights::Dequantized => {
+                let table = embedding.dequantize(device)?;
+                (table.clone(), Matrix::Float(table))
+            }
+        };
+        Ok(Self {
+            head,
+            embed,
+            // llama.cpp scales by sqrtf(n_embd) in f32.
+            embed_scale: f64::from((h as f32).sqrt()),
+            final_norm,
+            layers,
+            position: 0,
+            device: device.clone(),
             config,
         })
     }
@@ -288,8 +408,8 @@ impl Gemma3Text {
             )));
         }
         let ids = Tensor::from_slice(ids, ids.len(), &self.device)?;
-        let scale = (self.config.hidden_size as f64).sqrt() as f32;
-        Ok((self.embed.index_select(&ids, 0)? * f64::from(scale))?.unsqueeze(0)?)
+        let rows = self.embed.index_select(&ids, 0)?.to_dtype(DType::F32)?;
+        Ok((rows * self.embed_scale)?.unsqueeze(0)?)
     }
 
     /// Runs `ids` after everything seen so far and returns the logits of every new position
@@ -323,7 +443,7 @@ impl Gemma3Text {
             x.narrow(1, len - 1, 1)?
         };
         let x = rms_norm(&x, &self.final_norm, self.config.rms_norm_eps)?;
-        let mut logits = linear(&x, &self.embed)?.squeeze(0)?;
+        let mut logits = linear(&x, &self.head)?.squeeze(0)?;
         if let Some(cap) = self.config.effective_softcapping() {
             logits = ((logits / cap)?.tanh()? * cap)?;
         }
@@ -442,4 +562,179 @@ impl Layer {
         self.cache.values = Some(values);
         linear(&out, &self.o_proj)
     }
+}
+
+/// How GGUF weights are held in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgufWeights {
+    /// As stored, multiplied by candle's quantized kernels (which round activations to 8 bits):
+    /// the fast, small default.
+    Quantized,
+    /// Unpacked to f32 once: 4-8x the memory, float arithmetic throughout. For checking against
+    /// float references.
+    Dequantized,
+}
+
+/// Reads tensors of one GGUF file, checking their shapes.
+struct GgufReader<'a> {
+    content: &'a gguf_file::Content,
+    reader: std::io::BufReader<std::fs::File>,
+    path: &'a Path,
+    device: &'a Device,
+    weights: GgufWeights,
+}
+
+impl GgufReader<'_> {
+    fn weights_error(&self, reason: String) -> LlmError {
+        LlmError::Weights {
+            path: self.path.to_path_buf(),
+            reason,
+        }
+    }
+
+    fn qtensor(&mut self, name: &str) -> Result<candle_core::quantized::QTensor> {
+        self.content
+            .tensor(&mut self.reader, name, self.device)
+            .map_err(|e| self.weights_error(format!("tensor {name}: {e}")))
+    }
+
+    fn matrix(&mut self, name: &str, shape: [usize; 2]) -> Result<Matrix> {
+        let q = self.qtensor(name)?;
+        if q.shape().dims() != shape {
+            return Err(self.weights_error(format!(
+                "tensor {name} has shape {:?}, the metadata needs {shape:?}",
+                q.shape().dims()
+            )));
+        }
+        Ok(match self.weights {
+            GgufWeights::Quantized => Matrix::Quantized(QMatMul::from_qtensor(q)?),
+            GgufWeights::Dequantized => Matrix::Float(q.dequantize(self.device)?),
+        })
+    }
+
+    /// A norm gain (llama.cpp stores 1 + w already).
+    fn gain(&mut self, name: &str, size: usize) -> Result<Tensor> {
+        let t = self.qtensor(name)?.dequantize(self.device)?;
+        if t.dims() != [size] {
+            return Err(self.weights_error(format!(
+                "norm {name} has shape {:?}, expected [{size}]",
+                t.dims()
+            )));
+        }
+        Ok(t)
+    }
+}
+
+/// The text configuration from GGUF metadata (llama.cpp's `gemma3` keys). What llama.cpp does not
+/// store follows llama.cpp: every sixth layer is global, the local RoPE base is 10000, and the
+/// attention scale uses head_dim, except for the 27B shape (hidden 5376), whose
+/// query_pre_attn_scalar is 168.
+fn gguf_config(content: &gguf_file::Content) -> std::result::Result<Gemma3TextConfig, String> {
+    let meta = &content.metadata;
+    let arch = meta
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_default();
+    if arch != "gemma3" {
+        return Err(format!("architecture `{arch}` is not Gemma 3 (gemma3)"));
+    }
+    let number = |key: &str| -> std::result::Result<usize, String> {
+        let value = meta
+            .get(&format!("gemma3.{key}"))
+            .ok_or_else(|| format!("metadata gemma3.{key} is missing"))?;
+        value
+            .to_u32()
+            .map(|n| n as usize)
+            .or_else(|_| value.to_u64().map(|n| n as usize))
+            .map_err(|_| format!("metadata gemma3.{key} is not a number"))
+    };
+    let float = |key: &str, default: f64| -> f64 {
+        meta.get(&format!("gemma3.{key}"))
+            .and_then(|v| v.to_f32().ok())
+            .map_or(default, f64::from)
+    };
+    let hidden = number("embedding_length")?;
+    let heads = number("attention.head_count")?;
+    let head_dim = number("attention.key_length").unwrap_or(hidden / heads.max(1));
+    let layers = number("block_count")?;
+    let vocab = content
+        .tensor_infos
+        .get("token_embd.weight")
+        .map(|info| info.shape.dims()[0])
+        .ok_or("no token_embd.weight tensor")?;
+    let scaling_type = meta
+        .get("gemma3.rope.scaling.type")
+        .and_then(|v| v.to_string().ok())
+        .cloned();
+    let linear_factor = match scaling_type.as_deref() {
+        None | Some("none") => 1.0,
+        Some("linear") => float("rope.scaling.factor", 1.0),
+        Some(other) => return Err(format!("RoPE scaling `{other}` is not supported")),
+    };
+    let config = Gemma3TextConfig {
+        vocab_size: vocab,
+        hidden_size: hidden,
+        intermediate_size: number("feed_forward_length")?,
+        layers: (0..layers)
+            .map(|i| {
+                if (i + 1) % 6 != 0 {
+                    LayerKind::Sliding
+                } else {
+                    LayerKind::Full
+                }
+            })
+            .collect(),
+        num_attention_heads: heads,
+        num_key_value_heads: number("attention.head_count_kv").unwrap_or(heads),
+        head_dim,
+        query_pre_attn_scalar: if hidden == 5376 {
+            168.0
+        } else {
+            head_dim as f64
+        },
+        sliding_window: number("attention.sliding_window").unwrap_or(4096),
+        rope_local: RopeSettings {
+            theta: 10_000.0,
+            linear_factor: 1.0,
+        },
+        rope_global: RopeSettings {
+            theta: float("rope.freq_base", 1_000_000.0),
+            linear_factor,
+        },
+        rms_norm_eps: float("attention.layer_norm_rms_epsilon", 1e-6),
+        final_logit_softcapping: meta
+            .get("gemma3.final_logit_softcapping")
+            .and_then(|v| v.to_f32().ok())
+            .map(f64::from),
+        multimodal: false,
+    };
+    if config.num_key_value_heads == 0
+        || !config
+            .num_attention_heads
+            .is_multiple_of(config.num_key_value_heads)
+    {
+        return Err("inconsistent head counts in the metadata".into());
+    }
+    Ok(config)
+}
+
+/// The vocabulary stored in a GGUF file (`tokenizer.ggml.tokens`), to check a tokenizer against.
+pub fn gguf_vocabulary(path: &Path) -> Result<Vec<String>> {
+    let bad = |reason: String| LlmError::BadFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|e| bad(format!("not a readable GGUF file: {e}")))?;
+    let tokens = content
+        .metadata
+        .get("tokenizer.ggml.tokens")
+        .and_then(|v| v.to_vec().ok())
+        .ok_or_else(|| bad("no tokenizer.ggml.tokens in the metadata".into()))?;
+    Ok(tokens
+        .iter()
+        .map(|t| t.to_string().cloned().unwrap_or_default())
+        .collect())
 }

@@ -1,8 +1,9 @@
 //! Letter writing for medscribe: the Gemma 3 / MedGemma language model on candle with Hugging
 //! Face semantics (our own implementation: candle-transformers' Gemma 3 is numerically wrong for
 //! MedGemma, shared/specs/medgemma.md), configuration parsing, safetensors loading across the
-//! transformers name layouts, Gemma's tokenizer and chat template, and generation. It knows
-//! nothing about audio or user interfaces. Still to come: GGUF weights, the SigLIP vision tower
+//! transformers name layouts and GGUF loading (quantized weights stay quantized), Gemma's
+//! tokenizer and chat template, and generation. It knows
+//! nothing about audio or user interfaces. Still to come: the SigLIP vision tower
 //! and image merging, letter templates.
 #![deny(missing_docs)]
 
@@ -11,9 +12,12 @@ pub mod config;
 pub mod error;
 pub mod gemma3;
 pub mod generate;
+pub mod loader;
 
+pub use candle_core::Device;
 pub use chat::{chat_prompt, GemmaTokenizer};
 pub use config::Gemma3TextConfig;
 pub use error::{LlmError, Result};
-pub use gemma3::Gemma3Text;
+pub use gemma3::{Gemma3Text, GgufWeights};
 pub use generate::{generate, Sampling, StopReason};
+pub use loader::{load, LoadedModel};

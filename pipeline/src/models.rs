@@ -106,6 +106,13 @@ pub fn default_asr_model(data: &DataDir) -> PathBuf {
     data.models_dir().join("moonshine-base-en")
 }
 
+/// The default letter model (Gemma 3 270M GGUF; its tokenizer.json lies beside it).
+pub fn default_llm_model(data: &DataDir) -> PathBuf {
+    data.models_dir()
+        .join("gemma3-270m")
+        .join("gemma-3-270m-q4_k_m.gguf")
+}
+
 /// The voice activity model file.
 pub fn default_vad_model(data: &DataDir) -> PathBuf {
     data.models_dir().join("silero-vad").join("silero_vad.onnx")

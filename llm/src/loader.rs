@@ -1,0 +1,105 @@
+//! Opening a letter model from what the user names: a Hugging Face directory (config.json,
+//! *.safetensors, tokenizer.json) or a GGUF file with the Gemma 3 tokenizer.json beside it.
+//! A GGUF file's own vocabulary is checked against the tokenizer, so a mismatched pair fails at
+//! load with a clear message instead of writing nonsense.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+
+use crate::chat::GemmaTokenizer;
+use crate::error::{LlmError, Result};
+use crate::gemma3::{gguf_vocabulary, Gemma3Text};
+
+/// Ids checked when comparing a tokenizer with a GGUF vocabulary: the specials and a spread of
+/// ordinary pieces.
+const SAMPLE_IDS: [usize; 12] = [
+    0, 1, 2, 3, 105, 106, 1000, 4_567, 50_000, 123_456, 200_000, 262_143,
+];
+
+/// A model ready to generate, with its tokenizer and where it came from.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// The model.
+    pub model: Gemma3Text,
+    /// Its tokenizer.
+    pub tokenizer: GemmaTokenizer,
+    /// The file or directory it was loaded from.
+    pub source: PathBuf,
+}
+
+/// Loads a model directory or a `.gguf` file.
+pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
+    if path.is_dir() {
+        let tokenizer_path = path.join("tokenizer.json");
+        if !tokenizer_path.is_file() {
+            return Err(LlmError::MissingFile {
+                dir: path.to_path_buf(),
+                file: "tokenizer.json".into(),
+            });
+        }
+        let tokenizer = GemmaTokenizer::load(&tokenizer_path)?;
+        let model = Gemma3Text::load(path, device)?;
+        return Ok(LoadedModel {
+            model,
+            tokenizer,
+            source: path.to_path_buf(),
+        });
+    }
+    if !path.is_file() {
+        return Err(LlmError::BadFile {
+            path: path.to_path_buf(),
+            reason: "no such model file or directory".into(),
+        });
+    }
+    if path.extension().and_then(|e| e.to_str()) != Some("gguf") {
+        return Err(LlmError::BadFile {
+            path: path.to_path_buf(),
+            reason: "not a model directory or a .gguf file".into(),
+        });
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tokenizer_path = dir.join("tokenizer.json");
+    if !tokenizer_path.is_file() {
+        return Err(LlmError::MissingFile {
+            dir: dir.to_path_buf(),
+            file: "tokenizer.json (the Gemma 3 tokenizer, installed by scripts/setup.sh)".into(),
+        });
+    }
+    let tokenizer = GemmaTokenizer::load(&tokenizer_path)?;
+    check_vocabulary(&tokenizer, &gguf_vocabulary(path)?, &tokenizer_path)?;
+    let model = Gemma3Text::load_gguf(path, device)?;
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        source: path.to_path_buf(),
+    })
+}
+
+/// The tokenizer must cover the GGUF vocabulary with the same pieces at the same ids.
+fn check_vocabulary(
+    tokenizer: &GemmaTokenizer,
+    vocabulary: &[String],
+    tokenizer_path: &Path,
+) -> Result<()> {
+    let mismatch = |reason: String| LlmError::BadFile {
+        path: tokenizer_path.to_path_buf(),
+        reason: format!("does not match the model's vocabulary: {reason}"),
+    };
+    if tokenizer.vocab_size() < vocabulary.len() {
+        return Err(mismatch(format!(
+            "{} tokens in the tokenizer, {} in the model",
+            tokenizer.vocab_size(),
+            vocabulary.len()
+        )));
+    }
+    for &id in SAMPLE_IDS.iter().filter(|&&id| id < vocabulary.len()) {
+        let piece = &vocabulary[id];
+        if tokenizer.token_id(piece) != Some(id as u32) {
+            return Err(mismatch(format!(
+                "token {piece:?} has id {id} in the model"
+            )));
+        }
+    }
+    Ok(())
+}

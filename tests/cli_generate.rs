@@ -1,0 +1,168 @@
+//! End-to-end tests of `medscribe generate`: the real binary, the default model setup installs
+//! (Gemma 3 270M GGUF) and the tiny parity model.
+
+mod common;
+
+use assert_cmd::Command;
+use common::*;
+
+fn medscribe() -> Command {
+    Command::cargo_bin("medscribe").unwrap()
+}
+
+fn reference() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("gemma3-270m-expected.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn default_model_streams_the_continuation_of_a_raw_prompt() {
+    // The greedy continuation of the templated prompt agrees with the float reference for all
+    // 16 tokens (tests/parity_gemma3_270m.rs); the binary must print exactly its text.
+    let prompt = &reference()["prompts"][1];
+    let out = medscribe()
+        .args([
+            "generate",
+            "--raw",
+            "--max-new-tokens",
+            "16",
+            "--prompt",
+            prompt["text"].as_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        text,
+        format!("{}\n", prompt["greedy_text"].as_str().unwrap())
+    );
+    assert!(out.stderr.is_empty(), "nothing on stderr without -v");
+}
+
+#[test]
+fn templated_prompt_from_stdin_with_timing() {
+    let out = medscribe()
+        .args(["generate", "--max-new-tokens", "8", "-v"])
+        .write_stdin("What is the capital of France?\n")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same turn as the reference's templated prompt (content trimmed, as Gemma's template).
+    let expected = reference()["prompts"][1]["greedy_text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        expected.starts_with(text.trim_end()),
+        "{text:?} vs {expected:?}"
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("loaded in") && stderr.contains("tok/s"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn safetensors_model_directories_work_too() {
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("gemma3-expected/expected.json")).unwrap(),
+    )
+    .unwrap();
+    let prompt = &expected["prompts"]["raw"];
+    let out = medscribe()
+        .args(["generate", "--raw", "--max-new-tokens", "20", "--model"])
+        .arg(fixture("gemma3-tiny"))
+        .args(["--prompt", prompt["text"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    // Greedy stops early only at <eos>/<end_of_turn>; the reference ran without stopping.
+    let reference_text = prompt["greedy_text"].as_str().unwrap();
+    assert!(!text.trim().is_empty());
+    assert!(
+        reference_text.starts_with(text.trim_end()) || text.trim_end() == reference_text.trim_end(),
+        "{text:?} vs {reference_text:?}"
+    );
+}
+
+#[test]
+fn usage_and_model_errors_are_one_clear_line() {
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["generate", "--prompt", "   "], "empty prompt"),
+        (
+            vec!["generate", "--image", "x.png", "--prompt", "hi"],
+            "vision tower",
+        ),
+        (
+            vec![
+                "generate",
+                "--model",
+                "/nonexistent/model.gguf",
+                "--prompt",
+                "hi",
+            ],
+            "no such model file or directory",
+        ),
+        (
+            vec!["generate", "--model", "Cargo.toml", "--prompt", "hi"],
+            "not a model directory or a .gguf file",
+        ),
+        (
+            vec!["generate", "--temperature=-1", "--prompt", "hi"],
+            "--temperature",
+        ),
+    ];
+    for (args, reason) in cases {
+        let out = medscribe().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(reason),
+            "{args:?}: expected {reason:?} in {stderr}"
+        );
+    }
+    // A GGUF without its tokenizer beside it.
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("model.gguf");
+    std::fs::write(&gguf, b"GGUF").unwrap();
+    let out = medscribe()
+        .args(["generate", "--prompt", "hi", "--model"])
+        .arg(&gguf)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tokenizer.json"));
+    // A corrupt GGUF with a tokenizer.
+    std::fs::copy(
+        fixture("gemma3-tiny/tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let out = medscribe()
+        .args(["generate", "--prompt", "hi", "--model"])
+        .arg(&gguf)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("model.gguf") && stderr.contains("GGUF"),
+        "{stderr}"
+    );
+}
