@@ -565,6 +565,10 @@ fn list_models() -> Result<ExitCode> {
         "Voice activity model: {}",
         models::default_vad_model(&data).display()
     );
+    println!(
+        "Default letter model: {} (Gemma 3 270M base, not instruction-tuned)",
+        models::default_llm_model(&data).display()
+    );
     if let Ok(dirs) = std::fs::read_dir(data.models_dir()) {
         let mut others: Vec<PathBuf> = dirs
             .flatten()
