@@ -58,35 +58,63 @@ fn dequantised_weights_continue_exactly_like_the_reference() {
 }
 
 #[test]
-fn quantized_kernels_stay_close_to_the_reference() {
-    // candle's quantized matmuls round activations to 8 bits, so greedy decoding may part from
-    // the float reference where two tokens are nearly tied: the tokens must agree at least up to
-    // the first step whose top-1/top-2 margin in the reference is below 0.05.
+fn quantized_kernels_stay_close_to_float_arithmetic() {
+    // candle's quantized matmuls round activations to 8 bits (as llama.cpp's do), which moves
+    // this model's logits by up to about 1.0 (spread about 40) from float arithmetic on the same
+    // weights. Required: logits within 2.0 of the dequantised model at every prompt's last
+    // position, and greedy tokens equal to the float reference at least until its top-1/top-2
+    // margin first falls below that measured noise (1.0).
     let path = models::default_llm_model(&DataDir::from_env());
-    let mut model = Gemma3Text::load_gguf(&path, &Device::Cpu).unwrap();
+    let mut quantized = Gemma3Text::load_gguf(&path, &Device::Cpu).unwrap();
+    let mut float =
+        Gemma3Text::load_gguf_with(&path, &Device::Cpu, GgufWeights::Dequantized).unwrap();
     let reference = reference();
     let steps = reference["steps"].as_u64().unwrap() as usize;
     for prompt in reference["prompts"].as_array().unwrap() {
-        let ours = continuation(&mut model, &ids(&prompt["ids"]), steps);
+        let text = prompt["text"].as_str().unwrap();
+        let prompt_ids = ids(&prompt["ids"]);
+        quantized.reset();
+        float.reset();
+        let a: Vec<f32> = quantized
+            .forward(&prompt_ids, false)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let b: Vec<f32> = float
+            .forward(&prompt_ids, false)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let max_diff = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        let ours = continuation(&mut quantized, &prompt_ids, steps);
         let expected = ids(&prompt["greedy"]);
         let agree = ours
             .iter()
             .zip(&expected)
             .take_while(|(a, b)| a == b)
             .count();
-        let first_near_tie = prompt["margins"]
+        let first_close_call = prompt["margins"]
             .as_array()
             .unwrap()
             .iter()
-            .position(|m| m.as_f64().unwrap() < 0.05)
+            .position(|m| m.as_f64().unwrap() < 1.0)
             .unwrap_or(steps);
-        let text = prompt["text"].as_str().unwrap();
-        eprintln!(
-            "{text:?}: first {agree} of {steps} tokens agree (first near tie at {first_near_tie})"
+        eprintln!("{text:?}: max logit diff {max_diff:.3}; first {agree} of {steps} tokens agree (first close call at {first_close_call})");
+        assert!(
+            max_diff <= 2.0,
+            "{text:?}: quantized logits {max_diff} from float"
         );
         assert!(
-            agree >= first_near_tie,
-            "{text:?}: parted after {agree} tokens, before the near tie at {first_near_tie}"
+            agree >= first_close_call,
+            "{text:?}: parted after {agree} tokens, before the close call at {first_close_call}"
         );
     }
 }

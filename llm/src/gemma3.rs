@@ -100,6 +100,50 @@ fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
 }
 
+/// Token embeddings: a float table, or GGUF Q8_0 blocks unpacked row by row when looked up (the
+/// 270M model's table is 262144 x 640: 671 MB as f32, 178 MB as stored).
+#[derive(Debug, Clone)]
+enum EmbeddingTable {
+    Dense(Tensor),
+    Q8_0 {
+        table: std::sync::Arc<candle_core::quantized::QTensor>,
+        width: usize,
+    },
+}
+
+/// Bytes of one Q8_0 block: an f16 scale and 32 signed bytes.
+const Q8_0_BLOCK_BYTES: usize = 34;
+const Q8_0_BLOCK_VALUES: usize = 32;
+
+impl EmbeddingTable {
+    /// Rows `ids` as f32 `[len, width]`.
+    fn rows(&self, ids: &[u32], device: &Device) -> Result<Tensor> {
+        match self {
+            EmbeddingTable::Dense(table) => {
+                let ids = Tensor::from_slice(ids, ids.len(), device)?;
+                Ok(table.index_select(&ids, 0)?.to_dtype(DType::F32)?)
+            }
+            EmbeddingTable::Q8_0 { table, width } => {
+                let data = table.data()?;
+                let row_bytes = width / Q8_0_BLOCK_VALUES * Q8_0_BLOCK_BYTES;
+                let mut values = Vec::with_capacity(ids.len() * width);
+                for &id in ids {
+                    let start = id as usize * row_bytes;
+                    let row = data.get(start..start + row_bytes).ok_or_else(|| {
+                        LlmError::Prompt(format!("token id {id} is outside the embedding table"))
+                    })?;
+                    // ggml's Q8_0: value = scale * q, q a signed byte.
+                    for block in row.chunks_exact(Q8_0_BLOCK_BYTES) {
+                        let scale = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+                        values.extend(block[2..].iter().map(|&q| f32::from(q as i8) * scale));
+                    }
+                }
+                Ok(Tensor::from_vec(values, (ids.len(), *width), device)?)
+            }
+        }
+    }
+}
+
 /// Keys and values seen so far by one layer; `start` is the position of the first kept key.
 #[derive(Debug, Clone, Default)]
 struct KvCache {
@@ -131,8 +175,8 @@ struct Layer {
 #[derive(Debug, Clone)]
 pub struct Gemma3Text {
     config: Gemma3TextConfig,
-    /// Lookup table of token embeddings (f32, or f16 when unpacked from GGUF).
-    embed: Tensor,
+    /// Token embeddings for lookup.
+    embed: EmbeddingTable,
     /// sqrt(hidden) rounded to the dtype the weights were trained in, as HF does.
     embed_scale: f64,
     /// The output head: the embedding matrix (tied), float or quantized.
@@ -284,7 +328,7 @@ impl Gemma3Text {
         let embed = stored.to_dtype(DType::F32)?;
         Ok(Self {
             head: Matrix::Float(embed.clone()),
-            embed,
+            embed: EmbeddingTable::Dense(embed),
             embed_scale: f64::from(embed_scale),
             final_norm: w.norm("norm.weight", h)?,
             layers,
@@ -353,16 +397,26 @@ impl Gemma3Text {
                 embedding.shape().dims()
             )));
         }
-        // The lookup table is unpacked to f16 (half the memory of f32); the tied head stays
-        // quantized and runs on the quantized kernels.
+        // The tied head stays quantized and runs on the quantized kernels; lookups unpack single
+        // rows of the same blocks (Q8_0) or, for other types, use an f16 copy.
         let (embed, head) = match weights {
-            GgufWeights::Quantized => (
-                embedding.dequantize_f16(device)?,
-                Matrix::Quantized(QMatMul::from_arc(embedding)?),
-            ),
+            GgufWeights::Quantized => {
+                let table = if embedding.dtype() == candle_core::quantized::GgmlDType::Q8_0
+                    && device.is_cpu()
+                    && h.is_multiple_of(Q8_0_BLOCK_VALUES)
+                {
+                    EmbeddingTable::Q8_0 {
+                        table: embedding.clone(),
+                        width: h,
+                    }
+                } else {
+                    EmbeddingTable::Dense(embedding.dequantize_f16(device)?)
+                };
+                (table, Matrix::Quantized(QMatMul::from_arc(embedding)?))
+            }
             GgufWeights::Dequantized => {
                 let table = embedding.dequantize(device)?;
-                (table.clone(), Matrix::Float(table))
+                (EmbeddingTable::Dense(table.clone()), Matrix::Float(table))
             }
         };
         Ok(Self {
@@ -407,8 +461,7 @@ impl Gemma3Text {
                 self.config.vocab_size
             )));
         }
-        let ids = Tensor::from_slice(ids, ids.len(), &self.device)?;
-        let rows = self.embed.index_select(&ids, 0)?.to_dtype(DType::F32)?;
+        let rows = self.embed.rows(ids, &self.device)?;
         Ok((rows * self.embed_scale)?.unsqueeze(0)?)
     }
 
@@ -737,4 +790,40 @@ pub fn gguf_vocabulary(path: &Path) -> Result<Vec<String>> {
         .iter()
         .map(|t| t.to_string().cloned().unwrap_or_default())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QTensor};
+
+    #[test]
+    fn q8_0_rows_equal_candles_dequantisation() {
+        let device = Device::Cpu;
+        let (rows, width) = (50usize, 96usize);
+        let values: Vec<f32> = (0..rows * width)
+            .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
+            .collect();
+        let table = Tensor::from_vec(values, (rows, width), &device).unwrap();
+        let q = std::sync::Arc::new(QTensor::quantize(&table, GgmlDType::Q8_0).unwrap());
+        let reference = q.dequantize(&device).unwrap();
+        let lookup = EmbeddingTable::Q8_0 { table: q, width };
+        let ids = [0u32, 7, 49, 7];
+        let ours = lookup.rows(&ids, &device).unwrap();
+        let index = Tensor::from_slice(&ids, ids.len(), &device).unwrap();
+        let expected = reference.index_select(&index, 0).unwrap();
+        let diff: f32 = (ours - expected)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert_eq!(diff, 0.0);
+        assert!(
+            lookup.rows(&[50], &device).is_err(),
+            "past the table is an error, not a panic"
+        );
+    }
 }
