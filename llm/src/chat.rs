@@ -75,12 +75,18 @@ impl GemmaTokenizer {
 }
 
 /// One user turn in Gemma's chat format, the system text folded into it.
+/// Like Gemma's own template (tokenizer_config.json), the user's content is trimmed.
 pub fn chat_prompt(system: Option<&str>, content: &str) -> String {
     let system = system
         .filter(|s| !s.trim().is_empty())
         .map(|s| format!("{s}\n\n"))
         .unwrap_or_default();
-    format!("<bos><start_of_turn>user\n{system}{content}<end_of_turn>\n<start_of_turn>model\n")
+    // Gemma's own template trims the user's content (`message['content'] | trim`), not the
+    // system text.
+    format!(
+        "<bos><start_of_turn>user\n{system}{}<end_of_turn>\n<start_of_turn>model\n",
+        content.trim()
+    )
 }
 
 #[cfg(test)]

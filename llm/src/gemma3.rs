@@ -347,16 +347,25 @@ impl Gemma3Text {
 
     /// Like [`Gemma3Text::load_gguf`], choosing how the weights are held.
     pub fn load_gguf_with(path: &Path, device: &Device, weights: GgufWeights) -> Result<Self> {
+        let (content, file) = read_gguf(path)?;
+        Self::from_gguf(&content, file, path, device, weights)
+    }
+
+    /// Builds the model from an already parsed GGUF header and its open file.
+    pub(crate) fn from_gguf(
+        content: &gguf_file::Content,
+        file: std::fs::File,
+        path: &Path,
+        device: &Device,
+        weights: GgufWeights,
+    ) -> Result<Self> {
         let bad = |reason: String| LlmError::BadFile {
             path: path.to_path_buf(),
             reason,
         };
-        let mut file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-        let content = gguf_file::Content::read(&mut file)
-            .map_err(|e| bad(format!("not a readable GGUF file: {e}")))?;
-        let config = gguf_config(&content).map_err(bad)?;
+        let config = gguf_config(content).map_err(bad)?;
         let mut g = GgufReader {
-            content: &content,
+            content,
             reader: std::io::BufReader::new(file),
             path,
             device,
@@ -772,8 +781,8 @@ fn gguf_config(content: &gguf_file::Content) -> std::result::Result<Gemma3TextCo
     Ok(config)
 }
 
-/// The vocabulary stored in a GGUF file (`tokenizer.ggml.tokens`), to check a tokenizer against.
-pub fn gguf_vocabulary(path: &Path) -> Result<Vec<String>> {
+/// Opens a GGUF file and parses its header (metadata and tensor table).
+pub(crate) fn read_gguf(path: &Path) -> Result<(gguf_file::Content, std::fs::File)> {
     let bad = |reason: String| LlmError::BadFile {
         path: path.to_path_buf(),
         reason,
@@ -781,17 +790,24 @@ pub fn gguf_vocabulary(path: &Path) -> Result<Vec<String>> {
     let mut file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
     let content = gguf_file::Content::read(&mut file)
         .map_err(|e| bad(format!("not a readable GGUF file: {e}")))?;
+    Ok((content, file))
+}
+
+/// The vocabulary stored in a GGUF header (`tokenizer.ggml.tokens`), to check a tokenizer against.
+pub(crate) fn gguf_vocabulary(content: &gguf_file::Content, path: &Path) -> Result<Vec<String>> {
     let tokens = content
         .metadata
         .get("tokenizer.ggml.tokens")
         .and_then(|v| v.to_vec().ok())
-        .ok_or_else(|| bad("no tokenizer.ggml.tokens in the metadata".into()))?;
+        .ok_or_else(|| LlmError::BadFile {
+            path: path.to_path_buf(),
+            reason: "no tokenizer.ggml.tokens in the metadata".into(),
+        })?;
     Ok(tokens
         .iter()
         .map(|t| t.to_string().cloned().unwrap_or_default())
         .collect())
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

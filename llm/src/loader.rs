@@ -9,7 +9,7 @@ use candle_core::Device;
 
 use crate::chat::GemmaTokenizer;
 use crate::error::{LlmError, Result};
-use crate::gemma3::{gguf_vocabulary, Gemma3Text};
+use crate::gemma3::{gguf_vocabulary, read_gguf, Gemma3Text, GgufWeights};
 
 /// Ids checked when comparing a tokenizer with a GGUF vocabulary: the specials and a spread of
 /// ordinary pieces.
@@ -66,9 +66,20 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
             file: "tokenizer.json (the Gemma 3 tokenizer, installed by scripts/setup.sh)".into(),
         });
     }
-    let tokenizer = GemmaTokenizer::load(&tokenizer_path)?;
-    check_vocabulary(&tokenizer, &gguf_vocabulary(path)?, &tokenizer_path)?;
-    let model = Gemma3Text::load_gguf(path, device)?;
+    // Parsing Gemma's 33 MB tokenizer.json takes about as long as loading the weights: do both at
+    // once.
+    let tokenizer_thread = {
+        let tokenizer_path = tokenizer_path.clone();
+        std::thread::spawn(move || GemmaTokenizer::load(&tokenizer_path))
+    };
+    let (content, file) = read_gguf(path)?;
+    let vocabulary = gguf_vocabulary(&content, path)?;
+    let model = Gemma3Text::from_gguf(&content, file, path, device, GgufWeights::Quantized)?;
+    let tokenizer = tokenizer_thread.join().map_err(|_| LlmError::BadFile {
+        path: tokenizer_path.clone(),
+        reason: "the tokenizer loader stopped unexpectedly".into(),
+    })??;
+    check_vocabulary(&tokenizer, &vocabulary, &tokenizer_path)?;
     Ok(LoadedModel {
         model,
         tokenizer,
