@@ -6,11 +6,9 @@
 
 mod common;
 
-use std::sync::atomic::AtomicBool;
-
 use candle_core::Device;
 use common::*;
-use medscribe_llm::{generate, Gemma3Text, GemmaTokenizer, Sampling};
+use medscribe_llm::{Gemma3Text, GemmaTokenizer};
 
 fn expected() -> serde_json::Value {
     serde_json::from_str(
@@ -21,24 +19,6 @@ fn expected() -> serde_json::Value {
 
 fn model() -> Gemma3Text {
     Gemma3Text::load(&fixture("gemma3-tiny"), &Device::Cpu).expect("tiny Gemma 3 loads")
-}
-
-fn greedy(model: &mut Gemma3Text, prompt: &[u32], tokens: usize) -> Vec<u32> {
-    let sampling = Sampling {
-        max_new_tokens: tokens,
-        ..Sampling::default()
-    };
-    // No stop tokens: the reference generated exactly `tokens` tokens.
-    generate(
-        model,
-        prompt,
-        &[],
-        &sampling,
-        &AtomicBool::new(false),
-        &mut |_| true,
-    )
-    .unwrap()
-    .0
 }
 
 #[test]

@@ -4,10 +4,8 @@
 
 mod common;
 
-use std::sync::atomic::AtomicBool;
-
 use common::*;
-use medscribe_llm::{generate, Device, Gemma3Text, GemmaTokenizer, GgufWeights, Sampling};
+use medscribe_llm::{Device, Gemma3Text, GemmaTokenizer, GgufWeights};
 use medscribe_pipeline::{models, DataDir};
 
 fn reference() -> serde_json::Value {
@@ -17,20 +15,7 @@ fn reference() -> serde_json::Value {
 
 fn continuation(model: &mut Gemma3Text, prompt: &[u32], steps: usize) -> Vec<u32> {
     model.reset();
-    let sampling = Sampling {
-        max_new_tokens: steps,
-        ..Sampling::default()
-    };
-    generate(
-        model,
-        prompt,
-        &[],
-        &sampling,
-        &AtomicBool::new(false),
-        &mut |_| true,
-    )
-    .unwrap()
-    .0
+    greedy(model, prompt, steps)
 }
 
 #[test]

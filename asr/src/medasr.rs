@@ -11,7 +11,7 @@ use crate::error::{one_line, AsrError, Result};
 use crate::features::{FrontEnd, MEL_BANDS};
 use crate::formatter::format_dictation;
 use crate::longform::{ChunkGeometry, CtcModel, LongFormCtc};
-use crate::runtime::environment;
+use crate::runtime::open_session;
 use crate::vocab::Vocabulary;
 use crate::{ModelFamily, SpeechRecognizer, Transcript, WindowedRecognizer};
 
@@ -105,20 +105,11 @@ impl MedAsr {
             file: MODEL_FILES.join(" or "),
         })?;
         let vocab = Vocabulary::from_dir(dir)?;
-        let env = environment()?;
         let bad_model = |reason: String| AsrError::ModelFile {
             path: model_path.clone(),
             reason,
         };
-        let session = Session::builder(env)
-            .and_then(|b| {
-                b.with_intra_threads(options.intra_threads)
-                    .map_err(Into::into)
-            })
-            .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
-            .map_err(|e| AsrError::Inference(one_line(e)))?
-            .commit_from_file(&model_path)
-            .map_err(|e| bad_model(format!("not a loadable ONNX model ({})", one_line(e))))?;
+        let session = open_session(&model_path, options.intra_threads)?;
         let input_names: Vec<String> = session
             .inputs()
             .iter()

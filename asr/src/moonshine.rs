@@ -10,7 +10,7 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor};
 
 use crate::error::{one_line, AsrError, Result};
-use crate::runtime::environment;
+use crate::runtime::open_session;
 
 /// Start-of-transcript token.
 const START_ID: i64 = 1;
@@ -124,19 +124,6 @@ impl std::fmt::Debug for Moonshine {
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
-}
-
-fn open_session(path: &Path, threads: usize) -> Result<Session> {
-    let env = environment()?;
-    Session::builder(env)
-        .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
-        .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
-        .map_err(|e| AsrError::Inference(one_line(e)))?
-        .commit_from_file(path)
-        .map_err(|e| AsrError::ModelFile {
-            path: path.to_path_buf(),
-            reason: format!("not a loadable ONNX model ({})", one_line(e)),
-        })
 }
 
 impl Moonshine {

@@ -74,6 +74,20 @@ pub fn init_runtime(path: &Path) -> Result<&'static Environment> {
     Ok(ENVIRONMENT.get_or_init(|| env))
 }
 
+/// Opens an ONNX model with `threads` intra-op threads (one inter-op thread: our graphs are
+/// sequential), naming the file when it cannot be loaded.
+pub(crate) fn open_session(path: &Path, threads: usize) -> Result<ort::session::Session> {
+    ort::session::Session::builder(environment()?)
+        .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
+        .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
+        .map_err(|e| AsrError::Inference(crate::error::one_line(e)))?
+        .commit_from_file(path)
+        .map_err(|e| AsrError::ModelFile {
+            path: path.to_path_buf(),
+            reason: format!("not a loadable ONNX model ({})", crate::error::one_line(e)),
+        })
+}
+
 /// The environment, if [`init_runtime`] succeeded earlier.
 pub fn environment() -> Result<&'static Environment> {
     ENVIRONMENT.get().ok_or_else(|| AsrError::RuntimeNotFound {

@@ -8,7 +8,7 @@ use ort::session::Session;
 use ort::value::Tensor;
 
 use crate::error::{one_line, AsrError, Result};
-use crate::runtime::environment;
+use crate::runtime::open_session;
 
 /// New samples per call.
 pub const CHUNK_SAMPLES: usize = 512;
@@ -38,16 +38,7 @@ impl SileroVad {
                 reason: "voice activity model not found; run scripts/setup.sh".into(),
             });
         }
-        let env = environment()?;
-        let session = Session::builder(env)
-            .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
-            .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
-            .map_err(|e| AsrError::Inference(one_line(e)))?
-            .commit_from_file(path)
-            .map_err(|e| AsrError::ModelFile {
-                path: path.to_path_buf(),
-                reason: format!("not a loadable ONNX model ({})", one_line(e)),
-            })?;
+        let session = open_session(path, 1)?;
         let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         if names != ["input", "state", "sr"] {
             return Err(AsrError::UnexpectedSignature {

@@ -57,3 +57,16 @@ pub fn ids(value: &serde_json::Value) -> Vec<u32> {
         .map(|v| v.as_u64().expect("id") as u32)
         .collect()
 }
+
+/// `tokens` greedy tokens after `prompt`, with no stop tokens (the references generated a fixed
+/// number), from the model's current state.
+pub fn greedy(model: &mut medscribe_llm::Gemma3Text, prompt: &[u32], tokens: usize) -> Vec<u32> {
+    let sampling = medscribe_llm::Sampling {
+        max_new_tokens: tokens,
+        ..medscribe_llm::Sampling::default()
+    };
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    medscribe_llm::generate(model, prompt, &[], &sampling, &cancel, &mut |_| true)
+        .expect("generation runs")
+        .0
+}
