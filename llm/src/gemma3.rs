@@ -195,11 +195,96 @@ struct WeightSource {
     device: Device,
 }
 
-impl WeightSource {
-    fn matrix(&self, name: &str, shape: &[usize]) -> Result<Matrix> {
-        Ok(Matrix::Float(self.tensor(name, shape)?))
+/// A per-layer tensor's name in Hugging Face checkpoints (after `layers.N.`) and in llama.cpp's
+/// GGUF files (between `blk.N.` and `.weight`).
+struct TensorName {
+    hugging_face: &'static str,
+    gguf: &'static str,
+}
+
+const fn name(hugging_face: &'static str, gguf: &'static str) -> TensorName {
+    TensorName { hugging_face, gguf }
+}
+
+/// Reads the weights of one decoder layer, whatever the file format.
+trait LayerWeights {
+    /// A norm's gain (1 + w in Gemma's terms) of `size` values.
+    fn gain(&mut self, layer: usize, name: &TensorName, size: usize) -> Result<Tensor>;
+    /// A projection `[out, in]`.
+    fn matrix(&mut self, layer: usize, name: &TensorName, shape: [usize; 2]) -> Result<Matrix>;
+}
+
+/// The decoder layers of `config`, read through `w`.
+fn build_layers(config: &Gemma3TextConfig, w: &mut dyn LayerWeights) -> Result<Vec<Layer>> {
+    let (h, i, hd) = (
+        config.hidden_size,
+        config.intermediate_size,
+        config.head_dim,
+    );
+    let (nh, nkv) = (config.num_attention_heads, config.num_key_value_heads);
+    let mut layers = Vec::with_capacity(config.layers.len());
+    for (n, kind) in config.layers.iter().enumerate() {
+        layers.push(Layer {
+            kind: *kind,
+            input_norm: w.gain(n, &name("input_layernorm.weight", "attn_norm"), h)?,
+            post_attention_norm: w.gain(
+                n,
+                &name("post_attention_layernorm.weight", "post_attention_norm"),
+                h,
+            )?,
+            pre_feedforward_norm: w.gain(
+                n,
+                &name("pre_feedforward_layernorm.weight", "ffn_norm"),
+                h,
+            )?,
+            post_feedforward_norm: w.gain(
+                n,
+                &name("post_feedforward_layernorm.weight", "post_ffw_norm"),
+                h,
+            )?,
+            q_norm: w.gain(n, &name("self_attn.q_norm.weight", "attn_q_norm"), hd)?,
+            k_norm: w.gain(n, &name("self_attn.k_norm.weight", "attn_k_norm"), hd)?,
+            q_proj: w.matrix(n, &name("self_attn.q_proj.weight", "attn_q"), [nh * hd, h])?,
+            k_proj: w.matrix(n, &name("self_attn.k_proj.weight", "attn_k"), [nkv * hd, h])?,
+            v_proj: w.matrix(n, &name("self_attn.v_proj.weight", "attn_v"), [nkv * hd, h])?,
+            o_proj: w.matrix(
+                n,
+                &name("self_attn.o_proj.weight", "attn_output"),
+                [h, nh * hd],
+            )?,
+            gate_proj: w.matrix(n, &name("mlp.gate_proj.weight", "ffn_gate"), [i, h])?,
+            up_proj: w.matrix(n, &name("mlp.up_proj.weight", "ffn_up"), [i, h])?,
+            down_proj: w.matrix(n, &name("mlp.down_proj.weight", "ffn_down"), [h, i])?,
+            cache: KvCache::default(),
+        });
+    }
+    Ok(layers)
+}
+
+impl LayerWeights for WeightSource {
+    fn gain(&mut self, layer: usize, name: &TensorName, size: usize) -> Result<Tensor> {
+        self.norm(&format!("layers.{layer}.{}", name.hugging_face), size)
     }
 
+    fn matrix(&mut self, layer: usize, name: &TensorName, shape: [usize; 2]) -> Result<Matrix> {
+        Ok(Matrix::Float(self.tensor(
+            &format!("layers.{layer}.{}", name.hugging_face),
+            &shape,
+        )?))
+    }
+}
+
+impl LayerWeights for GgufReader<'_> {
+    fn gain(&mut self, layer: usize, name: &TensorName, size: usize) -> Result<Tensor> {
+        GgufReader::gain(self, &format!("blk.{layer}.{}.weight", name.gguf), size)
+    }
+
+    fn matrix(&mut self, layer: usize, name: &TensorName, shape: [usize; 2]) -> Result<Matrix> {
+        GgufReader::matrix(self, &format!("blk.{layer}.{}.weight", name.gguf), shape)
+    }
+}
+
+impl WeightSource {
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         Ok(self.raw(name, shape)?.to_dtype(DType::F32)?)
     }
@@ -282,43 +367,18 @@ impl Gemma3Text {
                     "no language-model embedding (embed_tokens.weight) under any known name layout"
                         .into(),
             })?;
-        let source = WeightSource {
+        let mut source = WeightSource {
             tensors,
             prefix,
             path: files[0].clone(),
             device: device.clone(),
         };
-        Self::from_source(config, &source)
+        Self::from_source(config, &mut source)
     }
 
-    fn from_source(config: Gemma3TextConfig, w: &WeightSource) -> Result<Self> {
-        let (h, i, hd) = (
-            config.hidden_size,
-            config.intermediate_size,
-            config.head_dim,
-        );
-        let (nh, nkv) = (config.num_attention_heads, config.num_key_value_heads);
-        let mut layers = Vec::with_capacity(config.layers.len());
-        for (index, kind) in config.layers.iter().enumerate() {
-            let n = |name: &str| format!("layers.{index}.{name}");
-            layers.push(Layer {
-                kind: *kind,
-                input_norm: w.norm(&n("input_layernorm.weight"), h)?,
-                post_attention_norm: w.norm(&n("post_attention_layernorm.weight"), h)?,
-                pre_feedforward_norm: w.norm(&n("pre_feedforward_layernorm.weight"), h)?,
-                post_feedforward_norm: w.norm(&n("post_feedforward_layernorm.weight"), h)?,
-                q_proj: w.matrix(&n("self_attn.q_proj.weight"), &[nh * hd, h])?,
-                k_proj: w.matrix(&n("self_attn.k_proj.weight"), &[nkv * hd, h])?,
-                v_proj: w.matrix(&n("self_attn.v_proj.weight"), &[nkv * hd, h])?,
-                o_proj: w.matrix(&n("self_attn.o_proj.weight"), &[h, nh * hd])?,
-                q_norm: w.norm(&n("self_attn.q_norm.weight"), hd)?,
-                k_norm: w.norm(&n("self_attn.k_norm.weight"), hd)?,
-                gate_proj: w.matrix(&n("mlp.gate_proj.weight"), &[i, h])?,
-                up_proj: w.matrix(&n("mlp.up_proj.weight"), &[i, h])?,
-                down_proj: w.matrix(&n("mlp.down_proj.weight"), &[h, i])?,
-                cache: KvCache::default(),
-            });
-        }
+    fn from_source(config: Gemma3TextConfig, w: &mut WeightSource) -> Result<Self> {
+        let h = config.hidden_size;
+        let layers = build_layers(&config, w)?;
         let stored = w.raw("embed_tokens.weight", &[config.vocab_size, h])?;
         // HF multiplies by sqrt(hidden) cast to the weights' dtype (bf16 for the real models).
         let embed_scale = Tensor::new(&[(h as f32).sqrt()], &w.device)?
@@ -371,33 +431,8 @@ impl Gemma3Text {
             device,
             weights,
         };
-        let (h, i, hd) = (
-            config.hidden_size,
-            config.intermediate_size,
-            config.head_dim,
-        );
-        let (nh, nkv) = (config.num_attention_heads, config.num_key_value_heads);
-        let mut layers = Vec::with_capacity(config.layers.len());
-        for (index, kind) in config.layers.iter().enumerate() {
-            let n = |name: &str| format!("blk.{index}.{name}.weight");
-            layers.push(Layer {
-                kind: *kind,
-                input_norm: g.gain(&n("attn_norm"), h)?,
-                post_attention_norm: g.gain(&n("post_attention_norm"), h)?,
-                pre_feedforward_norm: g.gain(&n("ffn_norm"), h)?,
-                post_feedforward_norm: g.gain(&n("post_ffw_norm"), h)?,
-                q_norm: g.gain(&n("attn_q_norm"), hd)?,
-                k_norm: g.gain(&n("attn_k_norm"), hd)?,
-                q_proj: g.matrix(&n("attn_q"), [nh * hd, h])?,
-                k_proj: g.matrix(&n("attn_k"), [nkv * hd, h])?,
-                v_proj: g.matrix(&n("attn_v"), [nkv * hd, h])?,
-                o_proj: g.matrix(&n("attn_output"), [h, nh * hd])?,
-                gate_proj: g.matrix(&n("ffn_gate"), [i, h])?,
-                up_proj: g.matrix(&n("ffn_up"), [i, h])?,
-                down_proj: g.matrix(&n("ffn_down"), [h, i])?,
-                cache: KvCache::default(),
-            });
-        }
+        let h = config.hidden_size;
+        let layers = build_layers(&config, &mut g)?;
         let final_norm = g.gain("output_norm.weight", h)?;
         let embedding = std::sync::Arc::new(g.qtensor("token_embd.weight")?);
         if embedding.shape().dims() != [config.vocab_size, h] {
