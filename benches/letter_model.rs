@@ -1,0 +1,39 @@
+//! Speed of the default letter model (Gemma 3 270M Q4_K_M GGUF, installed by setup) on candle's
+//! quantized kernels: prefill of a 128-token prompt and decoding of 32 tokens.
+//! `scripts/bench-gemma3-vs-llamacpp.sh` compares with llama.cpp on the same file in one run.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use medscribe_llm::{Device, Gemma3Text};
+use medscribe_pipeline::{models, DataDir};
+
+fn letter_model(c: &mut Criterion) {
+    let path = models::default_llm_model(&DataDir::from_env());
+    let mut model = Gemma3Text::load_gguf(&path, &Device::Cpu).expect("run scripts/setup.sh first");
+    // Token ids of ordinary vocabulary pieces; the content does not change the cost.
+    let prompt: Vec<u32> = std::iter::once(2)
+        .chain((0..127).map(|i| 1_000 + i * 37))
+        .collect();
+    let mut group = c.benchmark_group("gemma3_270m");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(prompt.len() as u64));
+    group.bench_function("prefill_128", |b| {
+        b.iter(|| {
+            model.reset();
+            model.forward(&prompt, false).expect("prefill")
+        })
+    });
+    group.throughput(Throughput::Elements(32));
+    group.bench_function("decode_32", |b| {
+        b.iter(|| {
+            model.reset();
+            model.forward(&prompt[..8], false).expect("prefill");
+            for i in 0..32u32 {
+                model.forward(&[3_000 + i], false).expect("decode");
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, letter_model);
+criterion_main!(benches);
