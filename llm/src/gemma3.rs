@@ -49,10 +49,26 @@ pub enum Matrix {
     Quantized(QMatMul),
 }
 
+/// Rows from which a quantized matmul unpacks its weight and runs the float GEMM instead. Unpacking
+/// all of the 270M model's layers costs about as much as 50 rows on the quantized kernel
+/// (measured with benches/letter_model.rs).
+const PREFILL_GEMM_ROWS: usize = 64;
+/// Largest weight unpacked that way (f32 values): the tied output head (262144 x 640) is not.
+const PREFILL_GEMM_MAX_WEIGHTS: usize = 32 << 20;
+
 /// `x @ w^T` for a `[.., in]` activation and an `[out, in]` weight.
 fn linear(x: &Tensor, weight: &Matrix) -> Result<Tensor> {
+    let rows = x.elem_count() / x.dim(D::Minus1)?;
     match weight {
         Matrix::Float(w) => Ok(x.broadcast_matmul(&w.t()?)?),
+        // candle's quantized CPU kernels take one dot product per row and output; for a long
+        // prompt, unpacking the weight once and using the float GEMM is about twice as fast (and
+        // is plain float arithmetic). Single tokens stay on the quantized kernel.
+        Matrix::Quantized(QMatMul::QTensor(t))
+            if rows >= PREFILL_GEMM_ROWS && t.shape().elem_count() <= PREFILL_GEMM_MAX_WEIGHTS =>
+        {
+            Ok(x.broadcast_matmul(&t.dequantize(x.device())?.t()?)?)
+        }
         Matrix::Quantized(q) => Ok(q.forward(x)?),
     }
 }
