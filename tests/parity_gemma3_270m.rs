@@ -18,6 +18,26 @@ fn continuation(model: &mut Gemma3Text, prompt: &[u32], steps: usize) -> Vec<u32
     greedy(model, prompt, steps)
 }
 
+/// Largest difference between two models' logits at the last position of `prompt`, both models
+/// starting a new conversation.
+fn last_logits_diff(a: &mut Gemma3Text, b: &mut Gemma3Text, prompt: &[u32]) -> f32 {
+    let last = |model: &mut Gemma3Text| -> Vec<f32> {
+        model.reset();
+        model
+            .forward(prompt, false)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let (x, y) = (last(a), last(b));
+    x.iter()
+        .zip(&y)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0f32, f32::max)
+}
+
 #[test]
 fn dequantised_weights_continue_exactly_like_the_reference() {
     let path = models::default_llm_model(&DataDir::from_env());
@@ -58,27 +78,7 @@ fn quantized_kernels_stay_close_to_float_arithmetic() {
     for prompt in reference["prompts"].as_array().unwrap() {
         let text = prompt["text"].as_str().unwrap();
         let prompt_ids = ids(&prompt["ids"]);
-        quantized.reset();
-        float.reset();
-        let a: Vec<f32> = quantized
-            .forward(&prompt_ids, false)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let b: Vec<f32> = float
-            .forward(&prompt_ids, false)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let max_diff = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max);
+        let max_diff = last_logits_diff(&mut quantized, &mut float, &prompt_ids);
         let ours = continuation(&mut quantized, &prompt_ids, steps);
         let expected = ids(&prompt["greedy"]);
         let agree = ours
@@ -120,25 +120,7 @@ fn long_prompts_take_the_float_gemm_and_match_float_arithmetic() {
     let mut quantized = Gemma3Text::load_gguf(&path, &Device::Cpu).unwrap();
     let mut float =
         Gemma3Text::load_gguf_with(&path, &Device::Cpu, GgufWeights::Dequantized).unwrap();
-    let a: Vec<f32> = quantized
-        .forward(&prompt, false)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let b: Vec<f32> = float
-        .forward(&prompt, false)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let max_diff = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
+    let max_diff = last_logits_diff(&mut quantized, &mut float, &prompt);
     eprintln!(
         "long prompt ({} tokens): max logit diff {max_diff:.4}",
         prompt.len()
