@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor};
 
+use crate::ctc::argmax_rows;
 use crate::error::{one_line, AsrError, Result};
 use crate::runtime::open_session;
 
@@ -245,13 +246,11 @@ impl Moonshine {
                     .get("logits")
                     .ok_or_else(|| AsrError::Inference("the decoder returned no logits".into()))?;
                 let (_, values) = logits.try_extract_tensor::<f32>().map_err(inference)?;
-                let mut best = 0usize;
-                for (i, &v) in values.iter().enumerate() {
-                    if v > values[best] {
-                        best = i;
-                    }
-                }
-                best as u32
+                // One step, one position: the logits are a single row.
+                argmax_rows(values, values.len())
+                    .first()
+                    .copied()
+                    .unwrap_or(END_ID)
             };
             // The encoder's keys/values come from step 0 only; the decoder's grow each step.
             for (slot, name) in past.iter_mut().zip(&present_names) {

@@ -545,9 +545,22 @@ impl Gemma3Text {
         let len = embeddings.dim(1)?;
         let start = self.position;
         let config = &self.config;
+        // RoPE tables depend only on the layer kind and the positions: build each once.
+        let local = rope_tables(config.rope_local, config.head_dim, start, len, &self.device)?;
+        let global = rope_tables(
+            config.rope_global,
+            config.head_dim,
+            start,
+            len,
+            &self.device,
+        )?;
         let mut x = embeddings.clone();
         for layer in &mut self.layers {
-            x = layer.forward(&x, start, config, &self.device)?;
+            let rope = match layer.kind {
+                LayerKind::Sliding => &local,
+                LayerKind::Full => &global,
+            };
+            x = layer.forward(&x, start, config, rope, &self.device)?;
         }
         self.position += len;
         let x = if all_positions {
@@ -570,12 +583,13 @@ impl Layer {
         x: &Tensor,
         start: usize,
         config: &Gemma3TextConfig,
+        rope: &(Tensor, Tensor),
         device: &Device,
     ) -> Result<Tensor> {
         let eps = config.rms_norm_eps;
         let residual = x;
         let h = rms_norm(x, &self.input_norm, eps)?;
-        let h = self.attention(&h, start, config, device)?;
+        let h = self.attention(&h, start, config, rope, device)?;
         let x = (residual + rms_norm(&h, &self.post_attention_norm, eps)?)?;
         let h = rms_norm(&x, &self.pre_feedforward_norm, eps)?;
         let gate = linear(&h, &self.gate_proj)?.gelu()?;
@@ -588,6 +602,7 @@ impl Layer {
         x: &Tensor,
         start: usize,
         config: &Gemma3TextConfig,
+        (cos, sin): &(Tensor, Tensor),
         device: &Device,
     ) -> Result<Tensor> {
         let len = x.dim(1)?;
@@ -610,13 +625,8 @@ impl Layer {
             config.rms_norm_eps,
         )?;
         let v = heads(linear(x, &self.v_proj)?, nkv)?;
-        let rope = match self.kind {
-            LayerKind::Sliding => config.rope_local,
-            LayerKind::Full => config.rope_global,
-        };
-        let (cos, sin) = rope_tables(rope, hd, start, len, device)?;
-        let q = apply_rope(&q, &cos, &sin)?;
-        let k = apply_rope(&k, &cos, &sin)?;
+        let q = apply_rope(&q, cos, sin)?;
+        let k = apply_rope(&k, cos, sin)?;
 
         let (keys, values) = match (&self.cache.keys, &self.cache.values) {
             (Some(old_k), Some(old_v)) => {
