@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 python3 -m venv .venv-dev
 .venv-dev/bin/pip install -q --disable-pip-version-check \
-    "transformers==5.23.0" torch onnx "onnxruntime==1.31.1" onnxscript soundfile numpy
+    "transformers==5.23.0" torch onnx "onnxruntime==1.31.1" onnxscript soundfile numpy \
+    "pillow==11.3.0"

@@ -72,7 +72,10 @@ struct GenerateArgs {
     #[arg(long)]
     raw: bool,
 
-    /// Images to show the model (needs the vision tower: not available yet).
+    /// An image (PNG or JPEG) to show the model; repeat for several, in order. Needs a
+    /// multimodal model directory (MedGemma 4B). Templated prompts get one <start_of_image>
+    /// per image before the text; with --raw, each <start_of_image> in the prompt takes the next
+    /// image.
     #[arg(long, value_name = "IMG")]
     image: Vec<PathBuf>,
 
@@ -99,6 +102,11 @@ struct GenerateArgs {
     /// Random seed for sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+
+    /// Where the model runs: cpu, or cuda / cuda:N for an NVIDIA GPU (needs a build with
+    /// `--features cuda`).
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    device: String,
 
     /// Print load time and speed on stderr.
     #[arg(long, short)]
@@ -203,9 +211,6 @@ fn generate_text(args: GenerateArgs) -> Result<ExitCode> {
     use std::sync::atomic::AtomicBool;
     use std::time::Instant;
 
-    if !args.image.is_empty() {
-        bail!("images need MedGemma's vision tower, which medscribe does not run yet (text only for now)");
-    }
     if !(0.0..=100.0).contains(&args.temperature)
         || !(0.0..=1.0).contains(&args.top_p)
         || args.repetition_penalty <= 0.0
@@ -240,13 +245,33 @@ fn generate_text(args: GenerateArgs) -> Result<ExitCode> {
         bail!("empty prompt: pass --prompt TEXT or write it to stdin");
     }
     let started = Instant::now();
-    let mut loaded = medscribe_llm::load(&path, &medscribe_llm::Device::Cpu)
+    let device = letter_device(&args.device)?;
+    let mut loaded = medscribe_llm::load(&path, &device)
         .with_context(|| format!("cannot load letter model {}", path.display()))?;
     let load_s = started.elapsed().as_secs_f64();
     let text = if args.raw {
         prompt
     } else {
-        medscribe_llm::chat_prompt(args.system.as_deref(), &prompt)
+        // Gemma's template puts a turn's images before its text.
+        let markers = medscribe_llm::IMAGE_MARKER.repeat(args.image.len());
+        medscribe_llm::chat_prompt(
+            args.system.as_deref(),
+            &format!("{markers}{}", prompt.trim()),
+        )
+    };
+    let tokens_per_image = loaded.vision.as_ref().map_or(0, |v| v.tokens_per_image());
+    let (text, markers) = medscribe_llm::expand_image_markers(&text, tokens_per_image);
+    if markers != args.image.len() {
+        bail!(
+            "the prompt has {markers} {} marker(s) but {} --image was given: they must match",
+            medscribe_llm::IMAGE_MARKER,
+            args.image.len()
+        );
+    }
+    let images = if args.image.is_empty() {
+        None
+    } else {
+        Some(loaded.encode_images(&args.image)?)
     };
     let ids = loaded.tokenizer.encode(&text)?;
     let sampling = medscribe_llm::Sampling {
@@ -265,9 +290,10 @@ fn generate_text(args: GenerateArgs) -> Result<ExitCode> {
     let mut write_error: Option<std::io::Error> = None;
     let generation_started = Instant::now();
     let mut first_token_s = None;
-    let (_, reason) = medscribe_llm::generate(
+    let (_, reason) = medscribe_llm::generate_with_images(
         &mut loaded.model,
         &ids,
+        images.as_ref(),
         &stop,
         &sampling,
         &AtomicBool::new(false),
@@ -305,6 +331,21 @@ fn generate_text(args: GenerateArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The device named by `--device`.
+fn letter_device(name: &str) -> Result<medscribe_llm::Device> {
+    let ordinal = match name {
+        "cpu" => return Ok(medscribe_llm::Device::Cpu),
+        "cuda" => 0,
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => n,
+            _ => bail!("--device {other}: expected cpu, cuda or cuda:N"),
+        },
+    };
+    medscribe_llm::Device::new_cuda(ordinal).with_context(|| {
+        format!("cannot use GPU {ordinal} (this build has CUDA only with `--features cuda`)")
+    })
 }
 
 fn load_runtime(ort_lib: Option<&Path>, data: &DataDir) -> Result<()> {

@@ -102,12 +102,129 @@ fn safetensors_model_directories_work_too() {
 }
 
 #[test]
+fn images_reach_the_vision_tower_templated_and_raw() {
+    // The reference continuations were computed by transformers from HF's own preprocessing of
+    // the same files; ours (decoder + resize) must land on the same greedy tokens.
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("gemma3-expected/expected.json")).unwrap(),
+    )
+    .unwrap();
+    let image = |name: &str| fixture(&format!("gemma3-expected/{name}"));
+    let model = fixture("gemma3-tiny");
+    let out = medscribe()
+        .arg("generate")
+        .arg("--model")
+        .arg(&model)
+        .arg("--image")
+        .arg(image("scan.png"))
+        .args(["--prompt", "Describe this X-ray.", "--max-new-tokens", "20"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end_matches('\n'),
+        expected["prompts"]["image1"]["greedy_text"]
+            .as_str()
+            .unwrap()
+    );
+    let out = medscribe()
+        .arg("generate")
+        .arg("--model")
+        .arg(&model)
+        .arg("--raw")
+        .arg("--image")
+        .arg(image("scan.png"))
+        .arg("--image")
+        .arg(image("photo.jpg"))
+        .args(["--max-new-tokens", "20", "--prompt"])
+        .arg(expected["prompts"]["image2"]["text"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end_matches('\n'),
+        expected["prompts"]["image2"]["greedy_text"]
+            .as_str()
+            .unwrap()
+    );
+}
+
+#[test]
+fn image_errors_are_one_clear_line() {
+    let model = fixture("gemma3-tiny");
+    let model = model.to_str().unwrap();
+    let png = fixture("gemma3-expected/scan.png");
+    let png = png.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "generate",
+                "--model",
+                model,
+                "--image",
+                "Cargo.toml",
+                "--prompt",
+                "hi",
+            ],
+            "image Cargo.toml: not a PNG or JPEG image",
+        ),
+        (
+            vec![
+                "generate",
+                "--model",
+                model,
+                "--image",
+                "/nonexistent.png",
+                "--prompt",
+                "hi",
+            ],
+            "/nonexistent.png: cannot open",
+        ),
+        (
+            vec![
+                "generate", "--model", model, "--raw", "--image", png, "--prompt", "<bos>hi",
+            ],
+            "0 <start_of_image> marker(s) but 1 --image",
+        ),
+        (
+            vec![
+                "generate",
+                "--model",
+                model,
+                "--raw",
+                "--prompt",
+                "<bos><start_of_image>hi",
+            ],
+            "1 <start_of_image> marker(s) but 0 --image",
+        ),
+    ];
+    for (args, reason) in cases {
+        let out = medscribe().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(reason),
+            "{args:?}: expected {reason:?} in {stderr}"
+        );
+    }
+}
+
+#[test]
 fn usage_and_model_errors_are_one_clear_line() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["generate", "--prompt", "   "], "empty prompt"),
         (
             vec!["generate", "--image", "x.png", "--prompt", "hi"],
-            "vision tower",
+            "has no vision tower",
         ),
         (
             vec![

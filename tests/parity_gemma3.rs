@@ -1,14 +1,19 @@
-//! Gemma 3 text parity: our model against Hugging Face transformers on a tiny random
+//! Gemma 3 / MedGemma parity: our model against Hugging Face transformers on a tiny random
 //! Gemma3ForConditionalGeneration with MedGemma's architecture
-//! (models/scripts/make_gemma3_fixtures.py; shared/specs/medgemma.md): tokenisation, logits of
-//! every prompt position within 1e-3, and 20 greedy tokens with the key/value cache, including a
-//! prompt far longer than the sliding window and a prompt fed in pieces (multi-turn prefill).
+//! (models/scripts/make_gemma3_fixtures.py; shared/specs/medgemma.md): tokenisation with image
+//! expansion, the vision tower's and the projector's outputs, logits of every prompt position
+//! within 1e-3, and 20 greedy tokens with the key/value cache, for text-only, one-image and
+//! two-image prompts, a prompt far longer than the sliding window and a prompt fed in pieces
+//! (multi-turn prefill). Image preprocessing is compared with HF's PIL processor separately, with
+//! a tolerance (resize filters and JPEG decoders differ by a grey level here and there).
 
 mod common;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use common::*;
-use medscribe_llm::{Gemma3Text, GemmaTokenizer};
+use medscribe_llm::{expand_image_markers, Gemma3Text, Gemma3Vision, GemmaTokenizer, PromptImages};
+
+const TOKENS_PER_IMAGE: usize = 4;
 
 fn expected() -> serde_json::Value {
     serde_json::from_str(
@@ -21,12 +26,112 @@ fn model() -> Gemma3Text {
     Gemma3Text::load(&fixture("gemma3-tiny"), &Device::Cpu).expect("tiny Gemma 3 loads")
 }
 
+fn vision() -> Gemma3Vision {
+    let dir = fixture("gemma3-tiny");
+    Gemma3Vision::load(&dir, &[dir.join("model.safetensors")], &Device::Cpu)
+        .expect("vision tower loads")
+        .expect("the tiny model is multimodal")
+}
+
+/// HF's pixel values of a fixture image: `[3, size, size]`.
+fn reference_pixels(image: &str) -> Tensor {
+    let expected = expected();
+    let shape: Vec<usize> = expected["images"][image]["pixels_shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let values = read_f32(&fixture(&format!(
+        "gemma3-expected/{}.pixels.f32",
+        image.replace('.', "_")
+    )));
+    Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+}
+
+/// The images of a reference prompt, encoded from HF's own pixel values.
+fn prompt_images(prompt: &serde_json::Value) -> Option<PromptImages> {
+    let names = prompt["images"].as_array()?;
+    if names.is_empty() {
+        return None;
+    }
+    let pixels: Vec<Tensor> = names
+        .iter()
+        .map(|n| reference_pixels(n.as_str().unwrap()))
+        .collect();
+    let tokenizer = GemmaTokenizer::load(&fixture("gemma3-tiny/tokenizer.json")).unwrap();
+    Some(PromptImages {
+        soft_token: tokenizer.token_id("<image_soft_token>").unwrap(),
+        features: vision()
+            .image_features(&Tensor::stack(&pixels, 0).unwrap())
+            .unwrap(),
+    })
+}
+
+#[test]
+fn vision_tower_and_projector_match_hf_within_1e_3() {
+    let expected = expected();
+    let vision = vision();
+    assert_eq!(vision.tokens_per_image(), TOKENS_PER_IMAGE);
+    for image in expected["images"].as_object().unwrap().keys() {
+        let stem = image.replace('.', "_");
+        let pixels = reference_pixels(image).unsqueeze(0).unwrap();
+        let output = vision.vision_output(&pixels).unwrap();
+        let reference = read_f32(&fixture(&format!("gemma3-expected/{stem}.vision.f32")));
+        let ours: Vec<f32> = output.flatten_all().unwrap().to_vec1().unwrap();
+        let vision_diff = max_abs_diff(&ours, &reference);
+        let projected = vision.project(&output).unwrap();
+        let reference = read_f32(&fixture(&format!("gemma3-expected/{stem}.projected.f32")));
+        assert_eq!(projected.dims(), &[1, TOKENS_PER_IMAGE, 64]);
+        let ours: Vec<f32> = projected.flatten_all().unwrap().to_vec1().unwrap();
+        let projector_diff = max_abs_diff(&ours, &reference);
+        eprintln!("{image}: vision output diff {vision_diff:.2e}, projector {projector_diff:.2e}");
+        assert!(vision_diff <= 1e-3 && projector_diff <= 1e-3, "{image}");
+    }
+}
+
+#[test]
+fn image_preprocessing_is_close_to_hfs_pil_processor() {
+    // Our decoder + PIL-style bilinear resize against transformers' PIL image processor. The
+    // PNG differs only by rounding; the JPEG also by the decoder's IDCT and chroma upsampling.
+    // One grey level is 2/255 = 0.0078 after normalisation.
+    for (image, max_allowed, mean_allowed) in
+        [("scan.png", 0.0079, 0.001), ("photo.jpg", 0.05, 0.006)]
+    {
+        let ours = medscribe_llm::image::load_pixels(
+            &fixture(&format!("gemma3-expected/{image}")),
+            56,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let reference = reference_pixels(image);
+        assert_eq!(ours.dims(), reference.dims());
+        let ours: Vec<f32> = ours.flatten_all().unwrap().to_vec1().unwrap();
+        let reference: Vec<f32> = reference.flatten_all().unwrap().to_vec1().unwrap();
+        let max = max_abs_diff(&ours, &reference);
+        let mean = ours
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (a - b).abs())
+            .sum::<f32>()
+            / ours.len() as f32;
+        eprintln!("{image}: pixel values max diff {max:.4}, mean {mean:.5}");
+        assert!(
+            max <= max_allowed && mean <= mean_allowed,
+            "{image}: max {max}, mean {mean}"
+        );
+    }
+}
+
 #[test]
 fn tokenizer_gives_the_reference_ids() {
     let tokenizer = GemmaTokenizer::load(&fixture("gemma3-tiny/tokenizer.json")).unwrap();
     for (name, prompt) in expected()["prompts"].as_object().unwrap() {
+        let (text, images) =
+            expand_image_markers(prompt["text"].as_str().unwrap(), TOKENS_PER_IMAGE);
+        assert_eq!(images, prompt["images"].as_array().unwrap().len(), "{name}");
         assert_eq!(
-            tokenizer.encode(prompt["text"].as_str().unwrap()).unwrap(),
+            tokenizer.encode(&text).unwrap(),
             ids(&prompt["ids"]),
             "{name}"
         );
@@ -37,7 +142,13 @@ fn tokenizer_gives_the_reference_ids() {
 fn logits_of_every_position_match_hf_within_1e_3() {
     for (name, prompt) in expected()["prompts"].as_object().unwrap() {
         let mut model = model();
-        let logits = model.forward(&ids(&prompt["ids"]), true).unwrap();
+        let prompt_ids = ids(&prompt["ids"]);
+        let logits = match prompt_images(prompt) {
+            Some(images) => model
+                .forward_with_images(&prompt_ids, images.soft_token, &images.features, true)
+                .unwrap(),
+            None => model.forward(&prompt_ids, true).unwrap(),
+        };
         let shape: Vec<usize> = prompt["logits_shape"]
             .as_array()
             .unwrap()
@@ -50,11 +161,7 @@ fn logits_of_every_position_match_hf_within_1e_3() {
             "gemma3-expected/{}",
             prompt["logits_file"].as_str().unwrap()
         )));
-        let max_diff = ours
-            .iter()
-            .zip(&reference)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let max_diff = max_abs_diff(&ours, &reference);
         eprintln!(
             "{name}: max abs logit diff {max_diff:.2e} over {} values",
             ours.len()
@@ -69,8 +176,9 @@ fn greedy_continuations_match_hf() {
     let steps = expected["greedy_tokens"].as_u64().unwrap() as usize;
     for (name, prompt) in expected["prompts"].as_object().unwrap() {
         let mut model = model();
+        let images = prompt_images(prompt);
         assert_eq!(
-            greedy(&mut model, &ids(&prompt["ids"]), steps),
+            greedy_with_images(&mut model, &ids(&prompt["ids"]), images.as_ref(), steps),
             ids(&prompt["greedy"]),
             "{name}"
         );

@@ -74,6 +74,21 @@ impl GemmaTokenizer {
     }
 }
 
+/// Gemma 3's image marker in prompts.
+pub const IMAGE_MARKER: &str = "<start_of_image>";
+
+/// Expands each `<start_of_image>` as Gemma3Processor does, before tokenisation:
+/// `"\n\n<start_of_image>" + n x "<image_soft_token>" + "<end_of_image>\n\n"`. Returns the text
+/// and how many images it now asks for.
+pub fn expand_image_markers(prompt: &str, tokens_per_image: usize) -> (String, usize) {
+    let count = prompt.matches(IMAGE_MARKER).count();
+    let full = format!(
+        "\n\n{IMAGE_MARKER}{}<end_of_image>\n\n",
+        "<image_soft_token>".repeat(tokens_per_image)
+    );
+    (prompt.replace(IMAGE_MARKER, &full), count)
+}
+
 /// One user turn in Gemma's chat format, the system text folded into it.
 /// Like Gemma's own template (tokenizer_config.json), the user's content is trimmed.
 pub fn chat_prompt(system: Option<&str>, content: &str) -> String {
@@ -91,7 +106,19 @@ pub fn chat_prompt(system: Option<&str>, content: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::chat_prompt;
+    use super::{chat_prompt, expand_image_markers};
+
+    #[test]
+    fn image_markers_expand_like_gemma3_processor() {
+        let (text, count) = expand_image_markers("a<start_of_image>b<start_of_image>", 2);
+        assert_eq!(count, 2);
+        let image = "\n\n<start_of_image><image_soft_token><image_soft_token><end_of_image>\n\n";
+        assert_eq!(text, format!("a{image}b{image}"));
+        assert_eq!(
+            expand_image_markers("no images", 256),
+            ("no images".into(), 0)
+        );
+    }
 
     #[test]
     fn template_matches_the_spec() {

@@ -29,6 +29,14 @@ pub enum LlmError {
         /// Which tensor and what is wrong.
         reason: String,
     },
+    /// An image cannot be used (missing, unsupported format, corrupt).
+    #[error("image {path}: {reason}")]
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The prompt cannot be run (too long, empty, unknown token).
     #[error("prompt: {0}")]
     Prompt(String),

@@ -333,7 +333,7 @@ impl WeightSource {
 }
 
 /// The safetensors files of a model directory (one file or shards).
-fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| LlmError::BadFile {
             path: dir.to_path_buf(),
@@ -497,6 +497,11 @@ impl Gemma3Text {
         &self.config
     }
 
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Tokens processed so far in this conversation.
     pub fn position(&self) -> usize {
         self.position
@@ -535,11 +540,81 @@ impl Gemma3Text {
         self.forward_embeddings(&embeddings, all_positions)
     }
 
-    /// Like [`Gemma3Text::forward`] on ready embeddings `[1, len, hidden]` (image features merged
-    /// in by the caller).
+    /// Like [`Gemma3Text::forward`] on ready embeddings `[1, len, hidden]`.
     pub fn forward_embeddings(
         &mut self,
         embeddings: &Tensor,
+        all_positions: bool,
+    ) -> Result<Tensor> {
+        self.forward_grouped(embeddings, None, all_positions)
+    }
+
+    /// Runs `ids` in which runs of `soft_token` stand for images, replaced in order by the rows
+    /// of `features` (`[n_images, tokens_per_image, hidden]`, from the projector; not scaled like
+    /// token embeddings). As in HF, tokens of the same image see each other both ways during this
+    /// prefill; everything else is causal (and windowed on sliding layers).
+    pub fn forward_with_images(
+        &mut self,
+        ids: &[u32],
+        soft_token: u32,
+        features: &Tensor,
+        all_positions: bool,
+    ) -> Result<Tensor> {
+        if ids.is_empty() {
+            return Err(LlmError::Prompt("no tokens to run".into()));
+        }
+        let hidden = self.config.hidden_size;
+        let (images, per_image, width) = features.dims3()?;
+        if width != hidden {
+            return Err(LlmError::Prompt(format!(
+                "image features of width {width}, the language model's is {hidden}"
+            )));
+        }
+        let soft_count = ids.iter().filter(|&&id| id == soft_token).count();
+        if soft_count != images * per_image {
+            return Err(LlmError::Prompt(format!(
+                "the prompt has {soft_count} image tokens, the {images} image(s) give {}",
+                images * per_image
+            )));
+        }
+        let embeddings = self.embed(ids)?.squeeze(0)?;
+        let features = features.reshape((images * per_image, hidden))?;
+        // Image group of every position (0 = text); a new group starts at each run of soft tokens.
+        let mut groups = Vec::with_capacity(ids.len());
+        let mut group = 0u32;
+        let mut pieces = Vec::new();
+        let (mut text_start, mut feature_row) = (0usize, 0usize);
+        let mut i = 0usize;
+        while i < ids.len() {
+            if ids[i] != soft_token {
+                groups.push(0);
+                i += 1;
+                continue;
+            }
+            let run = ids[i..].iter().take_while(|&&id| id == soft_token).count();
+            group += 1;
+            groups.extend(std::iter::repeat_n(group, run));
+            if i > text_start {
+                pieces.push(embeddings.narrow(0, text_start, i - text_start)?);
+            }
+            pieces.push(features.narrow(0, feature_row, run)?);
+            feature_row += run;
+            i += run;
+            text_start = i;
+        }
+        if text_start < ids.len() {
+            pieces.push(embeddings.narrow(0, text_start, ids.len() - text_start)?);
+        }
+        let merged = Tensor::cat(&pieces, 0)?.unsqueeze(0)?;
+        self.forward_grouped(&merged, Some(&groups), all_positions)
+    }
+
+    /// The forward pass; `groups` (one per new position, 0 = none) lets positions of the same
+    /// non-zero group attend to each other regardless of order.
+    fn forward_grouped(
+        &mut self,
+        embeddings: &Tensor,
+        groups: Option<&[u32]>,
         all_positions: bool,
     ) -> Result<Tensor> {
         let len = embeddings.dim(1)?;
@@ -560,7 +635,7 @@ impl Gemma3Text {
                 LayerKind::Sliding => &local,
                 LayerKind::Full => &global,
             };
-            x = layer.forward(&x, start, config, rope, &self.device)?;
+            x = layer.forward(&x, start, config, rope, groups, &self.device)?;
         }
         self.position += len;
         let x = if all_positions {
@@ -584,12 +659,13 @@ impl Layer {
         start: usize,
         config: &Gemma3TextConfig,
         rope: &(Tensor, Tensor),
+        groups: Option<&[u32]>,
         device: &Device,
     ) -> Result<Tensor> {
         let eps = config.rms_norm_eps;
         let residual = x;
         let h = rms_norm(x, &self.input_norm, eps)?;
-        let h = self.attention(&h, start, config, rope, device)?;
+        let h = self.attention(&h, start, config, rope, groups, device)?;
         let x = (residual + rms_norm(&h, &self.post_attention_norm, eps)?)?;
         let h = rms_norm(&x, &self.pre_feedforward_norm, eps)?;
         let gate = linear(&h, &self.gate_proj)?.gelu()?;
@@ -603,6 +679,7 @@ impl Layer {
         start: usize,
         config: &Gemma3TextConfig,
         (cos, sin): &(Tensor, Tensor),
+        groups: Option<&[u32]>,
         device: &Device,
     ) -> Result<Tensor> {
         let len = x.dim(1)?;
@@ -639,15 +716,25 @@ impl Layer {
         };
         let key_start = self.cache.start;
         let total = keys.dim(2)?;
-        // Mask: key position kp is visible to query position qp iff kp <= qp and, on sliding
-        // layers, kp > qp - window.
+        // Mask: key position kp is visible to query position qp iff (kp <= qp or both are of the
+        // same image in this chunk) and, on sliding layers, kp > qp - window (HF 5.x:
+        // AND(window, OR(causal, same image))).
         let window = config.sliding_window;
+        let group_of = |position: usize| -> u32 {
+            match groups {
+                Some(g) if position >= start => g.get(position - start).copied().unwrap_or(0),
+                _ => 0,
+            }
+        };
         let mut mask = Vec::with_capacity(len * total);
         for qi in 0..len {
             let qp = start + qi;
+            let query_group = group_of(qp);
             for kj in 0..total {
                 let kp = key_start + kj;
-                let visible = kp <= qp && (self.kind == LayerKind::Full || kp + window > qp);
+                let same_image = query_group != 0 && group_of(kp) == query_group;
+                let visible =
+                    (kp <= qp || same_image) && (self.kind == LayerKind::Full || kp + window > qp);
                 mask.push(if visible { 0.0f32 } else { f32::NEG_INFINITY });
             }
         }

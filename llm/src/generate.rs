@@ -128,6 +128,16 @@ fn pick(logits: &mut [f32], sampling: &Sampling, previous: &[u32], rng: &mut Rng
     order[order.len() - 1] as u32
 }
 
+/// Images of a prompt: the soft token that stands for them and their projected features
+/// (`[n_images, tokens_per_image, hidden]`, see [`crate::vision::Gemma3Vision::image_features`]).
+#[derive(Debug, Clone)]
+pub struct PromptImages {
+    /// `<image_soft_token>`'s id.
+    pub soft_token: u32,
+    /// The features, in prompt order.
+    pub features: candle_core::Tensor,
+}
+
 /// Generates after `prompt` (fed to the model from its current state). `on_token` sees each new
 /// id and may return false to stop. Returns the new ids (stop token excluded) and why it ended.
 pub fn generate(
@@ -138,9 +148,27 @@ pub fn generate(
     cancel: &AtomicBool,
     on_token: &mut dyn FnMut(u32) -> bool,
 ) -> Result<(Vec<u32>, StopReason)> {
+    generate_with_images(model, prompt, None, stop_ids, sampling, cancel, on_token)
+}
+
+/// Like [`generate`], with images bound to the prompt's soft tokens.
+pub fn generate_with_images(
+    model: &mut Gemma3Text,
+    prompt: &[u32],
+    images: Option<&PromptImages>,
+    stop_ids: &[u32],
+    sampling: &Sampling,
+    cancel: &AtomicBool,
+    on_token: &mut dyn FnMut(u32) -> bool,
+) -> Result<(Vec<u32>, StopReason)> {
     let mut rng = Rng(sampling.seed);
     let mut generated: Vec<u32> = Vec::new();
-    let mut logits = model.forward(prompt, false)?;
+    let mut logits = match images {
+        Some(images) => {
+            model.forward_with_images(prompt, images.soft_token, &images.features, false)?
+        }
+        None => model.forward(prompt, false)?,
+    };
     loop {
         if cancel.load(Ordering::Relaxed) {
             return Ok((generated, StopReason::Cancelled));

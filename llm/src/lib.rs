@@ -2,9 +2,9 @@
 //! Face semantics (our own implementation: candle-transformers' Gemma 3 is numerically wrong for
 //! MedGemma, shared/specs/medgemma.md), configuration parsing, safetensors loading across the
 //! transformers name layouts and GGUF loading (quantized weights stay quantized), Gemma's
-//! tokenizer and chat template, and generation. It knows
-//! nothing about audio or user interfaces. Still to come: the SigLIP vision tower
-//! and image merging, letter templates.
+//! tokenizer and chat template, generation, and MedGemma's vision path (image preprocessing, the
+//! SigLIP tower, the projector, merging image features into the prompt). It knows nothing about
+//! audio or user interfaces.
 #![deny(missing_docs)]
 
 pub mod chat;
@@ -12,12 +12,15 @@ pub mod config;
 pub mod error;
 pub mod gemma3;
 pub mod generate;
+pub mod image;
 pub mod loader;
+pub mod vision;
 
 pub use candle_core::Device;
-pub use chat::{chat_prompt, GemmaTokenizer};
+pub use chat::{chat_prompt, expand_image_markers, GemmaTokenizer, IMAGE_MARKER};
 pub use config::Gemma3TextConfig;
 pub use error::{LlmError, Result};
 pub use gemma3::{Gemma3Text, GgufWeights};
-pub use generate::{generate, Sampling, StopReason};
+pub use generate::{generate, generate_with_images, PromptImages, Sampling, StopReason};
 pub use loader::{load, LoadedModel};
+pub use vision::Gemma3Vision;

@@ -7,9 +7,13 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
+use candle_core::Tensor;
+
 use crate::chat::GemmaTokenizer;
 use crate::error::{LlmError, Result};
-use crate::gemma3::{gguf_vocabulary, read_gguf, Gemma3Text, GgufWeights};
+use crate::gemma3::{gguf_vocabulary, read_gguf, safetensors_files, Gemma3Text, GgufWeights};
+use crate::generate::PromptImages;
+use crate::vision::Gemma3Vision;
 
 /// Ids checked when comparing a tokenizer with a GGUF vocabulary: the specials and a spread of
 /// ordinary pieces.
@@ -20,8 +24,10 @@ const SAMPLE_IDS: [usize; 12] = [
 /// A model ready to generate, with its tokenizer and where it came from.
 #[derive(Debug)]
 pub struct LoadedModel {
-    /// The model.
+    /// The language model.
     pub model: Gemma3Text,
+    /// The vision tower and projector, for multimodal checkpoints.
+    pub vision: Option<Gemma3Vision>,
     /// Its tokenizer.
     pub tokenizer: GemmaTokenizer,
     /// The file or directory it was loaded from.
@@ -40,8 +46,10 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
         }
         let tokenizer = GemmaTokenizer::load(&tokenizer_path)?;
         let model = Gemma3Text::load(path, device)?;
+        let vision = Gemma3Vision::load(path, &safetensors_files(path)?, device)?;
         return Ok(LoadedModel {
             model,
+            vision,
             tokenizer,
             source: path.to_path_buf(),
         });
@@ -82,9 +90,42 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
     check_vocabulary(&tokenizer, &vocabulary, &tokenizer_path)?;
     Ok(LoadedModel {
         model,
+        // A GGUF file holds the language model only (llama.cpp keeps the vision tower in a
+        // separate mmproj file, which medscribe does not read yet).
+        vision: None,
         tokenizer,
         source: path.to_path_buf(),
     })
+}
+
+impl LoadedModel {
+    /// Reads, preprocesses and encodes `images` (PNG or JPEG files, in prompt order) for
+    /// [`crate::generate::generate_with_images`]. A model without a vision tower is an error that
+    /// says so.
+    pub fn encode_images(&self, images: &[PathBuf]) -> Result<PromptImages> {
+        let vision = self.vision.as_ref().ok_or_else(|| LlmError::BadFile {
+            path: self.source.clone(),
+            reason: "this model has no vision tower, so it cannot look at images (use a \
+                     multimodal MedGemma model directory, e.g. medgemma-4b-it)"
+                .into(),
+        })?;
+        let soft_token = self
+            .tokenizer
+            .token_id("<image_soft_token>")
+            .ok_or_else(|| {
+                LlmError::Prompt("the tokenizer has no <image_soft_token> token".into())
+            })?;
+        let device = self.model.device();
+        let pixels = images
+            .iter()
+            .map(|path| crate::image::load_pixels(path, vision.image_size(), device))
+            .collect::<Result<Vec<_>>>()?;
+        let pixels = Tensor::stack(&pixels, 0)?;
+        Ok(PromptImages {
+            soft_token,
+            features: vision.image_features(&pixels)?,
+        })
+    }
 }
 
 /// The tokenizer must cover the GGUF vocabulary with the same pieces at the same ids.

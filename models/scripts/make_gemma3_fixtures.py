@@ -9,7 +9,13 @@ weights are random: the generated text is noise by design, only equality with tr
 
     .venv-dev/bin/python models/scripts/make_gemma3_fixtures.py     (scripts/dev-venv.sh makes it)
 
-Writes models/fixtures/gemma3-tiny/ (model, config, tokenizer) and gemma3-expected/ (references).
+Writes models/fixtures/gemma3-tiny/ (model, config, tokenizer) and gemma3-expected/ (references:
+logits and greedy tokens of text-only, one-image and two-image prompts, the images as PNG/JPEG, the
+pixel values of HF's PIL image processor, the vision tower's and the projector's outputs).
+
+Images enter exactly as Gemma3Processor does it: each `<start_of_image>` in the text becomes
+"\n\n<start_of_image>" + N x "<image_soft_token>" + "<end_of_image>\n\n" before tokenisation, and
+token_type_ids mark the soft tokens (which switches on HF's same-image bidirectional mask).
 """
 from __future__ import annotations
 
@@ -22,7 +28,9 @@ import numpy as np
 import torch
 import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from PIL import Image
 from transformers import Gemma3Config, Gemma3ForConditionalGeneration, PreTrainedTokenizerFast
+from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / "models" / "fixtures" / "gemma3-tiny"
@@ -31,6 +39,10 @@ DATA = ROOT.parent / "shared" / "data" / "aci-bench" / "valid.csv"
 SPECIAL = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>",
            "<start_of_image>", "<end_of_image>", "<image_soft_token>"]
 GREEDY_TOKENS = 20
+IMAGE_SIZE = 56
+TOKENS_PER_IMAGE = 4
+# Deliberately not the model's size, nor square, and in two formats: preprocessing must resize.
+IMAGES = {"scan.png": (90, 70), "photo.jpg": (40, 64)}
 
 PROMPTS = {
     # The chat template of shared/specs/medgemma.md, system text folded into the user turn.
@@ -40,7 +52,31 @@ PROMPTS = {
     # Far longer than the sliding window (8): exercises the window in prefill and decode.
     "long": "<bos>Doctor: how are you feeling today? Patient: I have had a cough for three weeks and "
             "some chest pain when I breathe in deeply, and my temperature was high last night.",
+    # One image in a templated turn, and two images in a raw prompt.
+    "image1": "<bos><start_of_turn>user\n<start_of_image>Describe this X-ray.<end_of_turn>\n"
+              "<start_of_turn>model\n",
+    "image2": "<bos>Compare <start_of_image> with <start_of_image> and report",
 }
+PROMPT_IMAGES = {"image1": ["scan.png"], "image2": ["scan.png", "photo.jpg"]}
+
+
+def expand_images(text: str) -> str:
+    """Gemma3Processor's expansion of each <start_of_image>."""
+    full = "\n\n<start_of_image>" + "<image_soft_token>" * TOKENS_PER_IMAGE + "<end_of_image>\n\n"
+    return text.replace("<start_of_image>", full)
+
+
+def make_images() -> dict[str, Image.Image]:
+    """Deterministic pictures with structure (gradients, a disc, noise) so that pixels matter."""
+    rng = np.random.default_rng(11)
+    images = {}
+    for name, (w, h) in IMAGES.items():
+        y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+        disc = ((x - w * 0.4) ** 2 + (y - h * 0.6) ** 2 < (min(w, h) * 0.3) ** 2) * 120.0
+        rgb = np.stack([x / w * 255, y / h * 200 + disc * 0.3, 255 - disc - x / w * 60], axis=-1)
+        rgb = np.clip(rgb + rng.normal(0, 12, rgb.shape), 0, 255).astype(np.uint8)
+        images[name] = Image.fromarray(rgb, "RGB")
+    return images
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
@@ -74,9 +110,9 @@ def build_model(tok: PreTrainedTokenizerFast, seed: int) -> Gemma3ForConditional
         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
     )
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                  image_size=56, patch_size=14, layer_norm_eps=1e-6)
+                  image_size=IMAGE_SIZE, patch_size=14, layer_norm_eps=1e-6, vision_use_head=False)
     config = Gemma3Config(
-        text_config=text, vision_config=vision, mm_tokens_per_image=4,
+        text_config=text, vision_config=vision, mm_tokens_per_image=TOKENS_PER_IMAGE,
         boi_token_index=tok.convert_tokens_to_ids("<start_of_image>"),
         eoi_token_index=tok.convert_tokens_to_ids("<end_of_image>"),
         image_token_index=tok.convert_tokens_to_ids("<image_soft_token>"),
@@ -99,12 +135,20 @@ def build_model(tok: PreTrainedTokenizerFast, seed: int) -> Gemma3ForConditional
     return model
 
 
+def forward(model, tokens: list[int], pixels, image_token: int):
+    """Full logits of `tokens`; with images, token_type_ids mark the soft tokens as the processor does."""
+    if pixels is None:
+        return model(input_ids=torch.tensor([tokens])).logits[0]
+    ids = torch.tensor([tokens])
+    return model(input_ids=ids, pixel_values=pixels, token_type_ids=(ids == image_token).long()).logits[0]
+
+
 @torch.no_grad()
-def greedy(model, ids: list[int], steps: int) -> tuple[list[int], float]:
+def greedy(model, ids: list[int], steps: int, pixels=None, image_token=-1) -> tuple[list[int], float]:
     """Greedy continuation recomputed without a cache at every step (the plainest reference)."""
     tokens, margin = list(ids), float("inf")
     for _ in range(steps):
-        logits = model(input_ids=torch.tensor([tokens])).logits[0, -1]
+        logits = forward(model, tokens, pixels, image_token)[-1]
         top2 = torch.topk(logits, 2).values
         margin = min(margin, float(top2[0] - top2[1]))
         tokens.append(int(logits.argmax()))
@@ -114,11 +158,25 @@ def greedy(model, ids: list[int], steps: int) -> tuple[list[int], float]:
 def main() -> int:
     print(f"transformers {transformers.__version__}, torch {torch.__version__}")
     tok = build_tokenizer()
-    encoded = {name: tok(text, add_special_tokens=False)["input_ids"] for name, text in PROMPTS.items()}
+    image_token = tok.convert_tokens_to_ids("<image_soft_token>")
+    encoded = {name: tok(expand_images(text), add_special_tokens=False)["input_ids"]
+               for name, text in PROMPTS.items()}
+    EXPECTED.mkdir(parents=True, exist_ok=True)
+    for name, img in make_images().items():
+        img.save(EXPECTED / name, quality=95) if name.endswith(".jpg") else img.save(EXPECTED / name)
+    # References describe the files as written (JPEG is lossy).
+    images = {name: Image.open(EXPECTED / name) for name in IMAGES}
+    processor = Gemma3ImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    pixels = {name: processor(images=img, return_tensors="pt")["pixel_values"] for name, img in images.items()}
+    prompt_pixels = {name: torch.cat([pixels[i] for i in PROMPT_IMAGES[name]]) if name in PROMPT_IMAGES else None
+                     for name in PROMPTS}
     for seed in range(200):
         model = build_model(tok, seed)
-        runs = {name: greedy(model, ids, GREEDY_TOKENS) for name, ids in encoded.items()}
-        varied = all(len(set(tokens)) >= 6 for tokens, _ in runs.values())
+        runs = {name: greedy(model, ids, GREEDY_TOKENS, prompt_pixels[name], image_token)
+                for name, ids in encoded.items()}
+        # At least 8 different tokens in each 20 and no token repeated 5 times in a row.
+        varied = all(len(set(tokens)) >= 8 and not any(len(set(tokens[i:i + 5])) == 1 for i in range(16))
+                     for tokens, _ in runs.values())
         distinct = len({tuple(tokens) for tokens, _ in runs.values()}) == len(runs)
         margin = min(m for _, m in runs.values())
         if varied and distinct and margin >= 0.01:
@@ -133,15 +191,25 @@ def main() -> int:
     tok.save_pretrained(MODEL_DIR)
     expected = {"transformers": transformers.__version__, "seed": seed, "greedy_tokens": GREEDY_TOKENS,
                 "prompts": {}}
+    expected["images"] = {}
     with torch.no_grad():
+        for name, pv in pixels.items():
+            vision = model.model.vision_tower(pixel_values=pv).last_hidden_state[0]
+            projected = model.model.get_image_features(pv).pooler_output[0]
+            stem = name.replace(".", "_")
+            for kind, t in (("pixels", pv[0]), ("vision", vision), ("projected", projected)):
+                np.ascontiguousarray(t.numpy(), dtype="<f4").tofile(EXPECTED / f"{stem}.{kind}.f32")
+            expected["images"][name] = {"pixels_shape": list(pv[0].shape), "vision_shape": list(vision.shape),
+                                        "projected_shape": list(projected.shape)}
         for name, ids in encoded.items():
-            logits = model(input_ids=torch.tensor([ids])).logits[0]
+            logits = forward(model, ids, prompt_pixels[name], image_token)
             np.ascontiguousarray(logits.numpy(), dtype="<f4").tofile(EXPECTED / f"{name}.logits.f32")
             tokens, m = runs[name]
             expected["prompts"][name] = {
                 "text": PROMPTS[name], "ids": ids, "logits_file": f"{name}.logits.f32",
                 "logits_shape": list(logits.shape), "greedy": tokens, "greedy_margin": m,
                 "greedy_text": tok.decode(tokens, skip_special_tokens=True),
+                "images": PROMPT_IMAGES.get(name, []),
             }
             print(f"{name}: {len(ids)} prompt tokens -> {tokens}")
     (EXPECTED / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")

@@ -61,12 +61,33 @@ pub fn ids(value: &serde_json::Value) -> Vec<u32> {
 /// `tokens` greedy tokens after `prompt`, with no stop tokens (the references generated a fixed
 /// number), from the model's current state.
 pub fn greedy(model: &mut medscribe_llm::Gemma3Text, prompt: &[u32], tokens: usize) -> Vec<u32> {
+    greedy_with_images(model, prompt, None, tokens)
+}
+
+/// Like [`greedy`], with images bound to the prompt's soft tokens.
+pub fn greedy_with_images(
+    model: &mut medscribe_llm::Gemma3Text,
+    prompt: &[u32],
+    images: Option<&medscribe_llm::PromptImages>,
+    tokens: usize,
+) -> Vec<u32> {
     let sampling = medscribe_llm::Sampling {
         max_new_tokens: tokens,
         ..medscribe_llm::Sampling::default()
     };
     let cancel = std::sync::atomic::AtomicBool::new(false);
-    medscribe_llm::generate(model, prompt, &[], &sampling, &cancel, &mut |_| true)
-        .expect("generation runs")
-        .0
+    medscribe_llm::generate_with_images(model, prompt, images, &[], &sampling, &cancel, &mut |_| {
+        true
+    })
+    .expect("generation runs")
+    .0
+}
+
+/// Largest absolute difference between two equally long slices.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
 }

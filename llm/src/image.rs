@@ -1,0 +1,231 @@
+//! Images for the vision tower: PNG or JPEG files decoded to RGB and preprocessed as Hugging
+//! Face's Gemma 3 image processor does (shared/specs/medgemma.md, "Image preprocessing"): resized
+//! to the model's square size with PIL's bilinear filter (antialiased when shrinking, rounded to
+//! 8 bits after each pass), scaled to 0..1, normalised with mean 0.5 and deviation 0.5, CHW.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use image::{ImageFormat, ImageReader, RgbImage};
+
+use crate::error::{LlmError, Result};
+
+/// Images larger than this on either side are refused before decoding (a 16k x 16k RGB image is
+/// already 768 MB; a real radiograph export is a few thousand pixels).
+const MAX_SIDE: u32 = 16_384;
+
+/// Image files larger than this are refused unread.
+const MAX_FILE_BYTES: u64 = 512 << 20;
+
+/// Decodes a PNG or JPEG file to RGB, with a one-line error naming the file otherwise. The format
+/// is told by the content, not the file name.
+pub fn read_rgb(path: &Path) -> Result<RgbImage> {
+    let bad = |reason: String| LlmError::Image {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let size = std::fs::metadata(path)
+        .map_err(|e| bad(format!("cannot open: {e}")))?
+        .len();
+    if size > MAX_FILE_BYTES {
+        return Err(bad(format!(
+            "{} MB is too large for an image file",
+            size >> 20
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let format = match image::guess_format(&bytes) {
+        Ok(format @ (ImageFormat::Png | ImageFormat::Jpeg)) => format,
+        Ok(other) => {
+            return Err(bad(format!(
+                "{other:?} images are not supported: convert it to PNG or JPEG"
+            )))
+        }
+        Err(_) => return Err(bad("not a PNG or JPEG image".into())),
+    };
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    reader.limits(limits);
+    let decoded = reader
+        .decode()
+        .map_err(|e| bad(format!("cannot decode the image: {e}")))?;
+    if decoded.width() == 0 || decoded.height() == 0 {
+        return Err(bad("the image is empty".into()));
+    }
+    // Like PIL's convert("RGB"): grey is replicated, alpha dropped, 16-bit scaled to 8.
+    Ok(decoded.to_rgb8())
+}
+
+/// Pixel values `[3, size, size]` of `path`, ready for the vision tower.
+pub fn load_pixels(path: &Path, size: usize, device: &Device) -> Result<Tensor> {
+    let rgb = read_rgb(path)?;
+    pixels(&rgb, size, device)
+}
+
+/// Preprocesses a decoded image: resize to `size` x `size`, rescale, normalise, CHW f32.
+pub fn pixels(rgb: &RgbImage, size: usize, device: &Device) -> Result<Tensor> {
+    let resized = resize_bilinear(rgb, size, size);
+    let plane = size * size;
+    let mut values = vec![0f32; 3 * plane];
+    for (i, pixel) in resized.chunks_exact(3).enumerate() {
+        for (channel, &v) in pixel.iter().enumerate() {
+            // HF: rescale by 1/255 (f32), then (x - 0.5) / 0.5.
+            values[channel * plane + i] = (f32::from(v) * (1.0 / 255.0) - 0.5) / 0.5;
+        }
+    }
+    Ok(Tensor::from_vec(values, (3, size, size), device)?)
+}
+
+/// PIL's bilinear filter weights for resampling `in_size` samples to `out_size`: for each output
+/// sample, the first input index and the normalised weights.
+fn pil_bilinear_weights(in_size: usize, out_size: usize) -> Vec<(usize, Vec<f64>)> {
+    let scale = in_size as f64 / out_size as f64;
+    let filter_scale = scale.max(1.0);
+    let support = filter_scale; // the bilinear (triangle) filter has support 1
+    (0..out_size)
+        .map(|out| {
+            let center = (out as f64 + 0.5) * scale;
+            // PIL truncates towards zero after adding 0.5; the values here are >= -0.5.
+            let first = ((center - support + 0.5).max(0.0)) as usize;
+            let last = ((center + support + 0.5) as usize).min(in_size);
+            let mut weights: Vec<f64> = (first..last)
+                .map(|x| {
+                    let t = ((x as f64 - center + 0.5) / filter_scale).abs();
+                    if t < 1.0 {
+                        1.0 - t
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let total: f64 = weights.iter().sum();
+            if total > 0.0 {
+                weights.iter_mut().for_each(|w| *w /= total);
+            }
+            (first, weights)
+        })
+        .collect()
+}
+
+/// One resampling pass along one axis of an interleaved RGB buffer, rounded to 8 bits as PIL does.
+/// `stride_in`/`stride_out` step between samples along the axis, `lines` are the other axis.
+fn resample_axis(
+    input: &[u8],
+    weights: &[(usize, Vec<f64>)],
+    lines: usize,
+    line_step: (usize, usize),
+    sample_step: (usize, usize),
+    out_len: usize,
+) -> Vec<u8> {
+    let mut output = vec![0u8; out_len];
+    for line in 0..lines {
+        for (o, (first, w)) in weights.iter().enumerate() {
+            for channel in 0..3 {
+                let mut sum = 0.0f64;
+                for (k, weight) in w.iter().enumerate() {
+                    let index = line * line_step.0 + (first + k) * sample_step.0 + channel;
+                    sum += weight * f64::from(input[index]);
+                }
+                output[line * line_step.1 + o * sample_step.1 + channel] =
+                    (sum + 0.5).floor().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    output
+}
+
+/// Resizes like PIL's `Image.resize((width, height), BILINEAR)`: horizontal pass, then vertical.
+fn resize_bilinear(rgb: &RgbImage, width: usize, height: usize) -> Vec<u8> {
+    let (in_w, in_h) = (rgb.width() as usize, rgb.height() as usize);
+    let mut data = rgb.as_raw().clone();
+    let mut current_w = in_w;
+    if in_w != width {
+        let weights = pil_bilinear_weights(in_w, width);
+        data = resample_axis(
+            &data,
+            &weights,
+            in_h,
+            (in_w * 3, width * 3),
+            (3, 3),
+            width * in_h * 3,
+        );
+        current_w = width;
+    }
+    if in_h != height {
+        let weights = pil_bilinear_weights(in_h, height);
+        data = resample_axis(
+            &data,
+            &weights,
+            current_w,
+            (3, 3),
+            (current_w * 3, current_w * 3),
+            current_w * height * 3,
+        );
+    }
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_size_is_untouched_and_values_are_normalised() {
+        let rgb = RgbImage::from_fn(4, 4, |x, y| image::Rgb([0, 255, (x * 16 + y) as u8]));
+        let t = pixels(&rgb, 4, &Device::Cpu).unwrap();
+        assert_eq!(t.dims(), &[3, 4, 4]);
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(v[..16].iter().all(|&x| x == -1.0));
+        assert!(v[16..32].iter().all(|&x| x == 1.0));
+        assert!((v[32 + 5] - ((17.0 / 255.0 - 0.5) / 0.5)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_flat_image_stays_flat_at_any_size() {
+        let rgb = RgbImage::from_pixel(37, 91, image::Rgb([10, 128, 250]));
+        for size in [8usize, 56, 100] {
+            let resized = resize_bilinear(&rgb, size, size);
+            assert_eq!(resized.len(), size * size * 3);
+            assert!(resized.chunks_exact(3).all(|p| p == [10, 128, 250]));
+        }
+    }
+
+    #[test]
+    fn shrinking_averages_neighbours() {
+        // Two columns, black and white, shrunk to one: PIL gives the mean.
+        let rgb = RgbImage::from_fn(2, 1, |x, _| image::Rgb([if x == 0 { 0 } else { 255 }; 3]));
+        let resized = resize_bilinear(&rgb, 1, 1);
+        assert_eq!(resized, vec![128, 128, 128]);
+    }
+
+    #[test]
+    fn unsupported_and_broken_files_are_one_line_errors() {
+        let dir = std::env::temp_dir().join(format!("medscribe-image-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = dir.join("notes.png");
+        std::fs::write(&text, b"this is not an image").unwrap();
+        let err = read_rgb(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("notes.png") && err.contains("PNG or JPEG"),
+            "{err}"
+        );
+        let gif = dir.join("anim.gif");
+        std::fs::write(&gif, b"GIF89a\x01\x00\x01\x00\x00\x00\x00;").unwrap();
+        let err = read_rgb(&gif).unwrap_err().to_string();
+        assert!(err.contains("anim.gif") && err.contains("Gif"), "{err}");
+        let png = dir.join("cut.png");
+        std::fs::write(&png, b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR").unwrap();
+        let err = read_rgb(&png).unwrap_err().to_string();
+        assert!(err.contains("cut.png") && err.contains("decode"), "{err}");
+        let err = read_rgb(&dir.join("missing.jpg")).unwrap_err().to_string();
+        assert!(
+            err.contains("missing.jpg") && err.contains("cannot open"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
