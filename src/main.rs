@@ -2,6 +2,8 @@
 //! library crate (asr, pipeline, ...); this file only parses arguments, loads what they name and
 //! reports results and errors.
 
+mod letter_cmd;
+
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -51,6 +53,17 @@ enum Command {
     /// small base model, not instruction-tuned: it continues text rather than following
     /// instructions, and knows little medicine; MedGemma 4B/27B give the quality.
     Generate(GenerateArgs),
+    /// Write a structured doctor's letter from a dictation (WAV) or a transcript.
+    ///
+    /// Transcribes the audio, then has the letter model fill the template's sections as JSON
+    /// under a constraint that guarantees valid output, removes patient identifiers that are not
+    /// in the transcript, and renders Markdown, JSON, text or a FHIR R4 document. On a terminal,
+    /// progress and the letter as it is written go to stderr. The default model (Gemma 3 270M, a
+    /// small base model) shows the machinery; use MedGemma for real letters, and always check a
+    /// draft before signing it.
+    Letter(letter_cmd::LetterArgs),
+    /// List the letter templates (built-in and your own).
+    Templates,
 }
 
 #[derive(Debug, clap::Args)]
@@ -203,6 +216,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Transcribe(args) => transcribe(args, cli.ort_lib.as_deref()),
         Command::Models => list_models(),
         Command::Generate(args) => generate_text(args),
+        Command::Letter(args) => letter_cmd::letter(args, cli.ort_lib.as_deref()),
+        Command::Templates => letter_cmd::list_templates(),
     }
 }
 
@@ -217,20 +232,7 @@ fn generate_text(args: GenerateArgs) -> Result<ExitCode> {
     {
         bail!("--temperature must be 0-100, --top-p 0-1 and --repetition-penalty above 0");
     }
-    let data = DataDir::from_env();
-    let path = match &args.model {
-        Some(path) => path.clone(),
-        None => {
-            let default = models::default_llm_model(&data);
-            if !default.is_file() {
-                bail!(
-                    "the default letter model is not installed ({}); run scripts/setup.sh, or pass --model PATH",
-                    default.display()
-                );
-            }
-            default
-        }
-    };
+    let path = letter_model_path(args.model.as_deref(), &DataDir::from_env())?;
     let prompt = match args.prompt {
         Some(prompt) => prompt,
         None => {
@@ -333,6 +335,21 @@ fn generate_text(args: GenerateArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The letter model named by `--model`, or the installed default.
+fn letter_model_path(model: Option<&Path>, data: &DataDir) -> Result<PathBuf> {
+    if let Some(path) = model {
+        return Ok(path.to_path_buf());
+    }
+    let default = models::default_llm_model(data);
+    if !default.is_file() {
+        bail!(
+            "the default letter model is not installed ({}); run scripts/setup.sh, or pass --model PATH",
+            default.display()
+        );
+    }
+    Ok(default)
+}
+
 /// The device named by `--device`.
 fn letter_device(name: &str) -> Result<medscribe_llm::Device> {
     let ordinal = match name {
@@ -366,44 +383,14 @@ fn transcribe(args: TranscribeArgs, ort_lib: Option<&Path>) -> Result<ExitCode> 
     if args.threads == 0 || args.threads > 256 {
         bail!("--threads must be between 1 and 256");
     }
-    let model_dir = match &args.model {
-        Some(dir) => dir.clone(),
-        None => {
-            let default = models::default_asr_model(&data);
-            if !default.is_dir() {
-                bail!(
-                    "the default speech model is not installed ({}); run scripts/setup.sh, or pass --model DIR",
-                    default.display()
-                );
-            }
-            default
-        }
-    };
-    load_runtime(ort_lib, &data)?;
-    let mut recognizer = medscribe_asr::load_recognizer(&model_dir, args.threads)
-        .with_context(|| format!("cannot load speech model {}", model_dir.display()))?;
-    let segmentation = match (args.segment, recognizer.family()) {
-        (Some(SegmentArg::Fixed), ModelFamily::MedAsr) | (None, ModelFamily::MedAsr) => {
-            Segmentation::FixedWindows
-        }
-        (Some(SegmentArg::Fixed), family) => {
-            bail!("--segment fixed needs a CTC model (MedASR); {family} models use --segment vad")
-        }
-        (Some(SegmentArg::Vad), _) | (None, _) => Segmentation::Vad,
-    };
-    let mut vad = match segmentation {
-        Segmentation::Vad => {
-            let path = args
-                .vad_model
-                .clone()
-                .unwrap_or_else(|| models::default_vad_model(&data));
-            Some(
-                SileroVad::load(&path)
-                    .with_context(|| "cannot load the voice activity model".to_string())?,
-            )
-        }
-        Segmentation::FixedWindows => None,
-    };
+    let (mut recognizer, segmentation, mut vad) = open_speech(
+        args.model.as_deref(),
+        args.segment,
+        args.vad_model.as_deref(),
+        args.threads,
+        ort_lib,
+        &data,
+    )?;
     let request = BatchRequest {
         inputs: args.inputs.clone(),
         output_dir: args.output.clone(),
@@ -436,6 +423,59 @@ fn transcribe(args: TranscribeArgs, ort_lib: Option<&Path>) -> Result<ExitCode> 
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The speech model (given or default), its segmentation, and the VAD it needs.
+fn open_speech(
+    model: Option<&Path>,
+    segment: Option<SegmentArg>,
+    vad_model: Option<&Path>,
+    threads: usize,
+    ort_lib: Option<&Path>,
+    data: &DataDir,
+) -> Result<(
+    Box<dyn medscribe_asr::SpeechRecognizer>,
+    Segmentation,
+    Option<SileroVad>,
+)> {
+    let model_dir = match model {
+        Some(dir) => dir.to_path_buf(),
+        None => {
+            let default = models::default_asr_model(data);
+            if !default.is_dir() {
+                bail!(
+                    "the default speech model is not installed ({}); run scripts/setup.sh, or pass --model DIR",
+                    default.display()
+                );
+            }
+            default
+        }
+    };
+    load_runtime(ort_lib, data)?;
+    let recognizer = medscribe_asr::load_recognizer(&model_dir, threads)
+        .with_context(|| format!("cannot load speech model {}", model_dir.display()))?;
+    let segmentation = match (segment, recognizer.family()) {
+        (Some(SegmentArg::Fixed), ModelFamily::MedAsr) | (None, ModelFamily::MedAsr) => {
+            Segmentation::FixedWindows
+        }
+        (Some(SegmentArg::Fixed), family) => {
+            bail!("--segment fixed needs a CTC model (MedASR); {family} models use --segment vad")
+        }
+        (Some(SegmentArg::Vad), _) | (None, _) => Segmentation::Vad,
+    };
+    let vad = match segmentation {
+        Segmentation::Vad => {
+            let path = vad_model
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| models::default_vad_model(data));
+            Some(
+                SileroVad::load(&path)
+                    .with_context(|| "cannot load the voice activity model".to_string())?,
+            )
+        }
+        Segmentation::FixedWindows => None,
+    };
+    Ok((recognizer, segmentation, vad))
 }
 
 fn describe_summary(summary: &BatchSummary) -> String {

@@ -68,6 +68,29 @@ impl GemmaTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// The bytes each id stands for in running text, indexed by id: `None` for added and special
+    /// tokens (control tokens, never plain text). SentencePiece's `▁` is a space and byte-fallback
+    /// pieces (`<0x0A>`) are their byte.
+    pub fn text_pieces(&self) -> Vec<Option<Vec<u8>>> {
+        let added = self.inner.get_added_tokens_decoder();
+        (0..self.vocab_size() as u32)
+            .map(|id| {
+                if added.contains_key(&id) {
+                    return None;
+                }
+                let piece = self.inner.id_to_token(id)?;
+                if let Some(hex) = piece
+                    .strip_prefix("<0x")
+                    .and_then(|rest| rest.strip_suffix('>'))
+                    .filter(|hex| hex.len() == 2)
+                {
+                    return u8::from_str_radix(hex, 16).ok().map(|b| vec![b]);
+                }
+                Some(piece.replace('\u{2581}', " ").into_bytes())
+            })
+            .collect()
+    }
+
     /// The id of a token, if the vocabulary has it.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)

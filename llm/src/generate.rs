@@ -50,9 +50,13 @@ pub enum StopReason {
 
 /// SplitMix64: small, seedable, good enough for sampling.
 #[derive(Debug, Clone)]
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
     fn next_f32(&mut self) -> f32 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -64,7 +68,12 @@ impl Rng {
 }
 
 /// Picks the next token from `logits` (one row).
-fn pick(logits: &mut [f32], sampling: &Sampling, previous: &[u32], rng: &mut Rng) -> u32 {
+pub(crate) fn pick(
+    logits: &mut [f32],
+    sampling: &Sampling,
+    previous: &[u32],
+    rng: &mut Rng,
+) -> u32 {
     if sampling.repetition_penalty != 1.0 {
         for &id in previous {
             if let Some(l) = logits.get_mut(id as usize) {

@@ -4,7 +4,8 @@
 //! transformers name layouts and GGUF loading (quantized weights stay quantized), Gemma's
 //! tokenizer and chat template, generation, and MedGemma's vision path (image preprocessing, the
 //! SigLIP tower, the projector, merging image features into the prompt). It knows nothing about
-//! audio or user interfaces.
+//! audio or user interfaces. Also structured letters: templates, schema-constrained JSON
+//! generation, grounding and renderers (`letter`).
 #![deny(missing_docs)]
 
 pub mod chat;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod gemma3;
 pub mod generate;
 pub mod image;
+pub mod letter;
 pub mod loader;
 pub mod vision;
 

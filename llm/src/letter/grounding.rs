@@ -1,0 +1,240 @@
+//! Grounding: a letter may only carry patient identifiers the transcript contains. Names after a
+//! title (Mr, Mrs, Dr ...), dates, and record or reference numbers found in a section are checked
+//! against the transcript (case, spacing and punctuation ignored); those not found are removed and
+//! reported. Each section also records which transcript segments it drew on, by shared words.
+
+use std::sync::OnceLock;
+
+use regex::Regex;
+
+/// Kinds of identifier checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentifierKind {
+    /// A personal name after a title.
+    Name,
+    /// A calendar date.
+    Date,
+    /// A record, reference or other long number.
+    RecordNumber,
+}
+
+impl IdentifierKind {
+    /// Lower-case noun for messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            IdentifierKind::Name => "name",
+            IdentifierKind::Date => "date",
+            IdentifierKind::RecordNumber => "record number",
+        }
+    }
+}
+
+/// An identifier removed from a section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// What it looked like.
+    pub kind: IdentifierKind,
+    /// The text removed.
+    pub text: String,
+}
+
+fn patterns() -> &'static [(IdentifierKind, Regex)] {
+    static PATTERNS: OnceLock<Vec<(IdentifierKind, Regex)>> = OnceLock::new();
+    PATTERNS.get_or_init(|| {
+        let month = "(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)";
+        let day = r"\d{1,2}(?:st|nd|rd|th)?";
+        let table = [
+            (
+                IdentifierKind::Name,
+                r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.?\s+[A-Z][A-Za-z'\-]+(?:\s+[A-Z][A-Za-z'\-]+)?".to_string(),
+            ),
+            (
+                IdentifierKind::Date,
+                format!(
+                    r"(?i)\b(?:\d{{1,2}}[/.\-]\d{{1,2}}[/.\-]\d{{2,4}}|\d{{4}}-\d{{2}}-\d{{2}}|{day}\s+(?:of\s+)?{month}\.?,?\s+\d{{4}}|{month}\.?\s+{day},?\s+\d{{4}}|{month}\.?\s+\d{{4}})\b"
+                ),
+            ),
+            (
+                IdentifierKind::RecordNumber,
+                r"(?i)\b(?:(?:MRN|NHS|record|hospital|patient|reference|ID)\s*(?:number|no\.?|#)?\s*[:#]?\s*[A-Z0-9][A-Z0-9\-]{3,}|\d[\d\-]{5,}\d)\b".to_string(),
+            ),
+        ];
+        table
+            .into_iter()
+            .filter_map(|(kind, pattern)| Regex::new(&pattern).ok().map(|r| (kind, r)))
+            .collect()
+    })
+}
+
+/// Lower-case letters and digits, runs of anything else as one space.
+fn normalise(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut gap = true;
+    for c in text.chars() {
+        if c.is_alphanumeric() {
+            out.extend(c.to_lowercase());
+            gap = false;
+        } else if !gap {
+            out.push(' ');
+            gap = true;
+        }
+    }
+    out.trim_end().to_string()
+}
+
+/// A date's numbers (ordinal suffixes dropped, month names as numbers), sorted: "3rd of March
+/// 1961" and "3 March 1961" and "03/03/1961" compare equal.
+fn date_key(date: &str) -> Vec<u32> {
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    let mut key: Vec<u32> = normalise(date)
+        .split(|c: char| c == ' ' || !c.is_alphanumeric())
+        .filter_map(|word| {
+            let digits: String = word.chars().take_while(char::is_ascii_digit).collect();
+            if !digits.is_empty() {
+                return digits.parse().ok();
+            }
+            MONTHS
+                .iter()
+                .position(|m| word.starts_with(m))
+                .map(|i| i as u32 + 1)
+        })
+        .collect();
+    key.sort_unstable();
+    key
+}
+
+/// Removes identifiers of `section` not present in `transcript`; returns the cleaned text and
+/// what was removed.
+pub fn ground(section: &str, transcript: &str) -> (String, Vec<Removed>) {
+    let source = format!(" {} ", normalise(transcript));
+    let spoken_dates: Vec<Vec<u32>> = patterns()
+        .iter()
+        .filter(|(kind, _)| *kind == IdentifierKind::Date)
+        .flat_map(|(_, regex)| regex.find_iter(transcript).map(|m| date_key(m.as_str())))
+        .collect();
+    let mut spans: Vec<(usize, usize, IdentifierKind)> = Vec::new();
+    for (kind, regex) in patterns() {
+        for m in regex.find_iter(section) {
+            let needle = format!(" {} ", normalise(m.as_str()));
+            let overlaps = spans.iter().any(|&(s, e, _)| m.start() < e && s < m.end());
+            let present = source.contains(&needle)
+                || (*kind == IdentifierKind::Date && spoken_dates.contains(&date_key(m.as_str())));
+            if !overlaps && !present {
+                spans.push((m.start(), m.end(), *kind));
+            }
+        }
+    }
+    spans.sort_by_key(|&(start, _, _)| start);
+    let mut removed = Vec::new();
+    let mut cleaned = String::with_capacity(section.len());
+    let mut at = 0;
+    for (start, end, kind) in spans {
+        cleaned.push_str(&section[at..start]);
+        removed.push(Removed {
+            kind,
+            text: section[start..end].to_string(),
+        });
+        at = end;
+    }
+    cleaned.push_str(&section[at..]);
+    // Tidy what the removal leaves: doubled spaces, a space before punctuation.
+    let tidy = cleaned
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace(" ,", ",")
+        .replace(" .", ".");
+    (tidy, removed)
+}
+
+const STOP_WORDS: [&str; 24] = [
+    "this", "that", "with", "from", "have", "been", "were", "will", "they", "their", "there",
+    "which", "what", "when", "patient", "about", "also", "into", "some", "your", "does", "than",
+    "then", "them",
+];
+
+fn content_words(text: &str) -> std::collections::HashSet<String> {
+    normalise(text)
+        .split(' ')
+        .filter(|w| w.chars().count() >= 4 && !STOP_WORDS.contains(w))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Indices of `segments` that `section` draws on: those sharing at least two content words with
+/// it, or one when the segment has fewer than four.
+pub fn sources(section: &str, segments: &[String]) -> Vec<usize> {
+    let words = content_words(section);
+    if words.is_empty() {
+        return Vec::new();
+    }
+    segments
+        .iter()
+        .enumerate()
+        .filter(|(_, segment)| {
+            let own = content_words(segment);
+            let shared = own.intersection(&words).count();
+            shared >= 2 || (shared >= 1 && own.len() < 4)
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invented_identifiers_are_removed_and_spoken_ones_kept() {
+        let transcript =
+            "This is Mr John Smith, born 3rd of March 1961, MRN 448812. Seen on 12/01/2025.";
+        let (text, removed) = ground(
+            "Mr John Smith (MRN 448812), seen 12/01/2025, born 3 March 1961. Reviewed by Dr Jones on 14/02/2025, ref 99887766.",
+            transcript,
+        );
+        let kinds: Vec<(IdentifierKind, &str)> =
+            removed.iter().map(|r| (r.kind, r.text.as_str())).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (IdentifierKind::Name, "Dr Jones"),
+                (IdentifierKind::Date, "14/02/2025"),
+                (IdentifierKind::RecordNumber, "99887766"),
+            ]
+        );
+        assert!(
+            text.contains("Mr John Smith")
+                && text.contains("448812")
+                && text.contains("12/01/2025")
+        );
+        assert!(text.contains("3 March 1961"), "{text}");
+        assert!(!text.contains("Jones") && !text.contains("14/02") && !text.contains("99887766"));
+    }
+
+    #[test]
+    fn clinical_numbers_are_not_identifiers() {
+        let (text, removed) = ground(
+            "Amlodipine 5 mg daily; blood pressure 150/90; CRP 180; review in 6 weeks.",
+            "nothing",
+        );
+        assert!(removed.is_empty(), "{removed:?}");
+        assert!(text.starts_with("Amlodipine 5 mg"));
+    }
+
+    #[test]
+    fn sources_are_segments_sharing_words() {
+        let segments = vec![
+            "chest pain on exertion for three weeks".to_string(),
+            "he takes amlodipine daily".to_string(),
+            "the weather is nice".to_string(),
+        ];
+        assert_eq!(
+            sources("Exertional chest pain, three weeks.", &segments),
+            vec![0]
+        );
+        assert_eq!(sources("Amlodipine 5 mg.", &segments), vec![1]);
+        assert!(sources("", &segments).is_empty());
+    }
+}

@@ -1,0 +1,281 @@
+//! Structured doctor's letters: templates, prompts for instruction-tuned and base models,
+//! schema-constrained generation of the letter as JSON, grounding of patient identifiers against
+//! the transcript, and renderers (JSON, Markdown, text, FHIR R4).
+
+pub mod constrain;
+pub mod grounding;
+pub mod prompt;
+pub mod render;
+pub mod template;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
+
+use crate::chat::expand_image_markers;
+use crate::error::{LlmError, Result};
+use crate::generate::{pick, PromptImages, Rng, Sampling};
+use crate::loader::LoadedModel;
+use constrain::{LetterConstraint, TokenTable};
+use prompt::{letter_prompt, PromptStyle};
+use template::{DocumentType, Template};
+
+/// A piece of the transcript (an utterance of a recording, or a line of a text file).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TranscriptSegment {
+    /// Start in the recording, seconds (none for text input).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_s: Option<f64>,
+    /// End in the recording, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_s: Option<f64>,
+    /// The text.
+    pub text: String,
+}
+
+/// A written section.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LetterSection {
+    /// Template key.
+    pub key: String,
+    /// Heading.
+    pub title: String,
+    /// Whether the template requires it.
+    pub required: bool,
+    /// The text (empty when the model wrote nothing).
+    pub text: String,
+    /// Indices of the transcript segments it draws on.
+    pub sources: Vec<usize>,
+}
+
+/// A structured letter.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Letter {
+    /// Template name.
+    pub template: String,
+    /// Document title.
+    pub title: String,
+    /// Document type (LOINC).
+    pub document_type: DocumentType,
+    /// The model that wrote it.
+    pub model: String,
+    /// When, RFC 3339 UTC.
+    pub created: String,
+    /// Sections in template order.
+    pub sections: Vec<LetterSection>,
+    /// What the reader must know: removed identifiers, truncation.
+    pub warnings: Vec<String>,
+    /// The transcript it was written from.
+    pub transcript: Vec<TranscriptSegment>,
+}
+
+/// How to write a letter.
+#[derive(Debug, Clone)]
+pub struct LetterRequest<'a> {
+    /// The template.
+    pub template: &'a Template,
+    /// The transcript.
+    pub transcript: &'a [TranscriptSegment],
+    /// Prompt style (chat for instruction-tuned models).
+    pub style: PromptStyle,
+    /// Images, encoded by [`LoadedModel::encode_images`].
+    pub images: Option<&'a PromptImages>,
+    /// Sampling; `max_new_tokens` bounds the whole letter.
+    pub sampling: Sampling,
+    /// Most tokens of one section.
+    pub max_section_tokens: usize,
+}
+
+/// Progress while writing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LetterEvent {
+    /// The prompt is being read: its length in tokens.
+    Prompt(usize),
+    /// A section starts.
+    Section(String),
+    /// Text of the current section, as generated.
+    Text(String),
+}
+
+/// Current time as RFC 3339 UTC (seconds).
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// Writes a letter with `loaded` (its conversation is reset first). `table` is the tokenizer's
+/// [`TokenTable`] (build it once per model). The JSON always parses and has every template key.
+pub fn write_letter(
+    loaded: &mut LoadedModel,
+    table: &TokenTable,
+    request: &LetterRequest<'_>,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(LetterEvent),
+) -> Result<Letter> {
+    let template = request.template;
+    let transcript_text: String = request
+        .transcript
+        .iter()
+        .map(|s| s.text.trim())
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    if transcript_text.is_empty() {
+        return Err(LlmError::Prompt(
+            "the transcript is empty: nothing to write a letter from".into(),
+        ));
+    }
+    let image_count = request
+        .images
+        .map_or(0, |i| i.features.dims().first().copied().unwrap_or(0));
+    let prompt = letter_prompt(template, &transcript_text, request.style, image_count);
+    let tokens_per_image = loaded.vision.as_ref().map_or(0, |v| v.tokens_per_image());
+    let (prompt, _) = expand_image_markers(&prompt, tokens_per_image);
+    let mut input = loaded.tokenizer.encode(&prompt)?;
+    on_event(LetterEvent::Prompt(input.len()));
+
+    let keys: Vec<(&str, bool)> = template
+        .sections
+        .iter()
+        .map(|s| (s.key.as_str(), s.required))
+        .collect();
+    let mut constraint = LetterConstraint::new(table, &keys, request.max_section_tokens)?;
+    let budget = request.sampling.max_new_tokens;
+    if budget < constraint.minimum_tokens() {
+        return Err(LlmError::Prompt(format!(
+            "{budget} tokens cannot hold a {} ({} at least)",
+            template.title,
+            constraint.minimum_tokens()
+        )));
+    }
+    let mut used = 0usize;
+    let forced = constraint.take_forced();
+    used += forced.len();
+    input.extend(&forced);
+    on_event(LetterEvent::Section(template.sections[0].key.clone()));
+
+    let model = &mut loaded.model;
+    model.reset();
+    let mut logits = match request.images {
+        Some(images) => {
+            model.forward_with_images(&input, images.soft_token, &images.features, false)?
+        }
+        None => model.forward(&input, false)?,
+    };
+    let mut rng = Rng::new(request.sampling.seed);
+    let mut generated: Vec<u32> = Vec::new();
+    while !constraint.is_done() {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(LlmError::Prompt("cancelled".into()));
+        }
+        let remaining = budget.saturating_sub(used);
+        let mut row: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
+        constraint.mask(&mut row, remaining);
+        let id = pick(&mut row, &request.sampling, &generated, &mut rng);
+        let section = constraint.current_section();
+        constraint.accept(id, remaining)?;
+        used += 1;
+        generated.push(id);
+        if let Ok(piece) = loaded.tokenizer.decode(&[id]) {
+            // The closing quote is JSON, not letter text.
+            let closed = constraint.current_section() != section;
+            let piece = if closed {
+                piece.trim_end_matches('"').to_string()
+            } else {
+                piece
+            };
+            on_event(LetterEvent::Text(piece));
+        }
+        let mut next = vec![id];
+        let forced = constraint.take_forced();
+        used += forced.len();
+        next.extend(&forced);
+        if constraint.is_done() {
+            break;
+        }
+        if let Some(section) = constraint.current_section() {
+            if !forced.is_empty() {
+                on_event(LetterEvent::Section(template.sections[section].key.clone()));
+            }
+        }
+        logits = model.forward(&next, false)?;
+    }
+
+    let json = String::from_utf8_lossy(constraint.text()).into_owned();
+    let values: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&json)
+        .map_err(|e| LlmError::Prompt(format!("constrained output is not JSON ({e}): a bug")))?;
+    let segments: Vec<String> = request.transcript.iter().map(|s| s.text.clone()).collect();
+    let mut warnings = Vec::new();
+    if constraint.truncated() {
+        warnings.push(format!(
+            "the letter reached its token limit ({budget} in all, {} per section): some sections may be cut short",
+            request.max_section_tokens
+        ));
+    }
+    let sections = template
+        .sections
+        .iter()
+        .map(|s| {
+            let raw = values.get(&s.key).and_then(|v| v.as_str()).unwrap_or("");
+            let (text, removed) = grounding::ground(raw.trim(), &transcript_text);
+            for r in &removed {
+                // The removed text itself is patient data: it stays out of messages.
+                warnings.push(format!(
+                    "removed a {} from \"{}\" that is not in the transcript",
+                    r.kind.noun(),
+                    s.title
+                ));
+            }
+            LetterSection {
+                key: s.key.clone(),
+                title: s.title.clone(),
+                required: s.required,
+                sources: grounding::sources(&text, &segments),
+                text,
+            }
+        })
+        .collect();
+    Ok(Letter {
+        template: template.name.clone(),
+        title: template.title.clone(),
+        document_type: template.loinc.clone(),
+        model: loaded.source.file_name().map_or_else(
+            || loaded.source.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        ),
+        created: now_rfc3339(),
+        sections,
+        warnings,
+        transcript: request.transcript.to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_time_is_well_formed() {
+        let now = now_rfc3339();
+        assert_eq!(now.len(), 20, "{now}");
+        assert!(now.starts_with("20") && now.ends_with('Z') && &now[10..11] == "T");
+    }
+}

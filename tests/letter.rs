@@ -1,0 +1,518 @@
+//! Structured letters: the JSON constraint on real tokenizers (random walks: every accepted token
+//! sequence parses) and on the tiny random model (sampled with many seeds: its free output is
+//! noise, the letter must still parse), renderers (golden Markdown, FHIR R4 structure rules), and
+//! the `medscribe letter` command from a committed WAV to a Markdown letter with the default
+//! models.
+
+mod common;
+
+use std::sync::atomic::AtomicBool;
+
+use assert_cmd::Command;
+use common::*;
+use medscribe_llm::letter::constrain::{LetterConstraint, TokenTable};
+use medscribe_llm::letter::prompt::PromptStyle;
+use medscribe_llm::letter::render::{fhir_bundle, render, Format};
+use medscribe_llm::letter::template::DocumentType;
+use medscribe_llm::letter::template::{all_templates, find_template};
+use medscribe_llm::letter::{
+    write_letter, Letter, LetterRequest, LetterSection, TranscriptSegment,
+};
+use medscribe_llm::{GemmaTokenizer, Sampling};
+use medscribe_pipeline::DataDir;
+
+fn medscribe() -> Command {
+    Command::cargo_bin("medscribe").unwrap()
+}
+
+/// A random walk through the constraint: at every step a uniformly random allowed token.
+fn random_letter(table: &TokenTable, keys: &[(&str, bool)], budget: usize, seed: u64) -> String {
+    let mut constraint = LetterConstraint::new(table, keys, 1 + (seed as usize % 40)).unwrap();
+    let mut used = 0;
+    let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut logits = vec![0f32; 0];
+    loop {
+        used += constraint.take_forced().len();
+        if constraint.is_done() {
+            break;
+        }
+        logits.clear();
+        logits.resize(table_len(table), 0.0);
+        let remaining = budget - used;
+        constraint.mask(&mut logits, remaining);
+        let allowed: Vec<u32> = (0..logits.len() as u32)
+            .filter(|&i| logits[i as usize] == 0.0)
+            .collect();
+        assert!(!allowed.is_empty(), "the mask never leaves nothing");
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        constraint
+            .accept(allowed[(rng % allowed.len() as u64) as usize], remaining)
+            .unwrap();
+        used += 1;
+        assert!(used <= budget, "the budget holds");
+    }
+    String::from_utf8_lossy(constraint.text()).into_owned()
+}
+
+/// Every classified id plus a few past the end (a model's vocabulary can exceed the tokenizer's).
+fn table_len(table: &TokenTable) -> usize {
+    table.len() + 8
+}
+
+fn check_parses(text: &str, keys: &[(&str, bool)]) {
+    let value: serde_json::Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let object = value.as_object().expect("an object");
+    let mut found: Vec<&str> = object.keys().map(String::as_str).collect();
+    let mut wanted: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
+    found.sort_unstable();
+    wanted.sort_unstable();
+    assert_eq!(found, wanted, "{text}");
+    assert!(object.values().all(serde_json::Value::is_string), "{text}");
+    // Key order as the template gives it.
+    let positions: Vec<usize> = keys
+        .iter()
+        .map(|(k, _)| text.find(&format!("\"{k}\":")).unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+}
+
+#[test]
+fn every_accepted_token_sequence_parses_on_real_tokenizers() {
+    let gemma = DataDir::from_env()
+        .models_dir()
+        .join("gemma3-270m/tokenizer.json");
+    let tokenizers = [fixture("gemma3-tiny/tokenizer.json"), gemma];
+    let templates = all_templates(None).unwrap();
+    for path in tokenizers {
+        let tokenizer = GemmaTokenizer::load(&path).expect("tokenizer (setup installs Gemma's)");
+        let table = TokenTable::new(tokenizer.text_pieces());
+        for seed in 0..60u64 {
+            let template = &templates[seed as usize % templates.len()];
+            let keys: Vec<(&str, bool)> = template
+                .sections
+                .iter()
+                .map(|s| (s.key.as_str(), s.required))
+                .collect();
+            let minimum = LetterConstraint::new(&table, &keys, 8)
+                .unwrap()
+                .minimum_tokens();
+            // Budgets from the bare minimum (every value forced empty) to roomy.
+            let budget = minimum + (seed as usize * 7) % 200;
+            let text = random_letter(&table, &keys, budget, seed);
+            check_parses(&text, &keys);
+        }
+    }
+}
+
+#[test]
+fn the_tiny_random_model_always_writes_parseable_letters() {
+    let mut loaded = medscribe_llm::load(&fixture("gemma3-tiny"), &medscribe_llm::Device::Cpu)
+        .expect("tiny model loads");
+    let table = TokenTable::new(loaded.tokenizer.text_pieces());
+    let transcript = vec![TranscriptSegment {
+        start_s: Some(0.0),
+        end_s: Some(4.0),
+        text: "patient has a cough for three weeks and some chest pain".into(),
+    }];
+    let templates = all_templates(None).unwrap();
+    for seed in 0..24u64 {
+        let template = &templates[seed as usize % templates.len()];
+        let keys: Vec<(&str, bool)> = template
+            .sections
+            .iter()
+            .map(|s| (s.key.as_str(), s.required))
+            .collect();
+        let minimum = LetterConstraint::new(&table, &keys, 8)
+            .unwrap()
+            .minimum_tokens();
+        let style = if seed % 2 == 0 {
+            PromptStyle::Chat
+        } else {
+            PromptStyle::Completion
+        };
+        let request = LetterRequest {
+            template,
+            transcript: &transcript,
+            style,
+            images: None,
+            sampling: Sampling {
+                temperature: if seed % 3 == 0 { 0.0 } else { 1.5 },
+                top_k: if seed % 4 == 1 { 5 } else { 0 },
+                seed,
+                max_new_tokens: minimum + (seed as usize * 13) % 120,
+                ..Sampling::default()
+            },
+            max_section_tokens: 4 + seed as usize % 30,
+        };
+        let letter = write_letter(
+            &mut loaded,
+            &table,
+            &request,
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(letter.sections.len(), template.sections.len());
+        let json = render(&letter, Format::Json);
+        serde_json::from_str::<serde_json::Value>(&json).expect("the JSON rendering parses");
+    }
+}
+
+#[test]
+fn letters_with_an_image_on_the_multimodal_tiny_model() {
+    let mut loaded =
+        medscribe_llm::load(&fixture("gemma3-tiny"), &medscribe_llm::Device::Cpu).unwrap();
+    let images = loaded
+        .encode_images(&[fixture("gemma3-expected/scan.png")])
+        .unwrap();
+    let table = TokenTable::new(loaded.tokenizer.text_pieces());
+    let template = find_template("radiology", None).unwrap();
+    let transcript = [TranscriptSegment {
+        start_s: None,
+        end_s: None,
+        text: "chest x ray shows no consolidation".into(),
+    }];
+    let request = LetterRequest {
+        template: &template,
+        transcript: &transcript,
+        style: PromptStyle::Chat,
+        images: Some(&images),
+        sampling: Sampling {
+            max_new_tokens: 80,
+            ..Sampling::default()
+        },
+        max_section_tokens: 10,
+    };
+    let letter = write_letter(
+        &mut loaded,
+        &table,
+        &request,
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(letter.sections.len(), 5);
+}
+
+fn sample_letter() -> Letter {
+    Letter {
+        template: "referral".into(),
+        title: "Referral letter".into(),
+        document_type: DocumentType {
+            code: "57133-1".into(),
+            display: "Referral note".into(),
+        },
+        model: "test-model".into(),
+        created: "2026-11-23T10:00:00Z".into(),
+        sections: vec![
+            LetterSection {
+                key: "reason_for_referral".into(),
+                title: "Reason for referral".into(),
+                required: true,
+                text: "Chest pain on exertion <3 weeks> & breathlessness.".into(),
+                sources: vec![0],
+            },
+            LetterSection {
+                key: "history".into(),
+                title: "History".into(),
+                required: true,
+                text: String::new(),
+                sources: vec![],
+            },
+            LetterSection {
+                key: "plan".into(),
+                title: "Plan".into(),
+                required: false,
+                text: String::new(),
+                sources: vec![],
+            },
+        ],
+        warnings: vec!["removed a date from \"Plan\" that is not in the transcript".into()],
+        transcript: vec![TranscriptSegment {
+            start_s: Some(0.0),
+            end_s: Some(3.5),
+            text: "chest pain on exertion for three weeks".into(),
+        }],
+    }
+}
+
+#[test]
+fn markdown_and_text_renderings_match_their_golden_files() {
+    let letter = sample_letter();
+    for (format, golden) in [
+        (Format::Markdown, "letter.md"),
+        (Format::Text, "letter.txt"),
+    ] {
+        let path = repo().join("tests/golden").join(golden);
+        let rendered = render(&letter, format);
+        if std::env::var_os("MEDSCRIBE_BLESS").is_some() {
+            std::fs::write(&path, &rendered).unwrap();
+        }
+        assert_eq!(
+            rendered,
+            std::fs::read_to_string(&path).unwrap(),
+            "{golden}"
+        );
+    }
+}
+
+#[test]
+fn fhir_bundle_follows_the_r4_document_rules() {
+    let letter = sample_letter();
+    let mut n = 0;
+    let bundle = fhir_bundle(&letter, &mut || {
+        n += 1;
+        format!("00000000-0000-4000-8000-{n:012}")
+    });
+    assert_eq!(bundle["resourceType"], "Bundle");
+    assert_eq!(bundle["type"], "document");
+    // bdl-9: a document has an identifier with system and value; bdl-10: a timestamp.
+    assert!(
+        bundle["identifier"]["system"].is_string() && bundle["identifier"]["value"].is_string()
+    );
+    assert_eq!(bundle["timestamp"], "2026-11-23T10:00:00Z");
+    let entries = bundle["entry"].as_array().unwrap();
+    // bdl-11: the first resource is a Composition; bdl-7: fullUrls are unique.
+    assert_eq!(entries[0]["resource"]["resourceType"], "Composition");
+    let full_urls: Vec<&str> = entries
+        .iter()
+        .map(|e| e["fullUrl"].as_str().unwrap())
+        .collect();
+    let mut unique = full_urls.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), full_urls.len());
+    // Composition's required elements (status, type, date, author 1..*, title).
+    let composition = &entries[0]["resource"];
+    assert_eq!(composition["status"], "preliminary");
+    assert_eq!(
+        composition["type"]["coding"][0]["system"],
+        "http://loinc.org"
+    );
+    assert_eq!(composition["type"]["coding"][0]["code"], "57133-1");
+    assert!(composition["date"].is_string() && composition["title"].is_string());
+    // Sections: each has a title and narrative (cmp-1: text, entry or sections), the narrative an
+    // XHTML div with escaped content; required-but-empty sections say so; empty optional ones go.
+    let sections = composition["section"].as_array().unwrap();
+    let titles: Vec<&str> = sections
+        .iter()
+        .map(|s| s["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        titles,
+        ["Reason for referral", "History", "Source transcript"]
+    );
+    for section in sections {
+        let div = section["text"]["div"].as_str().unwrap();
+        assert!(
+            div.starts_with("<div xmlns=\"http://www.w3.org/1999/xhtml\">")
+                && div.ends_with("</div>")
+        );
+        assert_eq!(section["text"]["status"], "generated");
+    }
+    assert!(sections[0]["text"]["div"]
+        .as_str()
+        .unwrap()
+        .contains("&lt;3 weeks&gt; &amp; breathlessness"));
+    // Every reference resolves inside the bundle.
+    let mut references = vec![composition["author"][0]["reference"].as_str().unwrap()];
+    references.extend(sections.iter().flat_map(|s| {
+        s["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["reference"].as_str().unwrap())
+    }));
+    for reference in references {
+        assert!(
+            full_urls.contains(&reference),
+            "{reference} does not resolve"
+        );
+    }
+    // The transcript travels as a DocumentReference (status and content.attachment required).
+    let document = entries
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|r| r["resourceType"] == "DocumentReference")
+        .unwrap();
+    assert_eq!(document["status"], "current");
+    assert_eq!(
+        document["content"][0]["attachment"]["data"],
+        "Y2hlc3QgcGFpbiBvbiBleGVydGlvbiBmb3IgdGhyZWUgd2Vla3M="
+    );
+    // Every resource's id matches its fullUrl.
+    for entry in entries {
+        assert_eq!(
+            entry["fullUrl"].as_str().unwrap(),
+            format!("urn:uuid:{}", entry["resource"]["id"].as_str().unwrap())
+        );
+    }
+}
+
+#[test]
+fn speech_to_markdown_letter_with_the_default_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("letter.md");
+    let result = medscribe()
+        .args(["letter", "--template", "referral", "--audio"])
+        .arg(repo().join("samples/referral-dictation.wav"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let letter = std::fs::read_to_string(&out).unwrap();
+    assert!(letter.starts_with("# Referral letter\n\n## "), "{letter}");
+    assert!(letter.contains("## Reason for referral") && letter.contains("## History"));
+    assert!(letter.contains("Draft written by gemma-3-270m"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // An existing letter is kept unless --force.
+    let again = medscribe()
+        .args([
+            "letter",
+            "--template",
+            "referral",
+            "--transcript",
+            "-",
+            "--out",
+        ])
+        .arg(&out)
+        .write_stdin("x")
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+}
+
+#[test]
+fn transcript_from_stdin_to_fhir() {
+    let result = medscribe()
+        .args([
+            "letter",
+            "--template",
+            "soap",
+            "--format",
+            "fhir",
+            "--transcript",
+            "-",
+        ])
+        .args(["--max-new-tokens", "120"])
+        .write_stdin("Patient reports a sore throat for two days.\nTemperature 38.2.\n")
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let bundle: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    assert_eq!(bundle["type"], "document");
+    assert_eq!(
+        bundle["entry"][0]["resource"]["type"]["coding"][0]["code"],
+        "11506-3"
+    );
+}
+
+#[test]
+fn letter_errors_are_one_clear_line() {
+    let png = fixture("gemma3-expected/scan.png");
+    let png = png.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (
+            vec!["letter", "--template", "poem", "--transcript", "-"],
+            "x",
+            "no template \"poem\"",
+        ),
+        (
+            vec!["letter", "--template", "soap", "--transcript", "-"],
+            "  \n",
+            "transcript is empty",
+        ),
+        (
+            vec![
+                "letter",
+                "--template",
+                "soap",
+                "--transcript",
+                "/nonexistent.txt",
+            ],
+            "",
+            "/nonexistent.txt",
+        ),
+        (
+            vec![
+                "letter",
+                "--template",
+                "soap",
+                "--format",
+                "pdf",
+                "--transcript",
+                "-",
+            ],
+            "x",
+            "--format pdf",
+        ),
+        (
+            vec![
+                "letter",
+                "--template",
+                "soap",
+                "--image",
+                png,
+                "--transcript",
+                "-",
+            ],
+            "x",
+            "--no-images",
+        ),
+        (
+            vec![
+                "letter",
+                "--template",
+                "soap",
+                "--audio",
+                "/nonexistent.wav",
+            ],
+            "",
+            "/nonexistent.wav",
+        ),
+    ];
+    for (args, stdin, reason) in cases {
+        let out = medscribe().args(&args).write_stdin(stdin).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(reason),
+            "{args:?}: expected {reason:?} in {stderr}"
+        );
+    }
+}
+
+#[test]
+fn templates_are_listed() {
+    let out = medscribe().arg("templates").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "referral",
+        "discharge",
+        "radiology",
+        "soap",
+        "case-conference",
+    ] {
+        assert!(text.contains(name), "{text}");
+    }
+    assert!(text.contains("57133-1"));
+}
