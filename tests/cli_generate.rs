@@ -120,13 +120,8 @@ fn images_reach_the_vision_tower_templated_and_raw() {
         .args(["--prompt", "Describe this X-ray.", "--max-new-tokens", "20"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim_end_matches('\n'),
+        success_stdout(&out),
         expected["prompts"]["image1"]["greedy_text"]
             .as_str()
             .unwrap()
@@ -144,13 +139,8 @@ fn images_reach_the_vision_tower_templated_and_raw() {
         .arg(expected["prompts"]["image2"]["text"].as_str().unwrap())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim_end_matches('\n'),
+        success_stdout(&out),
         expected["prompts"]["image2"]["greedy_text"]
             .as_str()
             .unwrap()
@@ -208,13 +198,7 @@ fn image_errors_are_one_clear_line() {
     ];
     for (args, reason) in cases {
         let out = medscribe().args(&args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-        assert!(
-            stderr.contains(reason),
-            "{args:?}: expected {reason:?} in {stderr}"
-        );
+        assert_one_line_error(&out, &format!("{args:?}"), reason);
     }
 }
 
@@ -247,13 +231,7 @@ fn usage_and_model_errors_are_one_clear_line() {
     ];
     for (args, reason) in cases {
         let out = medscribe().args(&args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-        assert!(
-            stderr.contains(reason),
-            "{args:?}: expected {reason:?} in {stderr}"
-        );
+        assert_one_line_error(&out, &format!("{args:?}"), reason);
     }
     // A GGUF without its tokenizer beside it.
     let dir = tempfile::tempdir().unwrap();

@@ -91,11 +91,7 @@ fn every_accepted_token_sequence_parses_on_real_tokenizers() {
         let table = TokenTable::new(tokenizer.text_pieces());
         for seed in 0..60u64 {
             let template = &templates[seed as usize % templates.len()];
-            let keys: Vec<(&str, bool)> = template
-                .sections
-                .iter()
-                .map(|s| (s.key.as_str(), s.required))
-                .collect();
+            let keys = template.keys();
             let minimum = LetterConstraint::new(&table, &keys, 8)
                 .unwrap()
                 .minimum_tokens();
@@ -120,11 +116,7 @@ fn the_tiny_random_model_always_writes_parseable_letters() {
     let templates = all_templates(None).unwrap();
     for seed in 0..24u64 {
         let template = &templates[seed as usize % templates.len()];
-        let keys: Vec<(&str, bool)> = template
-            .sections
-            .iter()
-            .map(|s| (s.key.as_str(), s.required))
-            .collect();
+        let keys = template.keys();
         let minimum = LetterConstraint::new(&table, &keys, 8)
             .unwrap()
             .minimum_tokens();
@@ -490,13 +482,7 @@ fn letter_errors_are_one_clear_line() {
     ];
     for (args, stdin, reason) in cases {
         let out = medscribe().args(&args).write_stdin(stdin).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-        assert!(
-            stderr.contains(reason),
-            "{args:?}: expected {reason:?} in {stderr}"
-        );
+        assert_one_line_error(&out, &format!("{args:?}"), reason);
     }
 }
 

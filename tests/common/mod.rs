@@ -91,3 +91,26 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0f32, f32::max)
 }
+
+/// Asserts that a command failed with exit status 1 and one stderr line containing `reason`.
+pub fn assert_one_line_error(out: &std::process::Output, what: &str, reason: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{what}: {stderr}");
+    assert!(
+        stderr.contains(reason),
+        "{what}: expected {reason:?} in {stderr}"
+    );
+}
+
+/// Stdout of a command that must succeed (its stderr shown otherwise), final newline removed.
+pub fn success_stdout(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim_end_matches('\n')
+        .to_string()
+}

@@ -152,11 +152,7 @@ pub fn write_letter(
     let mut input = loaded.tokenizer.encode(&prompt)?;
     on_event(LetterEvent::Prompt(input.len()));
 
-    let keys: Vec<(&str, bool)> = template
-        .sections
-        .iter()
-        .map(|s| (s.key.as_str(), s.required))
-        .collect();
+    let keys = template.keys();
     let mut constraint = LetterConstraint::new(table, &keys, request.max_section_tokens)?;
     let budget = request.sampling.max_new_tokens;
     if budget < constraint.minimum_tokens() {

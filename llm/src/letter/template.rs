@@ -113,6 +113,14 @@ impl Template {
         Ok(())
     }
 
+    /// Each section's key and whether it is required, in order.
+    pub fn keys(&self) -> Vec<(&str, bool)> {
+        self.sections
+            .iter()
+            .map(|s| (s.key.as_str(), s.required))
+            .collect()
+    }
+
     /// The section with `key`.
     pub fn section(&self, key: &str) -> Option<&Section> {
         self.sections.iter().find(|s| s.key == key)
