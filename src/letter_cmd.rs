@@ -111,8 +111,7 @@ pub struct LetterArgs {
 
 /// Lists the templates.
 pub fn list_templates() -> Result<ExitCode> {
-    let data = DataDir::from_env();
-    let dir = templates_dir(&data);
+    let dir = templates_dir();
     for t in all_templates(Some(&dir))? {
         let sections: Vec<String> = t
             .sections
@@ -143,7 +142,7 @@ pub fn list_templates() -> Result<ExitCode> {
 }
 
 /// `$XDG_CONFIG_HOME/medscribe/templates` (or ~/.config/...).
-fn templates_dir(_data: &DataDir) -> PathBuf {
+fn templates_dir() -> PathBuf {
     let config = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -191,7 +190,7 @@ pub fn letter(args: LetterArgs, ort_lib: Option<&Path>) -> Result<ExitCode> {
     if !(0.0..=100.0).contains(&args.temperature) || args.repetition_penalty <= 0.0 {
         bail!("--temperature must be 0-100 and --repetition-penalty above 0");
     }
-    let template = find_template(&args.template, Some(&templates_dir(&data)))?;
+    let template = find_template(&args.template, Some(&templates_dir()))?;
     let model_path = crate::letter_model_path(args.model.as_deref(), &data)?;
     let device = crate::letter_device(&args.device)?;
 
