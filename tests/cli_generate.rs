@@ -75,10 +75,7 @@ fn templated_prompt_from_stdin_with_timing() {
 
 #[test]
 fn safetensors_model_directories_work_too() {
-    let expected: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("gemma3-expected/expected.json")).unwrap(),
-    )
-    .unwrap();
+    let expected = gemma3_expected();
     let prompt = &expected["prompts"]["raw"];
     let out = medscribe()
         .args(["generate", "--raw", "--max-new-tokens", "20", "--model"])
@@ -105,10 +102,7 @@ fn safetensors_model_directories_work_too() {
 fn images_reach_the_vision_tower_templated_and_raw() {
     // The reference continuations were computed by transformers from HF's own preprocessing of
     // the same files; ours (decoder + resize) must land on the same greedy tokens.
-    let expected: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("gemma3-expected/expected.json")).unwrap(),
-    )
-    .unwrap();
+    let expected = gemma3_expected();
     let image = |name: &str| fixture(&format!("gemma3-expected/{name}"));
     let model = fixture("gemma3-tiny");
     let out = medscribe()

@@ -61,6 +61,13 @@ fn table_len(table: &TokenTable) -> usize {
     table.len() + 8
 }
 
+/// Fewest tokens a letter with `keys` can take on `table`.
+fn minimum_tokens(table: &TokenTable, keys: &[(&str, bool)]) -> usize {
+    LetterConstraint::new(table, keys, 8)
+        .unwrap()
+        .minimum_tokens()
+}
+
 fn check_parses(text: &str, keys: &[(&str, bool)]) {
     let value: serde_json::Value =
         serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
@@ -92,9 +99,7 @@ fn every_accepted_token_sequence_parses_on_real_tokenizers() {
         for seed in 0..60u64 {
             let template = &templates[seed as usize % templates.len()];
             let keys = template.keys();
-            let minimum = LetterConstraint::new(&table, &keys, 8)
-                .unwrap()
-                .minimum_tokens();
+            let minimum = minimum_tokens(&table, &keys);
             // Budgets from the bare minimum (every value forced empty) to roomy.
             let budget = minimum + (seed as usize * 7) % 200;
             let text = random_letter(&table, &keys, budget, seed);
@@ -117,9 +122,7 @@ fn the_tiny_random_model_always_writes_parseable_letters() {
     for seed in 0..24u64 {
         let template = &templates[seed as usize % templates.len()];
         let keys = template.keys();
-        let minimum = LetterConstraint::new(&table, &keys, 8)
-            .unwrap()
-            .minimum_tokens();
+        let minimum = minimum_tokens(&table, &keys);
         let style = if seed % 2 == 0 {
             PromptStyle::Chat
         } else {

@@ -15,13 +15,6 @@ use medscribe_llm::{expand_image_markers, Gemma3Text, Gemma3Vision, GemmaTokeniz
 
 const TOKENS_PER_IMAGE: usize = 4;
 
-fn expected() -> serde_json::Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(fixture("gemma3-expected/expected.json")).unwrap(),
-    )
-    .unwrap()
-}
-
 fn model() -> Gemma3Text {
     Gemma3Text::load(&fixture("gemma3-tiny"), &Device::Cpu).expect("tiny Gemma 3 loads")
 }
@@ -35,7 +28,7 @@ fn vision() -> Gemma3Vision {
 
 /// HF's pixel values of a fixture image: `[3, size, size]`.
 fn reference_pixels(image: &str) -> Tensor {
-    let expected = expected();
+    let expected = gemma3_expected();
     let shape: Vec<usize> = expected["images"][image]["pixels_shape"]
         .as_array()
         .unwrap()
@@ -70,7 +63,7 @@ fn prompt_images(prompt: &serde_json::Value) -> Option<PromptImages> {
 
 #[test]
 fn vision_tower_and_projector_match_hf_within_1e_3() {
-    let expected = expected();
+    let expected = gemma3_expected();
     let vision = vision();
     assert_eq!(vision.tokens_per_image(), TOKENS_PER_IMAGE);
     for image in expected["images"].as_object().unwrap().keys() {
@@ -126,7 +119,7 @@ fn image_preprocessing_is_close_to_hfs_pil_processor() {
 #[test]
 fn tokenizer_gives_the_reference_ids() {
     let tokenizer = GemmaTokenizer::load(&fixture("gemma3-tiny/tokenizer.json")).unwrap();
-    for (name, prompt) in expected()["prompts"].as_object().unwrap() {
+    for (name, prompt) in gemma3_expected()["prompts"].as_object().unwrap() {
         let (text, images) =
             expand_image_markers(prompt["text"].as_str().unwrap(), TOKENS_PER_IMAGE);
         assert_eq!(images, prompt["images"].as_array().unwrap().len(), "{name}");
@@ -140,7 +133,7 @@ fn tokenizer_gives_the_reference_ids() {
 
 #[test]
 fn logits_of_every_position_match_hf_within_1e_3() {
-    for (name, prompt) in expected()["prompts"].as_object().unwrap() {
+    for (name, prompt) in gemma3_expected()["prompts"].as_object().unwrap() {
         let mut model = model();
         let prompt_ids = ids(&prompt["ids"]);
         let logits = match prompt_images(prompt) {
@@ -172,7 +165,7 @@ fn logits_of_every_position_match_hf_within_1e_3() {
 
 #[test]
 fn greedy_continuations_match_hf() {
-    let expected = expected();
+    let expected = gemma3_expected();
     let steps = expected["greedy_tokens"].as_u64().unwrap() as usize;
     for (name, prompt) in expected["prompts"].as_object().unwrap() {
         let mut model = model();
@@ -188,7 +181,7 @@ fn greedy_continuations_match_hf() {
 #[test]
 fn a_prompt_fed_in_pieces_equals_the_prompt_at_once() {
     // Prefill after history: pieces shorter and longer than the sliding window (8).
-    let expected = expected();
+    let expected = gemma3_expected();
     let prompt = ids(&expected["prompts"]["long"]["ids"]);
     let steps = expected["greedy_tokens"].as_u64().unwrap() as usize;
     for piece in [1usize, 3, 8, 13] {
@@ -208,7 +201,7 @@ fn a_prompt_fed_in_pieces_equals_the_prompt_at_once() {
 
 #[test]
 fn reset_starts_a_new_conversation() {
-    let expected = expected();
+    let expected = gemma3_expected();
     let prompt = ids(&expected["prompts"]["raw"]["ids"]);
     let mut model = model();
     let first = greedy(&mut model, &prompt, 5);

@@ -48,6 +48,13 @@ pub fn medasr_expected() -> serde_json::Value {
     serde_json::from_str(&text).expect("expected.json parses")
 }
 
+/// The tiny Gemma 3 reference outputs (models/fixtures/gemma3-expected/expected.json).
+pub fn gemma3_expected() -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture("gemma3-expected/expected.json"))
+        .expect("gemma3 expected.json");
+    serde_json::from_str(&text).expect("expected.json parses")
+}
+
 /// A JSON array of integers as u32.
 pub fn ids(value: &serde_json::Value) -> Vec<u32> {
     value

@@ -162,30 +162,16 @@ mod tests {
 
     #[test]
     fn style_from_model_name() {
-        assert_eq!(
-            PromptStyle::for_model_name("medgemma-4b-it"),
-            PromptStyle::Chat
-        );
-        assert_eq!(
-            PromptStyle::for_model_name("gemma-3-1b-it-Q4_K_M.gguf"),
-            PromptStyle::Chat
-        );
-        assert_eq!(
-            PromptStyle::for_model_name("Llama-Instruct"),
-            PromptStyle::Chat
-        );
-        assert_eq!(
-            PromptStyle::for_model_name("gemma-3-270m-q4_k_m.gguf"),
-            PromptStyle::Completion
-        );
-        assert_eq!(
-            PromptStyle::for_model_name("medgemma-4b-pt"),
-            PromptStyle::Completion
-        );
-        assert_eq!(
-            PromptStyle::for_model_name("digit-model"),
-            PromptStyle::Completion
-        );
+        for (name, style) in [
+            ("medgemma-4b-it", PromptStyle::Chat),
+            ("gemma-3-1b-it-Q4_K_M.gguf", PromptStyle::Chat),
+            ("Llama-Instruct", PromptStyle::Chat),
+            ("gemma-3-270m-q4_k_m.gguf", PromptStyle::Completion),
+            ("medgemma-4b-pt", PromptStyle::Completion),
+            ("digit-model", PromptStyle::Completion),
+        ] {
+            assert_eq!(PromptStyle::for_model_name(name), style, "{name}");
+        }
     }
 
     #[test]
