@@ -51,7 +51,7 @@ fn patterns() -> &'static [(IdentifierKind, Regex)] {
             (
                 IdentifierKind::Date,
                 format!(
-                    r"(?i)\b(?:\d{{1,2}}[/.\-]\d{{1,2}}[/.\-]\d{{2,4}}|\d{{4}}-\d{{2}}-\d{{2}}|{day}\s+(?:of\s+)?{month}\.?,?\s+\d{{4}}|{month}\.?\s+{day},?\s+\d{{4}}|{month}\.?\s+\d{{4}})\b"
+                    r"(?i)\b(?:\d{{1,2}}[/.\-]\d{{1,2}}[/.\-]\d{{2,4}}|\d{{4}}-\d{{2}}-\d{{2}}|{day}\s+(?:of\s+)?{month}\.?,?\s+\d{{4}}|{month}\.?\s+{day},?\s+\d{{4}}|{month}\.?\s+\d{{4}}|{day}\s+(?:of\s+)?{month}|{month}\.?\s+{day})\b"
                 ),
             ),
             (
@@ -211,6 +211,22 @@ mod tests {
         );
         assert!(text.contains("3 March 1961"), "{text}");
         assert!(!text.contains("Jones") && !text.contains("14/02") && !text.contains("99887766"));
+    }
+
+    #[test]
+    fn dates_without_a_year_are_checked_too() {
+        // Seen from the 270M model: an admission date nobody dictated.
+        let transcript = "Admitted on 14th of December with pneumonia.";
+        let (text, removed) = ground(
+            "Admitted on December 14th, discharged on 2 January; seen 14 Dec.",
+            transcript,
+        );
+        let dates: Vec<&str> = removed.iter().map(|r| r.text.as_str()).collect();
+        assert_eq!(dates, ["2 January"], "{text}");
+        assert!(
+            text.contains("December 14th") && text.contains("14 Dec"),
+            "{text}"
+        );
     }
 
     #[test]
