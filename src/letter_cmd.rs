@@ -335,8 +335,7 @@ fn transcribe(
             segmentation,
             vad.as_mut().map(|v| v as &mut dyn SpeechProbability),
             &mut |_, _| {},
-        )
-        .with_context(|| format!("cannot transcribe {}", path.display()))?;
+        )?; // the pipeline's errors already name the file
         if interactive {
             eprintln!(
                 " ({:.1} s of audio in {:.1} s)",

@@ -487,6 +487,18 @@ fn letter_errors_are_one_clear_line() {
         let out = medscribe().args(&args).write_stdin(stdin).output().unwrap();
         assert_one_line_error(&out, &format!("{args:?}"), reason);
     }
+    // A bad recording is named once, as `medscribe transcribe` names it.
+    let out = medscribe()
+        .args(["letter", "--template", "soap", "--audio", "Cargo.toml"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "not a WAV", "Cargo.toml: not a valid WAV file");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr)
+            .matches("Cargo.toml")
+            .count(),
+        1
+    );
 }
 
 #[test]
