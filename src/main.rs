@@ -3,6 +3,7 @@
 //! reports results and errors.
 
 mod letter_cmd;
+mod live_cmd;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -64,6 +65,16 @@ enum Command {
     Letter(letter_cmd::LetterArgs),
     /// List the letter templates (built-in and your own).
     Templates,
+    /// Record from a microphone (or a file played as one) and transcribe as it goes, without a
+    /// UI: for long case conferences.
+    ///
+    /// Each recording is a session directory under the data directory (see `sessions`): the
+    /// audio is written as it arrives and kept playable (a crash or kill loses at most the last
+    /// second), finished segments are appended to transcript.jsonl and printed on stdout.
+    /// Ctrl-C stops and finishes the files.
+    Record(live_cmd::RecordArgs),
+    /// List, show, recover or export recorded sessions.
+    Sessions(live_cmd::SessionsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -174,7 +185,7 @@ struct TranscribeArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum SegmentArg {
+pub(crate) enum SegmentArg {
     /// Voice activity detection.
     Vad,
     /// Fixed 20 s windows with 2 s overlap.
@@ -218,6 +229,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Generate(args) => generate_text(args),
         Command::Letter(args) => letter_cmd::letter(args, cli.ort_lib.as_deref()),
         Command::Templates => letter_cmd::list_templates(),
+        Command::Record(args) => live_cmd::record(args, cli.ort_lib.as_deref()),
+        Command::Sessions(args) => live_cmd::sessions(args, cli.ort_lib.as_deref()),
     }
 }
 
@@ -426,7 +439,7 @@ fn transcribe(args: TranscribeArgs, ort_lib: Option<&Path>) -> Result<ExitCode> 
 }
 
 /// The speech model (given or default), its segmentation, and the VAD it needs.
-fn open_speech(
+pub(crate) fn open_speech(
     model: Option<&Path>,
     segment: Option<SegmentArg>,
     vad_model: Option<&Path>,
@@ -494,7 +507,7 @@ fn describe_summary(summary: &BatchSummary) -> String {
     text
 }
 
-fn duration(seconds: f64) -> String {
+pub(crate) fn duration(seconds: f64) -> String {
     if seconds >= 3600.0 {
         format!("{:.2} h", seconds / 3600.0)
     } else if seconds >= 60.0 {

@@ -9,15 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// Peak resident set size of a running process, kB (Linux `VmHWM`).
-fn peak_rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 #[test]
 fn two_hour_48khz_stereo_file_stays_under_500_mb() {
     let dir = tempfile::tempdir().unwrap();

@@ -18,6 +18,17 @@ pub enum PipelineError {
     /// The speech model failed.
     #[error(transparent)]
     Asr(#[from] AsrError),
+    /// The audio source (sound card, device) cannot be opened or failed while capturing.
+    #[error("{0}")]
+    Source(String),
+    /// A session directory or one of its files is missing, unreadable or malformed.
+    #[error("{path}: {reason}")]
+    Session {
+        /// The session directory or file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// Writing an output file failed.
     #[error("cannot write {path}: {source}")]
     Output {

@@ -54,7 +54,7 @@ pub fn transcribe_wav(
                 path: path.to_path_buf(),
                 reason: "voice activity detection was asked for but no VAD model is loaded".into(),
             })?;
-            by_utterance(&mut source, recognizer, vad, total_s, progress)?
+            by_utterance(&mut source, recognizer, vad, 0, total_s, progress)?
         }
     };
     Ok(FileTranscript {
@@ -92,10 +92,13 @@ fn fixed_windows(
     result
 }
 
-fn by_utterance(
+/// Transcribes `source` utterance by utterance, from its `skip`-th 16 kHz sample on (segment
+/// times stay relative to the start of the file).
+pub(crate) fn by_utterance(
     source: &mut WavSource,
     recognizer: &mut dyn SpeechRecognizer,
     vad: &mut (dyn SpeechProbability + '_),
+    skip: usize,
     total_s: f64,
     progress: Progress<'_>,
 ) -> Result<Transcript> {
@@ -111,8 +114,8 @@ fn by_utterance(
                     continue;
                 }
                 segments.push(Segment {
-                    start_s: utterance.start as f64 / f64::from(TARGET_RATE),
-                    end_s: utterance.end as f64 / f64::from(TARGET_RATE),
+                    start_s: (skip + utterance.start) as f64 / f64::from(TARGET_RATE),
+                    end_s: (skip + utterance.end) as f64 / f64::from(TARGET_RATE),
                     text: recognizer.format_text(&raw),
                     raw_text: raw,
                 });
@@ -120,7 +123,8 @@ fn by_utterance(
             Ok(())
         };
     while let Some(block) = source.next_block()? {
-        transcribe(segmenter.push(&block)?, &mut segments)?;
+        let fresh = skip.saturating_sub(done).min(block.len());
+        transcribe(segmenter.push(&block[fresh..])?, &mut segments)?;
         done += block.len();
         progress(done as f64 / f64::from(TARGET_RATE), total_s);
     }
@@ -138,12 +142,18 @@ fn by_utterance(
     })
 }
 
-impl<V: SpeechProbability + ?Sized> SpeechProbability for &mut V {
-    fn probability(&mut self, chunk: &[f32]) -> Result<f32> {
-        (**self).probability(chunk)
-    }
+macro_rules! forward_speech_probability {
+    ($($pointer:ty),*) => {$(
+        impl<V: SpeechProbability + ?Sized> SpeechProbability for $pointer {
+            fn probability(&mut self, chunk: &[f32]) -> Result<f32> {
+                (**self).probability(chunk)
+            }
 
-    fn reset(&mut self) {
-        (**self).reset();
-    }
+            fn reset(&mut self) {
+                (**self).reset();
+            }
+        }
+    )*};
 }
+
+forward_speech_probability!(&mut V, Box<V>);

@@ -59,6 +59,17 @@ impl SegmenterConfig {
     }
 }
 
+impl SegmenterConfig {
+    /// Defaults for live dictation: as [`for_max_segment`](Self::for_max_segment) but a pause of
+    /// 0.6 s ends an utterance, so text settles soon after the speaker stops.
+    pub fn live(max_segment: usize) -> Self {
+        Self {
+            min_silence: 9_600,
+            ..Self::for_max_segment(max_segment)
+        }
+    }
+}
+
 /// One utterance: its place in the recording (samples) and its audio.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpeechSegment {
@@ -68,6 +79,17 @@ pub struct SpeechSegment {
     pub end: usize,
     /// The audio of `start..end`.
     pub samples: Vec<f32>,
+}
+
+/// The utterance still being spoken, for partial transcripts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OpenUtterance<'a> {
+    /// First sample.
+    pub start: usize,
+    /// Its audio so far.
+    pub samples: &'a [f32],
+    /// A pause has begun: these samples are what the utterance will be if nobody speaks again.
+    pub settled: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -133,6 +155,36 @@ impl<V: SpeechProbability> Segmenter<V> {
         }
         self.trim();
         Ok(done)
+    }
+
+    /// The utterance in progress, once it has enough speech to be kept: from its start to the
+    /// newest audio, or, when a pause has begun and its padding has arrived, exactly the audio
+    /// the utterance will have if the pause lasts (`settled`).
+    pub fn open_utterance(&self) -> Option<OpenUtterance<'_>> {
+        let State::Speech {
+            start,
+            silence_since,
+            speech_chunks,
+        } = self.state
+        else {
+            return None;
+        };
+        if speech_chunks * CHUNK_SAMPLES < self.config.min_speech {
+            return None;
+        }
+        let (end, settled) = match silence_since {
+            Some(since) if since + self.config.pad <= self.processed => {
+                (since + self.config.pad, true)
+            }
+            _ => (self.processed, false),
+        };
+        let from = start.checked_sub(self.buffer_start)?;
+        let to = end.checked_sub(self.buffer_start)?.min(self.buffer.len());
+        (from < to).then(|| OpenUtterance {
+            start,
+            samples: &self.buffer[from..to],
+            settled,
+        })
     }
 
     /// Ends the recording; returns the last utterance, if one was in progress.
@@ -281,6 +333,31 @@ mod tests {
             Ok(if mean > 0.05 { 0.9 } else { 0.05 })
         }
         fn reset(&mut self) {}
+    }
+
+    #[test]
+    fn open_utterance_grows_then_settles_on_exactly_the_final_audio() {
+        let mut segmenter = Segmenter::new(Loudness, config());
+        assert!(segmenter
+            .push(&signal(&[(false, 1.0), (true, 0.1)]))
+            .unwrap()
+            .is_empty());
+        assert!(
+            segmenter.open_utterance().is_none(),
+            "too little speech to keep yet"
+        );
+        segmenter.push(&signal(&[(true, 1.0)])).unwrap();
+        let open = segmenter.open_utterance().unwrap();
+        assert!(!open.settled);
+        let (start, grown) = (open.start, open.samples.len());
+        segmenter.push(&signal(&[(false, 0.4)])).unwrap();
+        let open = segmenter.open_utterance().unwrap();
+        assert!(open.settled && open.start == start && open.samples.len() > grown);
+        let settled = open.samples.to_vec();
+        let done = segmenter.push(&signal(&[(false, 2.0)])).unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!((done[0].start, &done[0].samples), (start, &settled));
+        assert!(segmenter.open_utterance().is_none());
     }
 
     fn config() -> SegmenterConfig {

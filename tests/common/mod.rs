@@ -121,3 +121,34 @@ pub fn success_stdout(out: &std::process::Output) -> String {
         .trim_end_matches('\n')
         .to_string()
 }
+
+/// A fresh data directory for sessions that shares the installed models and runtime (links to
+/// the real data directory), so tests never touch the user's sessions.
+pub fn data_home_with_models() -> tempfile::TempDir {
+    let home = tempfile::tempdir().expect("temp dir");
+    let installed = DataDir::from_env();
+    for name in ["models", "runtime"] {
+        std::os::unix::fs::symlink(installed.root().join(name), home.path().join(name))
+            .expect("link installed models");
+    }
+    home
+}
+
+/// The one session directory under a data directory.
+pub fn only_session(home: &Path) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(home.join("sessions"))
+        .expect("sessions dir")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.into_iter().next().unwrap()
+}
+
+/// Peak resident set size of a running process, kB (Linux `VmHWM`).
+pub fn peak_rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+}

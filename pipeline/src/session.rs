@@ -1,0 +1,416 @@
+//! Sessions: each dictation or recording is a directory under `<data dir>/sessions/`, named
+//! from its start time and readable by the user only, holding `audio.wav` (kept playable while
+//! it is written), `transcript.jsonl` (one line per final segment, appended as it is made),
+//! `session.json` (what produced it and whether it finished), `attachments/` and `letters/`.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::datadir::DataDir;
+use crate::error::{PipelineError, Result};
+use crate::output::write_private_atomically;
+
+/// The audio file of a session.
+pub const AUDIO_FILE: &str = "audio.wav";
+/// The transcript file of a session.
+pub const TRANSCRIPT_FILE: &str = "transcript.jsonl";
+/// The description file of a session.
+pub const META_FILE: &str = "session.json";
+
+/// One final segment of a session's transcript.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptLine {
+    /// Start, seconds from the start of the session's audio.
+    pub start_s: f64,
+    /// End, seconds.
+    pub end_s: f64,
+    /// Text as shown (formatted, possibly edited by the user).
+    pub text: String,
+    /// Text as the model wrote it.
+    pub raw_text: String,
+}
+
+/// Whether a session is still being written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionState {
+    /// Capture is running (or the process died while it was: see [`SessionMeta::is_orphaned`]).
+    Recording,
+    /// Capture ended and every segment was transcribed.
+    Complete,
+}
+
+/// What `session.json` says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionMeta {
+    /// The directory name.
+    pub id: String,
+    /// `dictation` (the TUI) or `recording` (`medscribe record`).
+    pub kind: String,
+    /// Start time, RFC 3339 UTC.
+    pub created: String,
+    /// The audio source (device or file name).
+    pub source: String,
+    /// Rate of `audio.wav`.
+    pub sample_rate: u32,
+    /// Channels of `audio.wav`.
+    pub channels: u16,
+    /// The speech model.
+    pub asr_model: String,
+    /// Recording or complete.
+    pub state: SessionState,
+    /// The process writing it while it records.
+    pub pid: u32,
+    /// Seconds of audio transcribed so far.
+    pub transcribed_s: f64,
+}
+
+impl SessionMeta {
+    /// Whether the session says it is recording but the process that wrote it is gone (a crash,
+    /// a kill, a power cut): `sessions recover` finishes such sessions.
+    pub fn is_orphaned(&self) -> bool {
+        self.state == SessionState::Recording && !process_is_medscribe(self.pid)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn process_is_medscribe(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|exe| exe.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .is_some_and(|name| name.starts_with("medscribe"))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn process_is_medscribe(pid: u32) -> bool {
+    pid == std::process::id()
+}
+
+/// A session directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    dir: PathBuf,
+}
+
+fn session_error(path: &Path, reason: impl Into<String>) -> PipelineError {
+    PipelineError::Session {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path)
+}
+
+/// Where sessions live.
+pub fn sessions_dir(data: &DataDir) -> PathBuf {
+    data.root().join("sessions")
+}
+
+impl Session {
+    /// Creates a new, empty session directory named from `created` (RFC 3339 UTC), with a
+    /// suffix when that name is taken.
+    pub fn create(data: &DataDir, created: &str) -> Result<Self> {
+        let root = sessions_dir(data);
+        std::fs::create_dir_all(&root).map_err(|e| session_error(&root, e.to_string()))?;
+        let base: String = created
+            .chars()
+            .map(|c| if c == ':' { '-' } else { c })
+            .collect();
+        for attempt in 1..1000 {
+            let name = if attempt == 1 {
+                base.clone()
+            } else {
+                format!("{base}-{attempt}")
+            };
+            let dir = root.join(&name);
+            match create_private_dir(&dir) {
+                Ok(()) => {
+                    for sub in ["attachments", "letters"] {
+                        create_private_dir(&dir.join(sub))
+                            .map_err(|e| session_error(&dir, e.to_string()))?;
+                    }
+                    return Ok(Self { dir });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(session_error(&dir, e.to_string())),
+            }
+        }
+        Err(session_error(&root, "cannot find a free session name"))
+    }
+
+    /// An existing session directory.
+    pub fn open(dir: &Path) -> Result<Self> {
+        if !dir.join(META_FILE).is_file() {
+            return Err(session_error(
+                dir,
+                "not a medscribe session (no session.json)",
+            ));
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The directory name.
+    pub fn id(&self) -> String {
+        self.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// `audio.wav`.
+    pub fn audio_path(&self) -> PathBuf {
+        self.dir.join(AUDIO_FILE)
+    }
+
+    /// `transcript.jsonl`.
+    pub fn transcript_path(&self) -> PathBuf {
+        self.dir.join(TRANSCRIPT_FILE)
+    }
+
+    /// Attached images.
+    pub fn attachments_dir(&self) -> PathBuf {
+        self.dir.join("attachments")
+    }
+
+    /// Letters written from this session.
+    pub fn letters_dir(&self) -> PathBuf {
+        self.dir.join("letters")
+    }
+
+    /// Where segments wait on disk while the speech model is behind.
+    pub fn queue_dir(&self) -> PathBuf {
+        self.dir.join("queue")
+    }
+
+    /// Reads `session.json`.
+    pub fn meta(&self) -> Result<SessionMeta> {
+        let path = self.dir.join(META_FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| session_error(&path, format!("cannot read: {e}")))?;
+        serde_json::from_str(&text)
+            .map_err(|e| session_error(&path, format!("malformed session file: {e}")))
+    }
+
+    /// Writes `session.json` (atomically).
+    pub fn write_meta(&self, meta: &SessionMeta) -> Result<()> {
+        let text = serde_json::to_string_pretty(meta)
+            .map_err(|e| session_error(&self.dir, e.to_string()))?;
+        write_private_atomically(&self.dir.join(META_FILE), text.as_bytes())
+    }
+
+    /// Appends one final segment to `transcript.jsonl` and forces it to disk.
+    pub fn append_transcript(&self, line: &TranscriptLine) -> Result<()> {
+        let path = self.transcript_path();
+        let mut text =
+            serde_json::to_string(line).map_err(|e| session_error(&path, e.to_string()))?;
+        text.push('\n');
+        let mut options = OpenOptions::new();
+        options.append(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        options
+            .open(&path)
+            .and_then(|mut file| {
+                file.write_all(text.as_bytes())?;
+                file.sync_data()
+            })
+            .map_err(|source| PipelineError::Output { path, source })
+    }
+
+    /// Replaces the whole transcript (after the user edited it), atomically.
+    pub fn write_transcript(&self, lines: &[TranscriptLine]) -> Result<()> {
+        let mut text = String::new();
+        for line in lines {
+            let json = serde_json::to_string(line)
+                .map_err(|e| session_error(&self.transcript_path(), e.to_string()))?;
+            text.push_str(&json);
+            text.push('\n');
+        }
+        write_private_atomically(&self.transcript_path(), text.as_bytes())
+    }
+
+    /// Reads the transcript. A torn last line (the process died while writing it) is skipped;
+    /// a malformed line elsewhere is an error naming its number.
+    pub fn transcript(&self) -> Result<Vec<TranscriptLine>> {
+        let path = self.transcript_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(session_error(&path, format!("cannot read: {e}"))),
+        };
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let mut out = Vec::with_capacity(lines.len());
+        for (index, line) in lines.iter().enumerate() {
+            match serde_json::from_str(line) {
+                Ok(parsed) => out.push(parsed),
+                Err(_) if index + 1 == lines.len() && !text.ends_with('\n') => break,
+                Err(e) => {
+                    return Err(session_error(
+                        &path,
+                        format!("line {} is malformed: {e}", index + 1),
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Every session under the data directory, oldest first, with what its `session.json` says
+/// (or why it cannot be read).
+pub fn list_sessions(data: &DataDir) -> Result<Vec<(Session, Result<SessionMeta>)>> {
+    let root = sessions_dir(data);
+    let entries = match std::fs::read_dir(&root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(session_error(&root, format!("cannot read: {e}"))),
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.is_dir())
+        .collect();
+    dirs.sort();
+    Ok(dirs
+        .into_iter()
+        .map(|dir| {
+            let session = Session { dir };
+            let meta = session.meta();
+            (session, meta)
+        })
+        .collect())
+}
+
+/// Finds a session by directory name, unique prefix of it, `latest`, or path.
+pub fn find_session(data: &DataDir, wanted: &str) -> Result<Session> {
+    let as_path = Path::new(wanted);
+    if as_path.join(META_FILE).is_file() {
+        return Session::open(as_path);
+    }
+    let sessions = list_sessions(data)?;
+    if wanted == "latest" {
+        return sessions
+            .into_iter()
+            .last()
+            .map(|(session, _)| session)
+            .ok_or_else(|| session_error(&sessions_dir(data), "there are no sessions yet"));
+    }
+    let matching: Vec<Session> = sessions
+        .into_iter()
+        .map(|(session, _)| session)
+        .filter(|session| session.id().starts_with(wanted))
+        .collect();
+    match matching.len() {
+        1 => Ok(matching
+            .into_iter()
+            .next()
+            .ok_or_else(|| session_error(&sessions_dir(data), format!("no session {wanted:?}")))?),
+        0 => Err(session_error(
+            &sessions_dir(data),
+            format!("no session {wanted:?} (medscribe sessions list shows them)"),
+        )),
+        n => Err(session_error(
+            &sessions_dir(data),
+            format!("{n} sessions start with {wanted:?}; give more of the name"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(start_s: f64, text: &str) -> TranscriptLine {
+        TranscriptLine {
+            start_s,
+            end_s: start_s + 1.0,
+            text: text.into(),
+            raw_text: text.into(),
+        }
+    }
+
+    #[test]
+    fn sessions_are_private_unique_and_found_by_prefix() {
+        let root = tempfile::tempdir().unwrap();
+        let data = DataDir::at(root.path());
+        let a = Session::create(&data, "2026-11-23T10:00:00Z").unwrap();
+        let b = Session::create(&data, "2026-11-23T10:00:00Z").unwrap();
+        assert_eq!(a.id(), "2026-11-23T10-00-00Z");
+        assert_eq!(b.id(), "2026-11-23T10-00-00Z-2");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(a.dir()).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
+        let mut meta = SessionMeta {
+            id: a.id(),
+            kind: "recording".into(),
+            created: "2026-11-23T10:00:00Z".into(),
+            source: "test".into(),
+            sample_rate: 16_000,
+            channels: 1,
+            asr_model: "m".into(),
+            state: SessionState::Recording,
+            pid: std::process::id(),
+            transcribed_s: 0.0,
+        };
+        a.write_meta(&meta).unwrap();
+        meta.id = b.id();
+        b.write_meta(&meta).unwrap();
+        assert!(!a.meta().unwrap().is_orphaned(), "this process is alive");
+        assert!(find_session(&data, "2026-11-23T10-00-00Z-2").is_ok());
+        let ambiguous = find_session(&data, "2026").unwrap_err().to_string();
+        assert!(ambiguous.contains("2 sessions"), "{ambiguous}");
+        assert_eq!(find_session(&data, "latest").unwrap(), b);
+        assert!(find_session(&data, "1999").is_err());
+    }
+
+    #[test]
+    fn transcript_survives_a_torn_last_line_but_not_corruption() {
+        let root = tempfile::tempdir().unwrap();
+        let data = DataDir::at(root.path());
+        let session = Session::create(&data, "2026-11-23T11:00:00Z").unwrap();
+        assert!(session.transcript().unwrap().is_empty());
+        session.append_transcript(&line(0.0, "one")).unwrap();
+        session.append_transcript(&line(1.0, "two")).unwrap();
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(session.transcript_path())
+            .unwrap();
+        file.write_all(b"{\"start_s\": 2.0, \"te").unwrap();
+        let lines = session.transcript().unwrap();
+        assert_eq!(lines, vec![line(0.0, "one"), line(1.0, "two")]);
+        std::fs::write(session.transcript_path(), "garbage\n{}\n").unwrap();
+        let error = session.transcript().unwrap_err().to_string();
+        assert!(
+            error.contains("transcript.jsonl") && error.contains("line 1"),
+            "{error}"
+        );
+        session.write_transcript(&[line(5.0, "edited")]).unwrap();
+        assert_eq!(session.transcript().unwrap(), vec![line(5.0, "edited")]);
+    }
+}
