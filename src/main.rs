@@ -2,6 +2,7 @@
 //! library crate (asr, pipeline, ...); this file only parses arguments, loads what they name and
 //! reports results and errors.
 
+mod dictate_cmd;
 mod letter_cmd;
 mod live_cmd;
 
@@ -75,6 +76,14 @@ enum Command {
     Record(live_cmd::RecordArgs),
     /// List, show, recover or export recorded sessions.
     Sessions(live_cmd::SessionsArgs),
+    /// Dictate in a terminal UI: speak, watch the text appear, correct it, attach images, and
+    /// have the letter written.
+    ///
+    /// Press space to start and pause recording; text appears while you speak and settles when
+    /// you pause. ? lists the keys. Everything is kept in a session directory (see `sessions`):
+    /// the audio as it is captured, the transcript with your corrections, attachments and saved
+    /// letters. --input-file plays a recording as the microphone (for demos).
+    Dictate(dictate_cmd::DictateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -231,6 +240,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Templates => letter_cmd::list_templates(),
         Command::Record(args) => live_cmd::record(args, cli.ort_lib.as_deref()),
         Command::Sessions(args) => live_cmd::sessions(args, cli.ort_lib.as_deref()),
+        Command::Dictate(args) => dictate_cmd::dictate(args, cli.ort_lib.as_deref()),
     }
 }
 
@@ -349,7 +359,7 @@ fn generate_text(args: GenerateArgs) -> Result<ExitCode> {
 }
 
 /// The letter model named by `--model`, or the installed default.
-fn letter_model_path(model: Option<&Path>, data: &DataDir) -> Result<PathBuf> {
+pub(crate) fn letter_model_path(model: Option<&Path>, data: &DataDir) -> Result<PathBuf> {
     if let Some(path) = model {
         return Ok(path.to_path_buf());
     }

@@ -62,6 +62,8 @@ pub struct LiveConfig {
     pub max_duration_s: Option<f64>,
     /// `dictation` or `recording`, for `session.json`.
     pub kind: String,
+    /// Start paused (nothing recorded until [`LiveSession::set_paused`]`(false)`).
+    pub start_paused: bool,
 }
 
 impl Default for LiveConfig {
@@ -71,6 +73,7 @@ impl Default for LiveConfig {
             partial_every: 8_000,
             max_duration_s: None,
             kind: "recording".into(),
+            start_paused: false,
         }
     }
 }
@@ -151,6 +154,7 @@ pub struct LiveSession {
     stop: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
     events: Receiver<LiveEvent>,
+    edits: Sender<TranscriptLine>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -201,7 +205,7 @@ impl LiveSession {
         config: LiveConfig,
     ) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
-        let paused = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(config.start_paused));
         let fatal = Fatal::default();
         let (events_tx, events) = bounded::<LiveEvent>(1_024);
         let (opened_tx, opened_rx) = bounded::<Result<(String, AudioFormat)>>(1);
@@ -261,6 +265,7 @@ impl LiveSession {
         let (segment_tx, segment_rx) = bounded::<Audio>(AUDIO_QUEUE);
         let (asr_tx, asr_rx) = bounded::<AsrJob>(ASR_QUEUE);
         let (format_tx, format_rx) = bounded::<Recognized>(16);
+        let (edits, edits_rx) = bounded::<TranscriptLine>(64);
         let segmenter_config = config
             .segmenter
             .unwrap_or_else(|| SegmenterConfig::live(recognizer.max_segment_samples()));
@@ -308,7 +313,13 @@ impl LiveSession {
         {
             let session = session.clone();
             threads.push(spawn("formatter", move || {
-                formatter_stage(formatter, format_rx, (&events_tx, &fatal), &session, meta);
+                formatter_stage(
+                    formatter,
+                    (format_rx, edits_rx),
+                    (&events_tx, &fatal),
+                    &session,
+                    meta,
+                );
             })?);
         }
         Ok(Self {
@@ -318,6 +329,7 @@ impl LiveSession {
             stop,
             paused,
             events,
+            edits,
             threads,
         })
     }
@@ -355,6 +367,13 @@ impl LiveSession {
     /// Pauses (audio is neither recorded nor transcribed) or resumes capture.
     pub fn set_paused(&self, paused: bool) {
         self.paused.store(paused, Ordering::SeqCst);
+    }
+
+    /// Replaces the text of the final segment that starts at `line.start_s` (the user corrected
+    /// it); `transcript.jsonl` is rewritten by the stage that appends to it, so nothing races.
+    /// Returns false once the session has stopped (then edit the session's files directly).
+    pub fn edit(&self, line: TranscriptLine) -> bool {
+        self.edits.send(line).is_ok()
     }
 
     /// Whether capture is paused.
@@ -399,6 +418,14 @@ fn capture_stage(
     let mut last_drop_warning: Option<Instant> = None;
     let mut last_level = Instant::now() - Duration::from_secs(1);
     while !stop.load(Ordering::SeqCst) {
+        if paused.load(Ordering::SeqCst) && !source.is_live() {
+            if !was_paused && out.send(Audio::Gap).is_err() {
+                break;
+            }
+            was_paused = true;
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
         let mut block = match source.read() {
             Ok(Some(block)) => block,
             Ok(None) => break,
@@ -780,12 +807,31 @@ fn transcribe_final(
 
 fn formatter_stage(
     format_text: fn(&str) -> String,
-    input: Receiver<Recognized>,
+    (input, edits): (Receiver<Recognized>, Receiver<TranscriptLine>),
     (events, fatal): (&Sender<LiveEvent>, &Fatal),
     session: &Session,
     mut meta: SessionMeta,
 ) {
-    for recognized in input {
+    // The session's transcript so far, to rewrite it when the user corrects a segment.
+    let mut lines: Vec<TranscriptLine> = Vec::new();
+    loop {
+        let recognized = crossbeam_channel::select! {
+            recv(input) -> message => match message {
+                Ok(recognized) => recognized,
+                Err(_) => break,
+            },
+            recv(edits) -> edit => {
+                if let Ok(edit) = edit {
+                    if let Some(line) = lines.iter_mut().find(|l| l.start_s == edit.start_s) {
+                        line.text = edit.text;
+                        if let Err(e) = session.write_transcript(&lines) {
+                            let _ = events.send(LiveEvent::Warning(e.to_string()));
+                        }
+                    }
+                }
+                continue;
+            }
+        };
         match recognized {
             Recognized::Partial { start, end, raw } => {
                 let _ = events.try_send(LiveEvent::Partial {
@@ -805,6 +851,7 @@ fn formatter_stage(
                     if let Err(e) = session.append_transcript(&line) {
                         fatal.set(e.to_string());
                     }
+                    lines.push(line.clone());
                 }
                 meta.transcribed_s = line.end_s;
                 let _ = events.send(LiveEvent::Final(line));
@@ -944,6 +991,58 @@ pub(crate) mod tests {
             0,
             "and taken back"
         );
+    }
+
+    #[test]
+    fn a_paused_start_records_nothing_until_resumed_and_edits_reach_the_file() {
+        let root = tempfile::tempdir().unwrap();
+        let session = Session::create(&DataDir::at(root.path()), "2026-11-23T12:00:00Z").unwrap();
+        let live = LiveSession::start(
+            SourceSpec::Synthetic {
+                seconds: 10.0,
+                sample_rate: 16_000,
+                channels: 1,
+            },
+            Box::new(Counter {
+                delay: Duration::from_millis(200),
+            }),
+            Box::new(Loudness),
+            session.clone(),
+            LiveConfig {
+                start_paused: true,
+                ..LiveConfig::default()
+            },
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            live.events().try_recv().is_err(),
+            "nothing captured while paused"
+        );
+        assert_eq!(
+            hound::WavReader::open(session.audio_path())
+                .unwrap()
+                .duration(),
+            0
+        );
+        live.set_paused(false);
+        let mut edited = false;
+        for event in live.events().iter() {
+            if let LiveEvent::Final(line) = event {
+                if !edited {
+                    edited = live.edit(TranscriptLine {
+                        text: "corrected by the doctor".into(),
+                        ..line
+                    });
+                }
+            }
+        }
+        live.join();
+        assert!(edited);
+        let lines = session.transcript().unwrap();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0].text, "corrected by the doctor");
+        assert!(lines[1].text.starts_with("utterance of"));
     }
 
     #[test]

@@ -42,6 +42,11 @@ pub trait AudioSource {
     fn dropped_samples(&self) -> u64 {
         0
     }
+    /// Whether audio keeps arriving whether or not it is read (a sound card): such a source is
+    /// drained while capture is paused, others are simply not read.
+    fn is_live(&self) -> bool {
+        false
+    }
 }
 
 /// Which source to open.
@@ -137,8 +142,13 @@ impl AudioSource for FileSource {
         }
         let take = self.pending.len().min(BLOCK_FRAMES);
         let block: Vec<f32> = self.pending.drain(..take).collect();
-        if let Some(from) = self.paced_from {
-            pace(from, self.delivered + take, TARGET_RATE);
+        if let Some(from) = self.paced_from.as_mut() {
+            let due = Duration::from_secs_f64(self.delivered as f64 / f64::from(TARGET_RATE));
+            // After a pause (nobody read), carry on at real time rather than catching up.
+            if from.elapsed() > due + Duration::from_millis(250) {
+                *from = Instant::now().checked_sub(due).unwrap_or_else(Instant::now);
+            }
+            pace(*from, self.delivered + take, TARGET_RATE);
         }
         self.delivered += take;
         Ok(Some(block))
@@ -455,6 +465,10 @@ impl AudioSource for DeviceSource {
 
     fn dropped_samples(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn is_live(&self) -> bool {
+        true
     }
 
     fn read(&mut self) -> Result<Option<Vec<f32>>> {

@@ -1,0 +1,275 @@
+//! The dictation loop: draws the screen, turns keys into actions, and feeds it what the live
+//! pipeline and the letter writer report. Model work runs on other threads; this thread never
+//! waits on it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use medscribe_pipeline::live::LiveSession;
+use medscribe_pipeline::output::write_private_atomically;
+use ratatui::crossterm::event::{self, Event, KeyEventKind};
+
+use crate::app::{Action, App, Capture, LetterPane};
+use crate::letter::{LetterUpdate, LetterWriter, TemplateChoice};
+use crate::view::draw;
+
+/// What can stop the TUI.
+#[derive(Debug, thiserror::Error)]
+pub enum TuiError {
+    /// The terminal could not be set up, read or drawn.
+    #[error("terminal: {0}")]
+    Terminal(#[from] std::io::Error),
+}
+
+/// Everything the dictation screen runs on.
+pub struct Dictation {
+    /// The live session (started paused).
+    pub live: LiveSession,
+    /// Templates to choose from.
+    pub templates: Vec<TemplateChoice>,
+    /// The template chosen at start.
+    pub template: usize,
+    /// The letter writer, or why there is none.
+    pub writer: Result<Box<dyn LetterWriter>, String>,
+}
+
+/// What the user left behind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The session directory.
+    pub session: PathBuf,
+    /// Seconds recorded.
+    pub recorded_s: f64,
+    /// Final segments.
+    pub segments: usize,
+    /// Letters saved.
+    pub letters: Vec<PathBuf>,
+}
+
+struct LetterTask {
+    updates: Receiver<LetterUpdate>,
+    cancel: Arc<AtomicBool>,
+}
+
+/// Runs the dictation screen until the user quits and the session's files are finished.
+pub fn run(dictation: Dictation) -> Result<Outcome, TuiError> {
+    let Dictation {
+        live,
+        templates,
+        template,
+        writer,
+    } = dictation;
+    let session = live.session().clone();
+    let mut app = App::new(
+        live.source_name(),
+        &session.dir().display().to_string(),
+        templates,
+        template,
+    );
+    let writer = match writer {
+        Ok(writer) => Some(Arc::new(Mutex::new(writer))),
+        Err(reason) => {
+            app.letter = LetterPane::Unavailable(reason);
+            None
+        }
+    };
+    let mut terminal = ratatui::try_init()?;
+    let mut letters = Vec::new();
+    let mut task: Option<LetterTask> = None;
+    let mut quit_requested = false;
+    let result = (|| -> Result<(), TuiError> {
+        loop {
+            while let Ok(event) = live.events().try_recv() {
+                app.apply(event);
+            }
+            if let Some(running) = &task {
+                loop {
+                    match running.updates.try_recv() {
+                        Ok(update) => app.apply_letter(update),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            task = None;
+                            break;
+                        }
+                    }
+                }
+            }
+            if app.capture == Capture::Stopped && quit_requested {
+                return Ok(());
+            }
+            terminal.draw(|frame| draw(frame, &app))?;
+            if !event::poll(Duration::from_millis(40))? {
+                continue;
+            }
+            let key = match event::read()? {
+                Event::Key(key) if key.kind != KeyEventKind::Release => key,
+                _ => continue,
+            };
+            for action in app.key(key) {
+                match action {
+                    Action::SetPaused(paused) => live.set_paused(paused),
+                    Action::Edit(line) => {
+                        if !live.edit(line.clone()) {
+                            write_edit(&session, &line, &mut app);
+                        }
+                    }
+                    Action::Attach(path) => attach(&session, &path, &mut app),
+                    Action::Detach(index) => {
+                        let removed = app.attachments.remove(index);
+                        let _ = std::fs::remove_file(&removed);
+                        app.attachment =
+                            app.attachment.min(app.attachments.len().saturating_sub(1));
+                    }
+                    Action::Generate(job) => match &writer {
+                        Some(writer) => task = Some(start_letter(Arc::clone(writer), job)),
+                        None => app.letter = LetterPane::Failed("no letter model".into()),
+                    },
+                    Action::CancelLetter => {
+                        if let Some(running) = &task {
+                            running.cancel.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    Action::SaveLetter => save_letter(&session, &mut app, &mut letters),
+                    Action::Quit => {
+                        quit_requested = true;
+                        if let Some(running) = &task {
+                            running.cancel.store(true, Ordering::SeqCst);
+                        }
+                        live.stop();
+                        if app.capture != Capture::Stopped {
+                            app.capture = Capture::Finishing;
+                        }
+                        app.message = Some("finishing the recording…".into());
+                    }
+                }
+            }
+        }
+    })();
+    ratatui::try_restore()?;
+    result?;
+    let segments = app.lines.len();
+    let recorded_s = app.recorded_s;
+    live.join();
+    Ok(Outcome {
+        session: session.dir().to_path_buf(),
+        recorded_s,
+        segments,
+        letters,
+    })
+}
+
+fn write_edit(
+    session: &medscribe_pipeline::session::Session,
+    line: &medscribe_pipeline::session::TranscriptLine,
+    app: &mut App,
+) {
+    let result = session.transcript().and_then(|mut lines| {
+        if let Some(saved) = lines.iter_mut().find(|l| l.start_s == line.start_s) {
+            saved.text = line.text.clone();
+        }
+        session.write_transcript(&lines)
+    });
+    if let Err(error) = result {
+        app.message = Some(format!("cannot save the correction: {error}"));
+    }
+}
+
+fn attach(session: &medscribe_pipeline::session::Session, path: &Path, app: &mut App) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            app.message = Some(format!("{}: {error}", path.display()));
+            return;
+        }
+    };
+    let is_image =
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n") || bytes.starts_with(&[0xFF, 0xD8, 0xFF]);
+    if !is_image {
+        app.message = Some(format!("{}: not a PNG or JPEG image", path.display()));
+        return;
+    }
+    let dir = session.attachments_dir();
+    let mut target = dir.join(&name);
+    let mut n = 2;
+    while target.exists() {
+        target = dir.join(format!("{n}-{name}"));
+        n += 1;
+    }
+    match write_private_atomically(&target, &bytes) {
+        Ok(()) => {
+            app.message = Some(format!("attached {name}"));
+            app.attachments.push(target);
+        }
+        Err(error) => app.message = Some(error.to_string()),
+    }
+}
+
+fn start_letter(
+    writer: Arc<Mutex<Box<dyn LetterWriter>>>,
+    job: crate::letter::LetterJob,
+) -> LetterTask {
+    let (sender, updates) = crossbeam_channel::unbounded();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let stop = Arc::clone(&cancel);
+    let spawned = std::thread::Builder::new()
+        .name("medscribe-letter".into())
+        .spawn(move || {
+            let result = match writer.lock() {
+                Ok(mut writer) => writer.write(&job, &stop, &mut |update| {
+                    let _ = sender.send(update);
+                }),
+                Err(_) => Err("the letter writer failed earlier".into()),
+            };
+            let _ = sender.send(match result {
+                Ok(letter) => LetterUpdate::Done(letter),
+                Err(reason) => LetterUpdate::Failed(reason),
+            });
+        });
+    if let Err(error) = spawned {
+        let (sender, updates) = crossbeam_channel::unbounded();
+        let _ = sender.send(LetterUpdate::Failed(format!(
+            "cannot start the letter thread: {error}"
+        )));
+        return LetterTask { updates, cancel };
+    }
+    LetterTask { updates, cancel }
+}
+
+fn save_letter(
+    session: &medscribe_pipeline::session::Session,
+    app: &mut App,
+    saved_letters: &mut Vec<PathBuf>,
+) {
+    let name = app
+        .templates
+        .get(app.template)
+        .map_or("letter".to_string(), |t| t.name.clone());
+    let LetterPane::Done { letter, saved } = &mut app.letter else {
+        return;
+    };
+    let dir = session.letters_dir();
+    let mut n = 1;
+    let mut markdown = dir.join(format!("{name}.md"));
+    while markdown.exists() {
+        n += 1;
+        markdown = dir.join(format!("{name}-{n}.md"));
+    }
+    let json = markdown.with_extension("json");
+    let result = write_private_atomically(&markdown, letter.markdown.as_bytes())
+        .and_then(|()| write_private_atomically(&json, letter.json.as_bytes()));
+    match result {
+        Ok(()) => {
+            app.message = Some(format!("saved {}", markdown.display()));
+            *saved = Some(markdown.clone());
+            saved_letters.push(markdown);
+        }
+        Err(error) => app.message = Some(format!("cannot save the letter: {error}")),
+    }
+}

@@ -1,0 +1,310 @@
+//! Every view of the dictation screen drawn on ratatui's TestBackend at 80x24 and compared with
+//! snapshots in `tests/snapshots/` (regenerate with MEDSCRIBE_BLESS=1 after a deliberate change),
+//! and the main key flows driven through `App::key`.
+
+use std::path::{Path, PathBuf};
+
+use medscribe_pipeline::live::LiveEvent;
+use medscribe_pipeline::session::TranscriptLine;
+use medscribe_tui::app::{Action, App, Capture, Focus, LetterPane, Overlay};
+use medscribe_tui::view::draw;
+use medscribe_tui::{FinishedLetter, LetterUpdate, TemplateChoice};
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::style::{Color, Modifier};
+use ratatui::Terminal;
+
+fn templates() -> Vec<TemplateChoice> {
+    [
+        ("referral", "Referral letter"),
+        ("discharge", "Discharge letter"),
+        ("soap", "SOAP note"),
+    ]
+    .iter()
+    .map(|(name, title)| TemplateChoice {
+        name: (*name).into(),
+        title: (*title).into(),
+    })
+    .collect()
+}
+
+fn app() -> App {
+    App::new(
+        "USB Microphone",
+        "/data/sessions/2026-11-23T10-00-00Z",
+        templates(),
+        0,
+    )
+}
+
+fn line(start_s: f64, text: &str) -> TranscriptLine {
+    TranscriptLine {
+        start_s,
+        end_s: start_s + 3.0,
+        text: text.into(),
+        raw_text: text.into(),
+    }
+}
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+fn press(app: &mut App, keys: &str) -> Vec<Action> {
+    keys.chars()
+        .flat_map(|c| app.key(key(KeyCode::Char(c))))
+        .collect()
+}
+
+fn render(app: &App, width: u16, height: u16) -> Terminal<TestBackend> {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|frame| draw(frame, app)).unwrap();
+    terminal
+}
+
+fn screen_text(terminal: &Terminal<TestBackend>) -> String {
+    let buffer = terminal.backend().buffer();
+    let mut text = String::new();
+    for y in 0..buffer.area.height {
+        let row: String = (0..buffer.area.width)
+            .map(|x| buffer[(x, y)].symbol().to_string())
+            .collect();
+        text.push_str(row.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// Compares the 80x24 screen with its snapshot.
+fn assert_snapshot(app: &App, name: &str) -> Terminal<TestBackend> {
+    let terminal = render(app, 80, 24);
+    let text = screen_text(&terminal);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(format!("{name}.txt"));
+    if std::env::var_os("MEDSCRIBE_BLESS").is_some() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{}: missing snapshot (MEDSCRIBE_BLESS=1 writes it)",
+            path.display()
+        )
+    });
+    assert_eq!(
+        text,
+        expected,
+        "{name}: screen differs from {}",
+        path.display()
+    );
+    terminal
+}
+
+fn recording_app() -> App {
+    let mut app = app();
+    press(&mut app, " ");
+    app.apply(LiveEvent::Level {
+        dbfs: -18.0,
+        recorded_s: 75.0,
+    });
+    app.apply(LiveEvent::Final(line(1.0, "Referral to cardiology.")));
+    app.apply(LiveEvent::Final(line(
+        4.5,
+        "Mr Jones is a 62-year-old man with exertional chest pain for three weeks.",
+    )));
+    app.apply(LiveEvent::Partial {
+        start_s: 9.0,
+        end_s: 11.0,
+        text: "He takes amlodipine".into(),
+    });
+    app
+}
+
+fn finished_letter() -> FinishedLetter {
+    FinishedLetter {
+        markdown: "# Referral letter\n\n## Reason for referral\n\nExertional chest pain for three weeks.\n\n## Plan\n\nPlease assess for stable angina.\n".into(),
+        json: "{}".into(),
+        warnings: vec![],
+    }
+}
+
+#[test]
+fn ready_screen() {
+    let app = app();
+    let terminal = assert_snapshot(&app, "ready");
+    let text = screen_text(&terminal);
+    assert!(text.contains("PAUSED") && text.contains("Press space and speak."));
+}
+
+#[test]
+fn recording_screen_shows_finals_and_a_styled_partial() {
+    let app = recording_app();
+    let terminal = assert_snapshot(&app, "recording");
+    let buffer = terminal.backend().buffer();
+    let text = screen_text(&terminal);
+    let row = text.lines().position(|l| l.contains("He takes")).unwrap() as u16;
+    let cell = &buffer[(3, row)];
+    assert!(
+        cell.modifier.contains(Modifier::ITALIC),
+        "partial text is styled apart"
+    );
+    assert_eq!(buffer[(0, 0)].fg, Color::Red, "REC marker");
+}
+
+#[test]
+fn editing_a_segment_in_place() {
+    let mut app = recording_app();
+    press(&mut app, "k");
+    assert_eq!(app.selected, Some(0));
+    assert!(press(&mut app, "e").is_empty());
+    for _ in 0..".".len() {
+        app.key(key(KeyCode::Backspace));
+    }
+    press(&mut app, " letter");
+    let mut terminal = assert_snapshot(&app, "editing");
+    terminal.backend_mut().assert_cursor_position((36, 2));
+    let actions = app.key(key(KeyCode::Enter));
+    assert_eq!(
+        actions,
+        vec![Action::Edit(TranscriptLine {
+            text: "Referral to cardiology letter".into(),
+            ..line(1.0, "Referral to cardiology.")
+        })]
+    );
+    assert_eq!(app.lines[0].text, "Referral to cardiology letter");
+    // Esc drops a correction.
+    press(&mut app, "e");
+    press(&mut app, "xyz");
+    assert!(app.key(key(KeyCode::Esc)).is_empty());
+    assert_eq!(app.lines[0].text, "Referral to cardiology letter");
+}
+
+#[test]
+fn help_overlay_opens_and_any_key_closes_it() {
+    let mut app = recording_app();
+    press(&mut app, "?");
+    assert_eq!(app.overlay, Overlay::Help);
+    assert_snapshot(&app, "help");
+    assert!(
+        press(&mut app, "q").is_empty(),
+        "q closes help, does not quit"
+    );
+    assert_eq!(app.overlay, Overlay::None);
+}
+
+#[test]
+fn template_picker() {
+    let mut app = recording_app();
+    press(&mut app, "t");
+    app.key(key(KeyCode::Down));
+    app.key(key(KeyCode::Down));
+    app.key(key(KeyCode::Down));
+    assert_eq!(app.overlay, Overlay::Templates(2));
+    assert_snapshot(&app, "templates");
+    app.key(key(KeyCode::Enter));
+    assert_eq!(app.template_title(), "SOAP note");
+    assert_eq!(app.message.as_deref(), Some("template: SOAP note"));
+}
+
+#[test]
+fn attaching_an_image_with_path_completion() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("chest-xray.png"), b"png").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"").unwrap();
+    let mut app = recording_app();
+    press(&mut app, "a");
+    let typed = format!("{}/ch", dir.path().display());
+    press(&mut app, &typed);
+    app.key(key(KeyCode::Tab));
+    let Overlay::Attach(input) = &app.overlay else {
+        panic!("attach overlay open");
+    };
+    let completed = format!("{}/chest-xray.png", dir.path().display());
+    assert_eq!(input.text, completed);
+    let terminal = render(&app, 80, 24);
+    assert!(screen_text(&terminal).contains("Attach an image"));
+    assert_eq!(
+        app.key(key(KeyCode::Enter)),
+        vec![Action::Attach(PathBuf::from(&completed))]
+    );
+    app.attachments
+        .push(PathBuf::from("/s/attachments/chest-xray.png"));
+    app.focus = Focus::Attachments;
+    assert_snapshot(&app, "attachments");
+    assert_eq!(press(&mut app, "d"), vec![Action::Detach(0)]);
+}
+
+#[test]
+fn letter_streams_then_saves_and_quit_asks_while_unsaved() {
+    let mut app = recording_app();
+    let actions = press(&mut app, "g");
+    let [Action::Generate(job)] = actions.as_slice() else {
+        panic!("{actions:?}");
+    };
+    assert_eq!(job.template, "referral");
+    assert_eq!(job.transcript.len(), 2);
+    app.apply_letter(LetterUpdate::Status("read 812 prompt tokens".into()));
+    app.apply_letter(LetterUpdate::Section("Reason for referral".into()));
+    app.apply_letter(LetterUpdate::Text("Exertional chest".into()));
+    app.apply_letter(LetterUpdate::Text(" pain.".into()));
+    assert_snapshot(&app, "letter-writing");
+    assert_eq!(press(&mut app, "g"), vec![], "one letter at a time");
+    assert_eq!(app.key(key(KeyCode::Esc)), vec![Action::CancelLetter]);
+    app.apply_letter(LetterUpdate::Done(finished_letter()));
+    assert_snapshot(&app, "letter-done");
+    assert_eq!(press(&mut app, "q"), vec![], "asks first");
+    assert_eq!(app.overlay, Overlay::ConfirmQuit);
+    assert_snapshot(&app, "confirm-quit");
+    assert_eq!(press(&mut app, "n"), vec![]);
+    assert_eq!(press(&mut app, "s"), vec![Action::SaveLetter]);
+    if let LetterPane::Done { saved, .. } = &mut app.letter {
+        *saved = Some(PathBuf::from("/s/letters/referral.md"));
+    }
+    assert_eq!(press(&mut app, "q"), vec![Action::Quit]);
+}
+
+#[test]
+fn space_toggles_capture_and_ctrl_c_quits() {
+    let mut app = app();
+    assert_eq!(press(&mut app, " "), vec![Action::SetPaused(false)]);
+    assert_eq!(app.capture, Capture::Recording);
+    assert_eq!(press(&mut app, " "), vec![Action::SetPaused(true)]);
+    assert_eq!(press(&mut app, "g"), vec![], "nothing to write from");
+    assert!(app.message.as_deref().unwrap().contains("empty"));
+    let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+    assert_eq!(app.key(ctrl_c), vec![Action::Quit]);
+}
+
+#[test]
+fn stopped_with_an_error_and_letters_unavailable() {
+    let mut app = recording_app();
+    app.letter = LetterPane::Unavailable("the default letter model is not installed".into());
+    app.apply(LiveEvent::Stopped {
+        recorded_s: 80.0,
+        error: Some("audio capture failed: USB Microphone: device unplugged".into()),
+    });
+    assert_snapshot(&app, "stopped");
+    assert_eq!(press(&mut app, "g"), vec![]);
+    assert!(app.message.as_deref().unwrap().contains("not available"));
+}
+
+#[test]
+fn every_size_draws_without_panicking() {
+    let mut app = recording_app();
+    app.apply_letter(LetterUpdate::Status("x".into()));
+    app.apply_letter(LetterUpdate::Done(finished_letter()));
+    for (width, height) in [(80, 24), (120, 40), (40, 12), (20, 8), (1, 1), (200, 3)] {
+        for overlay in [
+            Overlay::None,
+            Overlay::Help,
+            Overlay::Templates(1),
+            Overlay::ConfirmQuit,
+        ] {
+            app.overlay = overlay;
+            render(&app, width, height);
+        }
+    }
+    // A resize keeps the newest text in view.
+    let text = screen_text(&render(&recording_app(), 60, 12));
+    assert!(text.contains("He takes"), "{text}");
+}
