@@ -54,7 +54,9 @@ const LEVELS_PER_SECOND: f64 = 15.0;
 /// Settings of a live session.
 #[derive(Debug, Clone)]
 pub struct LiveConfig {
-    /// Utterance detection; `None` picks [`SegmenterConfig::live`] for the model.
+    /// Utterance detection; `None` picks the batch defaults for the model (1.5 s of silence
+    /// ends an utterance: shorter utterances lose context and are transcribed worse, while the
+    /// text of a pause shows within a few hundred milliseconds anyway, as a partial).
     pub segmenter: Option<SegmenterConfig>,
     /// Audio (16 kHz samples) between partial transcripts of the utterance in progress.
     pub partial_every: usize,
@@ -268,7 +270,7 @@ impl LiveSession {
         let (edits, edits_rx) = bounded::<TranscriptLine>(64);
         let segmenter_config = config
             .segmenter
-            .unwrap_or_else(|| SegmenterConfig::live(recognizer.max_segment_samples()));
+            .unwrap_or_else(|| SegmenterConfig::for_max_segment(recognizer.max_segment_samples()));
         let formatter = formatter_for(recognizer.family());
         let mut threads = vec![capture];
         {
@@ -671,7 +673,8 @@ fn segmenter_stage(
         spilled: VecDeque::new(),
         dir: queue_dir,
     };
-    let mut last_partial: Option<(usize, usize)> = None;
+    // (start, end, made during a pause) of the newest partial job.
+    let mut last_partial: Option<(usize, usize, bool)> = None;
     let warn = |error: PipelineError| {
         fatal.set(format!(
             "live transcription failed: {error}; the audio is recorded, `medscribe sessions recover` transcribes it"
@@ -702,18 +705,21 @@ fn segmenter_stage(
         }
         if let Some(open) = segmenter.open_utterance() {
             let end = open.start + open.samples.len();
+            // Partials every `partial_every` of speech, one as soon as a pause begins (the text
+            // shows quickly), and one on exactly the audio the utterance will have if the pause
+            // lasts (its text is then reused for the final).
             let due = match last_partial {
-                Some((start, last_end)) if start == open.start => {
+                Some((start, last_end, was_pausing)) if start == open.start => {
                     if open.settled {
                         end != last_end
                     } else {
-                        end >= last_end + partial_every
+                        (open.pausing && !was_pausing) || end >= last_end + partial_every
                     }
                 }
-                _ => open.samples.len() >= partial_every || open.settled,
+                _ => open.samples.len() >= partial_every || open.pausing,
             };
             if due && queue.offer_partial(open.start, open.samples) {
-                last_partial = Some((open.start, end));
+                last_partial = Some((open.start, end, open.pausing));
             }
         }
     }

@@ -59,17 +59,6 @@ impl SegmenterConfig {
     }
 }
 
-impl SegmenterConfig {
-    /// Defaults for live dictation: as [`for_max_segment`](Self::for_max_segment) but a pause of
-    /// 0.6 s ends an utterance, so text settles soon after the speaker stops.
-    pub fn live(max_segment: usize) -> Self {
-        Self {
-            min_silence: 9_600,
-            ..Self::for_max_segment(max_segment)
-        }
-    }
-}
-
 /// One utterance: its place in the recording (samples) and its audio.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpeechSegment {
@@ -90,6 +79,8 @@ pub struct OpenUtterance<'a> {
     pub samples: &'a [f32],
     /// A pause has begun: these samples are what the utterance will be if nobody speaks again.
     pub settled: bool,
+    /// A pause has begun (the speaker may have finished), padding or not.
+    pub pausing: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -184,6 +175,7 @@ impl<V: SpeechProbability> Segmenter<V> {
             start,
             samples: &self.buffer[from..to],
             settled,
+            pausing: silence_since.is_some(),
         })
     }
 
@@ -348,7 +340,7 @@ mod tests {
         );
         segmenter.push(&signal(&[(true, 1.0)])).unwrap();
         let open = segmenter.open_utterance().unwrap();
-        assert!(!open.settled);
+        assert!(!open.settled && !open.pausing);
         let (start, grown) = (open.start, open.samples.len());
         segmenter.push(&signal(&[(false, 0.4)])).unwrap();
         let open = segmenter.open_utterance().unwrap();
