@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use medscribe_llm::letter::constrain::TokenTable;
@@ -128,8 +129,21 @@ impl LetterWriter for ModelWriter {
     }
 }
 
+/// Leaves one core to live transcription while a letter is written (on two cores, both at
+/// full width make each other crawl: shared/specs/build.md). Runs before any thread starts.
+fn share_cores_with_transcription() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        std::env::set_var(
+            "RAYON_NUM_THREADS",
+            cores.saturating_sub(1).max(1).to_string(),
+        );
+    }
+}
+
 /// `medscribe dictate`.
 pub fn dictate(args: DictateArgs, ort_lib: Option<&Path>) -> Result<ExitCode> {
+    share_cores_with_transcription();
     let data = DataDir::from_env();
     let templates = all_templates(Some(&templates_dir()))?;
     let template = templates
@@ -172,11 +186,16 @@ pub fn dictate(args: DictateArgs, ort_lib: Option<&Path>) -> Result<ExitCode> {
             return Err(error.into());
         }
     };
+    // SIGTERM or SIGHUP (a closed terminal): finish the files and leave. Ctrl-C is a key here.
+    let terminate = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&terminate);
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
     let outcome = medscribe_tui::run(Dictation {
         live,
         templates: choices,
         template,
         writer,
+        terminate,
     })?;
     eprintln!(
         "medscribe: session {}: {} recorded, {} segments{}",

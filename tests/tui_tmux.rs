@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -75,19 +75,23 @@ fn wait_for_file(path: &Path, seconds: u64) -> String {
     panic!("{} was not written within {seconds} s", path.display());
 }
 
-#[test]
-fn dictate_edit_write_and_save_a_letter_in_tmux() {
-    let home = data_home_with_models();
-    let rc = home.path().join("rc");
+/// Starts `medscribe dictate` on the sample dictation in a fresh tmux server at 80x24; its exit
+/// status lands in the returned file.
+fn launch(home: &Path) -> (Tmux, PathBuf) {
+    let rc = home.join("rc");
     let script = format!(
         "MEDSCRIBE_HOME='{}' '{}' dictate --input-file '{}'; echo $? > '{}'; sleep 60",
-        home.path().display(),
+        home.display(),
         env!("CARGO_BIN_EXE_medscribe"),
         repo().join("samples/referral-dictation.wav").display(),
         rc.display()
     );
     let tmux = Tmux {
-        socket: format!("medscribe-test-{}", std::process::id()),
+        socket: format!(
+            "medscribe-test-{}-{}",
+            std::process::id(),
+            home.file_name().unwrap().to_string_lossy()
+        ),
     };
     let started = tmux
         .command()
@@ -105,7 +109,13 @@ fn dictate_edit_write_and_save_a_letter_in_tmux() {
         .status()
         .expect("tmux is installed (scripts/setup.sh installs it)");
     assert!(started.success());
+    (tmux, rc)
+}
 
+#[test]
+fn dictate_edit_write_and_save_a_letter_in_tmux() {
+    let home = data_home_with_models();
+    let (tmux, rc) = launch(home.path());
     tmux.wait_for("Press space and speak.", 30);
     tmux.keys(&["Space"]);
     tmux.wait_for("REC", 10);
@@ -153,4 +163,34 @@ fn dictate_edit_write_and_save_a_letter_in_tmux() {
     assert_eq!(meta["kind"], "dictation");
     let wav = hound::WavReader::open(session.join("audio.wav")).unwrap();
     assert!(wav.duration() > 19 * 16_000);
+}
+
+#[test]
+fn sigterm_finishes_the_session_and_restores_the_terminal() {
+    let home = data_home_with_models();
+    let (tmux, rc) = launch(home.path());
+    tmux.wait_for("Press space and speak.", 30);
+    tmux.keys(&["Space"]);
+    tmux.wait_for("cardiology", 60);
+    let session = only_session(home.path());
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(session.join("session.json")).unwrap())
+            .unwrap();
+    let pid = meta["pid"].as_u64().unwrap().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(wait_for_file(&rc, 30).trim(), "0");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(session.join("session.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["state"], "complete");
+    let screen = tmux.wait_for("medscribe: session", 10);
+    assert!(
+        !screen.contains("Transcript"),
+        "the terminal is back: {screen}"
+    );
+    assert!(hound::WavReader::open(session.join("audio.wav")).is_ok());
 }

@@ -34,6 +34,8 @@ pub struct Dictation {
     pub template: usize,
     /// The letter writer, or why there is none.
     pub writer: Result<Box<dyn LetterWriter>, String>,
+    /// Set from outside (a SIGTERM handler) to quit as if the user had, unsaved work or not.
+    pub terminate: Arc<AtomicBool>,
 }
 
 /// What the user left behind.
@@ -61,6 +63,7 @@ pub fn run(dictation: Dictation) -> Result<Outcome, TuiError> {
         templates,
         template,
         writer,
+        terminate,
     } = dictation;
     let session = live.session().clone();
     let mut app = App::new(
@@ -96,6 +99,10 @@ pub fn run(dictation: Dictation) -> Result<Outcome, TuiError> {
                         }
                     }
                 }
+            }
+            if terminate.load(Ordering::SeqCst) && !quit_requested {
+                quit_requested = true;
+                live.stop();
             }
             if app.capture == Capture::Stopped && quit_requested {
                 return Ok(());
