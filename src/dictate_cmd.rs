@@ -12,8 +12,7 @@ use medscribe_llm::letter::render::{render, Format};
 use medscribe_llm::letter::template::{all_templates, find_template};
 use medscribe_llm::letter::{write_letter, LetterEvent, LetterRequest, TranscriptSegment};
 use medscribe_llm::LoadedModel;
-use medscribe_pipeline::live::{LiveConfig, LiveSession};
-use medscribe_pipeline::session::Session;
+use medscribe_pipeline::live::LiveConfig;
 use medscribe_pipeline::DataDir;
 use medscribe_tui::{
     Dictation, FinishedLetter, LetterJob, LetterUpdate, LetterWriter, TemplateChoice,
@@ -90,17 +89,10 @@ impl LetterWriter for ModelWriter {
                 text: line.text.clone(),
             })
             .collect();
-        let style = PromptStyle::for_model_name(
-            &self
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        );
         let request = LetterRequest {
             template: &template,
             transcript: &transcript,
-            style,
+            style: PromptStyle::for_model_path(&self.path),
             images: images.as_ref(),
             sampling: medscribe_llm::Sampling {
                 max_new_tokens: self.max_new_tokens,
@@ -173,19 +165,12 @@ pub fn dictate(args: DictateArgs, ort_lib: Option<&Path>) -> Result<ExitCode> {
         };
     let source = args.input.source();
     let (recognizer, vad) = args.input.speech(ort_lib, &data)?;
-    let session = Session::create(&data, &medscribe_llm::letter::now_rfc3339())?;
     let config = LiveConfig {
         kind: "dictation".into(),
         start_paused: true,
         ..LiveConfig::default()
     };
-    let live = match LiveSession::start(source, recognizer, vad, session.clone(), config) {
-        Ok(live) => live,
-        Err(error) => {
-            let _ = std::fs::remove_dir_all(session.dir());
-            return Err(error.into());
-        }
-    };
+    let live = crate::live_cmd::start_live(&data, source, (recognizer, vad), config)?;
     // SIGTERM or SIGHUP (a closed terminal): finish the files and leave. Ctrl-C is a key here.
     let terminate = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&terminate);

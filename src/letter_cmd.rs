@@ -225,12 +225,7 @@ pub fn letter(args: LetterArgs, ort_lib: Option<&Path>) -> Result<ExitCode> {
     let style = match args.style {
         StyleArg::Chat => PromptStyle::Chat,
         StyleArg::Completion => PromptStyle::Completion,
-        StyleArg::Auto => PromptStyle::for_model_name(
-            &model_path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        ),
+        StyleArg::Auto => PromptStyle::for_model_path(&model_path),
     };
     let table = TokenTable::new(loaded.tokenizer.text_pieces());
     let request = LetterRequest {

@@ -12,7 +12,7 @@ use medscribe_asr::{Segment, Transcript};
 use medscribe_pipeline::live::{LiveConfig, LiveEvent, LiveSession};
 use medscribe_pipeline::output::write_private_atomically;
 use medscribe_pipeline::recover::recover_session;
-use medscribe_pipeline::session::{find_session, list_sessions, Session, SessionState};
+use medscribe_pipeline::session::{clock, find_session, list_sessions, Session, SessionState};
 use medscribe_pipeline::source::{list_input_devices, SourceSpec};
 use medscribe_pipeline::{render, DataDir, FileTranscript, TranscriptFormat};
 
@@ -127,16 +127,6 @@ fn parse_duration(text: &str) -> std::result::Result<f64, String> {
     }
 }
 
-fn clock(seconds: f64) -> String {
-    let whole = seconds.max(0.0) as u64;
-    format!(
-        "{:02}:{:02}:{:02}",
-        whole / 3600,
-        whole / 60 % 60,
-        whole % 60
-    )
-}
-
 fn list_devices() -> Result<ExitCode> {
     let devices = list_input_devices()?;
     if devices.is_empty() {
@@ -152,6 +142,24 @@ fn list_devices() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Creates a session and starts the live pipeline into it; if the source cannot be opened,
+/// nothing was recorded and no empty session is left behind.
+pub fn start_live(
+    data: &DataDir,
+    source: SourceSpec,
+    (recognizer, vad): (
+        Box<dyn medscribe_asr::SpeechRecognizer>,
+        Box<dyn medscribe_pipeline::segmenter::SpeechProbability + Send>,
+    ),
+    config: LiveConfig,
+) -> Result<LiveSession> {
+    let session = Session::create(data, &medscribe_llm::letter::now_rfc3339())?;
+    LiveSession::start(source, recognizer, vad, session.clone(), config).map_err(|error| {
+        let _ = std::fs::remove_dir_all(session.dir());
+        error.into()
+    })
+}
+
 /// `medscribe record`.
 pub fn record(args: RecordArgs, ort_lib: Option<&Path>) -> Result<ExitCode> {
     if args.list_devices {
@@ -160,20 +168,13 @@ pub fn record(args: RecordArgs, ort_lib: Option<&Path>) -> Result<ExitCode> {
     let data = DataDir::from_env();
     let source = args.input.source();
     let (recognizer, vad) = args.input.speech(ort_lib, &data)?;
-    let session = Session::create(&data, &medscribe_llm::letter::now_rfc3339())?;
     let config = LiveConfig {
         max_duration_s: args.max_duration,
         kind: "recording".into(),
         ..LiveConfig::default()
     };
-    let live = match LiveSession::start(source, recognizer, vad, session.clone(), config) {
-        Ok(live) => live,
-        Err(error) => {
-            // Nothing was recorded: leave no empty session behind.
-            let _ = std::fs::remove_dir_all(session.dir());
-            return Err(error.into());
-        }
-    };
+    let live = start_live(&data, source, (recognizer, vad), config)?;
+    let session = live.session().clone();
     let stop = live.stop_flag();
     install_interrupt(Arc::clone(&stop));
     let format = live.format();

@@ -41,14 +41,7 @@ fn two_hour_48khz_stereo_file_stays_under_500_mb() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id();
-    let mut peak = 0u64;
-    while child.try_wait().unwrap().is_none() {
-        if let Some(kb) = peak_rss_kb(pid) {
-            peak = peak.max(kb);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let peak = peak_rss_until_exit(&mut child, Duration::from_millis(50));
     let output = child.wait_with_output().unwrap();
     assert!(
         output.status.success(),

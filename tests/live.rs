@@ -231,11 +231,7 @@ fn kill_9_loses_at_most_a_second_and_recover_finishes_the_session() {
         .args(["sessions", "recover"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    success_stdout(&out);
     let report = String::from_utf8_lossy(&out.stderr);
     assert!(report.contains("recovered"), "{report}");
     let repaired = pcm16(&session.join("audio.wav"));
@@ -262,14 +258,7 @@ fn peak_rss_of_record(home: &Path, seconds: u32) -> (u64, PathBuf) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let pid = child.id();
-    let mut peak = 0u64;
-    while child.try_wait().unwrap().is_none() {
-        if let Some(kb) = peak_rss_kb(pid) {
-            peak = peak.max(kb);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let peak = peak_rss_until_exit(&mut child, Duration::from_millis(20));
     assert!(child.wait().unwrap().success());
     let mut sessions: Vec<PathBuf> = std::fs::read_dir(home.join("sessions"))
         .unwrap()

@@ -115,6 +115,17 @@ fn create_private_dir(path: &Path) -> std::io::Result<()> {
     builder.create(path)
 }
 
+/// A time as `HH:MM:SS` (recording lengths and segment starts).
+pub fn clock(seconds: f64) -> String {
+    let whole = seconds.max(0.0) as u64;
+    format!(
+        "{:02}:{:02}:{:02}",
+        whole / 3600,
+        whole / 60 % 60,
+        whole % 60
+    )
+}
+
 /// Where sessions live.
 pub fn sessions_dir(data: &DataDir) -> PathBuf {
     data.root().join("sessions")

@@ -152,3 +152,16 @@ pub fn peak_rss_kb(pid: u32) -> Option<u64> {
         .find_map(|line| line.strip_prefix("VmHWM:"))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
 }
+
+/// Waits for `child` to exit, polling its peak resident set size; returns it in kB.
+pub fn peak_rss_until_exit(child: &mut std::process::Child, every: std::time::Duration) -> u64 {
+    let pid = child.id();
+    let mut peak = 0u64;
+    while child.try_wait().expect("child status").is_none() {
+        if let Some(kb) = peak_rss_kb(pid) {
+            peak = peak.max(kb);
+        }
+        std::thread::sleep(every);
+    }
+    peak
+}

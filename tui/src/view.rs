@@ -2,6 +2,7 @@
 //! overlays. Usable at 80x24; everything is laid out from the frame's size on every draw, so a
 //! resize just redraws.
 
+use medscribe_pipeline::session::clock;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span, Text};
@@ -24,16 +25,6 @@ const KEYS: &[(&str, &str)] = &[
     ("?", "this help"),
     ("q", "quit (asks first if a letter is unsaved)"),
 ];
-
-fn clock(seconds: f64) -> String {
-    let whole = seconds.max(0.0) as u64;
-    format!(
-        "{:02}:{:02}:{:02}",
-        whole / 3600,
-        whole / 60 % 60,
-        whole % 60
-    )
-}
 
 /// Draws the whole screen.
 pub fn draw(frame: &mut Frame, app: &App) {

@@ -32,6 +32,11 @@ impl PromptStyle {
             PromptStyle::Completion
         }
     }
+
+    /// [`for_model_name`](Self::for_model_name) of a model file or directory's own name.
+    pub fn for_model_path(path: &std::path::Path) -> Self {
+        Self::for_model_name(&path.file_name().unwrap_or_default().to_string_lossy())
+    }
 }
 
 /// Dictated headings found in `transcript` that name a template section: (heading, section key).
