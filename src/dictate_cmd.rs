@@ -116,6 +116,7 @@ impl LetterWriter for ModelWriter {
         Ok(FinishedLetter {
             markdown: render(&letter, Format::Markdown),
             json: render(&letter, Format::Json),
+            fhir: render(&letter, Format::Fhir),
             warnings: letter.warnings.clone(),
         })
     }

@@ -156,6 +156,12 @@ fn dictate_edit_write_and_save_a_letter_in_tmux() {
     )
     .unwrap();
     assert_eq!(json["template"], "referral");
+    let fhir: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(session.join("letters/referral.fhir.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(fhir["resourceType"], "Bundle");
+    assert_eq!(fhir["type"], "document");
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(session.join("session.json")).unwrap())
             .unwrap();

@@ -48,6 +48,8 @@ pub struct FinishedLetter {
     pub markdown: String,
     /// The structured letter (JSON), saved beside the Markdown.
     pub json: String,
+    /// The letter as a FHIR R4 document Bundle (JSON), for the hospital's record system.
+    pub fhir: String,
     /// Things the user must know (identifiers removed, letter cut short).
     pub warnings: Vec<String>,
 }

@@ -269,8 +269,10 @@ fn save_letter(
         markdown = dir.join(format!("{name}-{n}.md"));
     }
     let json = markdown.with_extension("json");
+    let fhir = markdown.with_extension("fhir.json");
     let result = write_private_atomically(&markdown, letter.markdown.as_bytes())
-        .and_then(|()| write_private_atomically(&json, letter.json.as_bytes()));
+        .and_then(|()| write_private_atomically(&json, letter.json.as_bytes()))
+        .and_then(|()| write_private_atomically(&fhir, letter.fhir.as_bytes()));
     match result {
         Ok(()) => {
             app.message = Some(format!("saved {}", markdown.display()));

@@ -21,7 +21,7 @@ const KEYS: &[(&str, &str)] = &[
     ("t", "choose the letter template"),
     ("g", "write the letter from the transcript"),
     ("Esc", "stop writing the letter / close a window"),
-    ("s", "save the letter into the session"),
+    ("s", "save the letter (Markdown, JSON, FHIR)"),
     ("?", "this help"),
     ("q", "quit (asks first if a letter is unsaved)"),
 ];

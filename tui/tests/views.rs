@@ -124,6 +124,7 @@ fn finished_letter() -> FinishedLetter {
     FinishedLetter {
         markdown: "# Referral letter\n\n## Reason for referral\n\nExertional chest pain for three weeks.\n\n## Plan\n\nPlease assess for stable angina.\n".into(),
         json: "{}".into(),
+        fhir: "{}".into(),
         warnings: vec![],
     }
 }
