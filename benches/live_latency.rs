@@ -4,8 +4,8 @@
 //! several utterances, and it is played three times. For every utterance:
 //! - first text: end of speech -> the first partial whose audio reaches the end of speech (made
 //!   as soon as the VAD hears a pause; its last word may still change);
-//! - final text shown: end of speech -> the first event carrying the final text (the partial on
-//!   exactly the final audio, or the final itself);
+//! - final text shown: end of speech -> the first event whose text is the final text (a partial
+//!   made after the speech ended, or the final itself);
 //! - settled: end of speech -> the final event (an utterance ends after 1.5 s of silence);
 //! - after close: the final event's delay after the segmenter could close the utterance.
 //!
@@ -155,8 +155,9 @@ fn main() {
             earliest(&|end_s, _| end_s >= speech_end - 0.05),
             speech_end,
         ));
+        // The words on screen are final from the first partial with the final's text.
         text.push(since(
-            earliest(&|end_s, text| (end_s - line.end_s).abs() < 1e-6 && text == line.text),
+            earliest(&|end_s, text| end_s >= speech_end - 0.05 && text == line.text),
             speech_end,
         ));
         settled.push(since(at, speech_end));
