@@ -430,7 +430,7 @@ impl Gemma3Text {
     /// Builds the model from an already parsed GGUF header and its open file.
     pub(crate) fn from_gguf(
         content: &gguf_file::Content,
-        file: std::fs::File,
+        reader: std::io::BufReader<std::fs::File>,
         path: &Path,
         device: &Device,
         weights: GgufWeights,
@@ -442,7 +442,7 @@ impl Gemma3Text {
         let config = gguf_config(content).map_err(bad)?;
         let mut g = GgufReader {
             content,
-            reader: std::io::BufReader::new(file),
+            reader,
             path,
             device,
             weights,
@@ -930,12 +930,17 @@ fn gguf_config(content: &gguf_file::Content) -> std::result::Result<Gemma3TextCo
 }
 
 /// Opens a GGUF file and parses its header (metadata and tensor table).
-pub(crate) fn read_gguf(path: &Path) -> Result<(gguf_file::Content, std::fs::File)> {
+pub(crate) fn read_gguf(
+    path: &Path,
+) -> Result<(gguf_file::Content, std::io::BufReader<std::fs::File>)> {
     let bad = |reason: String| LlmError::BadFile {
         path: path.to_path_buf(),
         reason,
     };
-    let mut file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+    let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+    // The header holds the whole vocabulary as ~800,000 small fields: unbuffered, each would be
+    // a system call (most of the load time).
+    let mut file = std::io::BufReader::with_capacity(1 << 20, file);
     let content = gguf_file::Content::read(&mut file)
         .map_err(|e| bad(format!("not a readable GGUF file: {e}")))?;
     Ok((content, file))
