@@ -1,11 +1,12 @@
 //! `medscribe dictate`: the terminal UI over a live session, with the letter model wired in.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use medscribe_llm::letter::constrain::TokenTable;
 use medscribe_llm::letter::prompt::PromptStyle;
 use medscribe_llm::letter::render::{render, Format};
@@ -136,6 +137,9 @@ fn share_cores_with_transcription() {
 
 /// `medscribe dictate`.
 pub fn dictate(args: DictateArgs, ort_lib: Option<&Path>) -> Result<ExitCode> {
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        bail!("medscribe dictate needs a terminal; `medscribe record` transcribes without one");
+    }
     share_cores_with_transcription();
     let data = DataDir::from_env();
     let templates = all_templates(Some(&templates_dir()))?;

@@ -189,6 +189,17 @@ fn a_capture_that_cannot_start_is_one_line_and_leaves_no_session() {
 }
 
 #[test]
+fn dictate_without_a_terminal_says_so_in_one_line() {
+    let home = data_home_with_models();
+    let out = medscribe(home.path())
+        .args(["dictate", "--synthetic", "1"])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "dictate", "needs a terminal");
+    assert!(!home.path().join("sessions").exists());
+}
+
+#[test]
 fn kill_9_loses_at_most_a_second_and_recover_finishes_the_session() {
     let home = data_home_with_models();
     let mut child = medscribe(home.path())

@@ -767,14 +767,17 @@ fn asr_stage(
                 || Ok(segment.samples),
             ),
             AsrJob::Spilled { start, end, file } => {
-                transcribe_final(&mut *recognizer, &mut last_partial, start, end, || {
-                    let bytes = std::fs::read(&file).map_err(|e| e.to_string())?;
-                    let _ = std::fs::remove_file(&file);
-                    Ok(bytes
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect())
-                })
+                let recognized =
+                    transcribe_final(&mut *recognizer, &mut last_partial, start, end, || {
+                        let bytes = std::fs::read(&file).map_err(|e| e.to_string())?;
+                        Ok(bytes
+                            .chunks_exact(4)
+                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                            .collect())
+                    });
+                // Taken back whether it was read or its text was already known.
+                let _ = std::fs::remove_file(&file);
+                recognized
             }
         };
         if out.send(result).is_err() {
@@ -1049,6 +1052,46 @@ pub(crate) mod tests {
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0].text, "corrected by the doctor");
         assert!(lines[1].text.starts_with("utterance of"));
+    }
+
+    #[test]
+    fn a_spilled_utterance_is_taken_back_even_when_its_text_is_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("000-100.f32");
+        std::fs::write(&file, [0u8; 400]).unwrap();
+        let (jobs, jobs_rx) = bounded(4);
+        let (out_tx, out) = bounded(4);
+        let stage = std::thread::spawn(move || {
+            asr_stage(
+                Box::new(Counter {
+                    delay: Duration::ZERO,
+                }),
+                jobs_rx,
+                out_tx,
+            )
+        });
+        jobs.send(AsrJob::Partial {
+            start: 0,
+            samples: vec![0.0; 100],
+        })
+        .unwrap();
+        assert!(matches!(
+            out.recv().unwrap(),
+            Recognized::Partial { end: 100, .. }
+        ));
+        jobs.send(AsrJob::Spilled {
+            start: 0,
+            end: 100,
+            file: file.clone(),
+        })
+        .unwrap();
+        let Recognized::Final { raw, .. } = out.recv().unwrap() else {
+            panic!("a final");
+        };
+        assert_eq!(raw, "utterance  of 100 samples");
+        drop(jobs);
+        stage.join().unwrap();
+        assert!(!file.exists());
     }
 
     #[test]

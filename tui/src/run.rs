@@ -79,7 +79,14 @@ pub fn run(dictation: Dictation) -> Result<Outcome, TuiError> {
             None
         }
     };
-    let mut terminal = ratatui::try_init()?;
+    let mut terminal = match ratatui::try_init() {
+        Ok(terminal) => terminal,
+        Err(error) => {
+            live.stop();
+            live.join();
+            return Err(error.into());
+        }
+    };
     let mut letters = Vec::new();
     let mut task: Option<LetterTask> = None;
     let mut quit_requested = false;
