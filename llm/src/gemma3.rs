@@ -9,7 +9,10 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::{gguf_file, QMatMul};
+use candle_core::quantized::ggml_file::qtensor_from_ggml;
+use candle_core::quantized::{gguf_file, GgmlDType, QMatMul};
+
+use crate::requant::q5_0_to_q8_0;
 use candle_core::{DType, Device, Module, Tensor, D};
 
 use crate::config::{Gemma3TextConfig, LayerKind, RopeSettings};
@@ -817,6 +820,16 @@ impl GgufReader<'_> {
             )));
         }
         Ok(match self.weights {
+            GgufWeights::Quantized if q.dtype() == GgmlDType::Q5_0 => {
+                let q8_0 = q5_0_to_q8_0(&q.data()?)
+                    .ok_or_else(|| self.weights_error(format!("tensor {name}: torn Q5_0 data")))?;
+                Matrix::Quantized(QMatMul::from_qtensor(qtensor_from_ggml(
+                    GgmlDType::Q8_0,
+                    &q8_0,
+                    shape.to_vec(),
+                    self.device,
+                )?)?)
+            }
             GgufWeights::Quantized => Matrix::Quantized(QMatMul::from_qtensor(q)?),
             GgufWeights::Dequantized => Matrix::Float(q.dequantize(self.device)?),
         })
