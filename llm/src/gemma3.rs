@@ -743,21 +743,18 @@ impl Layer {
         }
         let mask = Tensor::from_vec(mask, (len, total), device)?;
 
+        // HF repeat_kv: query head h uses key/value head h / repeat. Rather than copying each
+        // key/value head `repeat` times, the query heads that share one are stacked as rows of a
+        // single product (a free reshape: q is contiguous, heads of a group adjacent).
         let repeat = nh / nkv;
-        let expand = |t: &Tensor| -> Result<Tensor> {
-            if repeat == 1 {
-                return Ok(t.clone());
-            }
-            // HF repeat_kv: query head h uses key/value head h / repeat.
-            let (b, n, t_len, d) = t.dims4()?;
-            Ok(t.unsqueeze(2)?
-                .broadcast_as((b, n, repeat, t_len, d))?
-                .reshape((b, n * repeat, t_len, d))?)
-        };
         let scale = config.query_pre_attn_scalar.powf(-0.5);
-        let scores = (q.matmul(&expand(&keys)?.t()?.contiguous()?)? * scale)?;
+        let grouped_q = q.reshape((1, nkv, repeat * len, hd))?;
+        let scores = (grouped_q.matmul(&keys.t()?)? * scale)?.reshape((1, nh, len, total))?;
         let probabilities = softmax_last(&scores.broadcast_add(&mask)?)?;
-        let out = probabilities.matmul(&expand(&values)?.contiguous()?)?;
+        let out = probabilities
+            .reshape((1, nkv, repeat * len, total))?
+            .matmul(&values)?
+            .reshape((1, nh, len, hd))?;
         let out = out.transpose(1, 2)?.reshape((1, len, nh * hd))?;
 
         // Sliding layers keep only what a later query can see: the last window - 1 keys.
