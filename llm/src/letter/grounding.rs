@@ -105,14 +105,166 @@ fn date_key(date: &str) -> Vec<u32> {
     key
 }
 
+const UNITS: [&str; 20] = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+];
+const TENS: [&str; 8] = [
+    "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+];
+const ORDINALS: [&str; 20] = [
+    "",
+    "first",
+    "second",
+    "third",
+    "fourth",
+    "fifth",
+    "sixth",
+    "seventh",
+    "eighth",
+    "ninth",
+    "tenth",
+    "eleventh",
+    "twelfth",
+    "thirteenth",
+    "fourteenth",
+    "fifteenth",
+    "sixteenth",
+    "seventeenth",
+    "eighteenth",
+    "nineteenth",
+];
+
+fn unit(word: &str) -> Option<u32> {
+    UNITS.iter().position(|u| *u == word).map(|n| n as u32)
+}
+
+fn tens(word: &str) -> Option<u32> {
+    TENS.iter()
+        .position(|t| *t == word)
+        .map(|n| n as u32 * 10 + 20)
+}
+
+/// A number 0..99 spelled from `words[at..]` ("sixty one", "oh five", "twelve"): value and words.
+fn two_digits(words: &[&str], at: usize) -> Option<(u32, usize)> {
+    let word = *words.get(at)?;
+    let next = words.get(at + 1).copied();
+    if word == "oh" {
+        return next.and_then(unit).filter(|&n| n < 10).map(|n| (n, 2));
+    }
+    if let Some(t) = tens(word) {
+        return Some(
+            match next.and_then(unit).filter(|&n| (1..10).contains(&n)) {
+                Some(n) => (t + n, 2),
+                None => (t, 1),
+            },
+        );
+    }
+    unit(word).map(|n| (n, 1))
+}
+
+/// A day of the month spoken as an ordinal ("third", "twenty first", "thirtieth").
+fn spoken_day(words: &[&str], at: usize) -> Option<(u32, usize)> {
+    let word = *words.get(at)?;
+    if let Some(n) = ORDINALS.iter().position(|o| !o.is_empty() && *o == word) {
+        return Some((n as u32, 1));
+    }
+    match word {
+        "twentieth" => return Some((20, 1)),
+        "thirtieth" => return Some((30, 1)),
+        _ => {}
+    }
+    let t = tens(word).filter(|&t| t <= 30)?;
+    let n = ORDINALS
+        .iter()
+        .position(|o| !o.is_empty() && Some(*o) == words.get(at + 1).copied())
+        .filter(|&n| n < 10)?;
+    Some((t + n as u32, 2)).filter(|(day, _)| *day <= 31)
+}
+
+/// A year spoken the usual ways: "nineteen sixty one", "twenty twenty four", "nineteen oh five",
+/// "two thousand and five", "two thousand".
+fn spoken_year(words: &[&str], at: usize) -> Option<(u32, usize)> {
+    let word = *words.get(at)?;
+    if word == "two" && words.get(at + 1) == Some(&"thousand") {
+        let rest = at + 2 + usize::from(words.get(at + 2) == Some(&"and"));
+        return Some(match two_digits(words, rest).filter(|(n, _)| *n > 0) {
+            Some((n, used)) => (2000 + n, rest - at + used),
+            None => (2000, 2),
+        });
+    }
+    let century = match word {
+        "eighteen" => 18,
+        "nineteen" => 19,
+        "twenty" => 20,
+        _ => return None,
+    };
+    if words.get(at + 1) == Some(&"hundred") {
+        return Some((century * 100, 2));
+    }
+    let (n, used) = two_digits(words, at + 1).filter(|(n, _)| *n >= 10 || words[at + 1] == "oh")?;
+    Some((century * 100 + n, used + 1))
+}
+
+/// `text` with spoken dates' numbers written as digits ("the third of March nineteen sixty
+/// one" -> "3 of march 1961"), so they compare with dates written in a letter. MedASR and
+/// dictation in general spell numbers out.
+fn digits_for_spoken_numbers(text: &str) -> String {
+    let normalised = normalise(text);
+    let words: Vec<&str> = normalised.split(' ').collect();
+    let mut out: Vec<String> = Vec::with_capacity(words.len());
+    let mut at = 0;
+    while at < words.len() {
+        if words[at] == "the" && spoken_day(&words, at + 1).is_some() {
+            at += 1;
+            continue;
+        }
+        if let Some((year, used)) = spoken_year(&words, at) {
+            out.push(year.to_string());
+            at += used;
+        } else if let Some((day, used)) = spoken_day(&words, at) {
+            out.push(day.to_string());
+            at += used;
+        } else {
+            out.push(words[at].to_string());
+            at += 1;
+        }
+    }
+    out.join(" ")
+}
+
 /// Removes identifiers of `section` not present in `transcript`; returns the cleaned text and
 /// what was removed.
 pub fn ground(section: &str, transcript: &str) -> (String, Vec<Removed>) {
     let source = format!(" {} ", normalise(transcript));
+    let with_digits = digits_for_spoken_numbers(transcript);
     let spoken_dates: Vec<Vec<u32>> = patterns()
         .iter()
         .filter(|(kind, _)| *kind == IdentifierKind::Date)
-        .flat_map(|(_, regex)| regex.find_iter(transcript).map(|m| date_key(m.as_str())))
+        .flat_map(|(_, regex)| {
+            regex
+                .find_iter(transcript)
+                .chain(regex.find_iter(&with_digits))
+                .map(|m| date_key(m.as_str()))
+        })
         .collect();
     let mut spans: Vec<(usize, usize, IdentifierKind)> = Vec::new();
     for (kind, regex) in patterns() {
@@ -226,6 +378,36 @@ mod tests {
         assert!(
             text.contains("December 14th") && text.contains("14 Dec"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn spoken_dates_match_dates_in_digits() {
+        let transcript = "Mrs Patel, born on the third of March nineteen sixty-one, seen on \
+                          the twenty first of June two thousand and five and March the second \
+                          twenty twenty four";
+        for kept in [
+            "Born 3 March 1961.",
+            "Born 03/03/1961.",
+            "Seen 21/06/2005.",
+            "Seen on 21st June 2005.",
+            "Review on 2 March 2024.",
+        ] {
+            let (text, removed) = ground(kept, transcript);
+            assert!(removed.is_empty(), "{kept}: {removed:?}");
+            assert_eq!(text, kept);
+        }
+        for invented in [
+            "Born 4 March 1961.",
+            "Seen 21/06/2006.",
+            "Review 2 May 2024.",
+        ] {
+            let (_, removed) = ground(invented, transcript);
+            assert_eq!(removed.len(), 1, "{invented}");
+        }
+        assert_eq!(
+            digits_for_spoken_numbers("the thirtieth of april eighteen hundred, two thousand"),
+            "30 of april 1800 2000"
         );
     }
 
