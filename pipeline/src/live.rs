@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
-use medscribe_asr::{ModelFamily, SpeechRecognizer};
+use medscribe_asr::SpeechRecognizer;
 
 use crate::error::{PipelineError, Result};
 use crate::recorder::WavRecorder;
@@ -134,16 +134,19 @@ enum AsrJob {
     },
 }
 
+/// What the speech model made of a job: its text as the model wrote it and as shown (the
+/// model's own formatting).
 enum Recognized {
     Partial {
         start: usize,
         end: usize,
-        raw: String,
+        text: String,
     },
     Final {
         start: usize,
         end: usize,
         raw: String,
+        text: String,
     },
     Failed(String),
 }
@@ -186,14 +189,6 @@ fn spawn<F: FnOnce() + Send + 'static>(name: &str, body: F) -> Result<JoinHandle
         .name(format!("medscribe-{name}"))
         .spawn(body)
         .map_err(|e| PipelineError::Source(format!("cannot start the {name} thread: {e}")))
-}
-
-/// Formats model text for display, by model family.
-fn formatter_for(family: ModelFamily) -> fn(&str) -> String {
-    match family {
-        ModelFamily::MedAsr => medscribe_asr::formatter::format_dictation,
-        ModelFamily::Moonshine => |raw| raw.split_whitespace().collect::<Vec<_>>().join(" "),
-    }
 }
 
 impl LiveSession {
@@ -271,7 +266,6 @@ impl LiveSession {
         let segmenter_config = config
             .segmenter
             .unwrap_or_else(|| SegmenterConfig::for_max_segment(recognizer.max_segment_samples()));
-        let formatter = formatter_for(recognizer.family());
         let mut threads = vec![capture];
         {
             let events_tx = events_tx.clone();
@@ -315,13 +309,7 @@ impl LiveSession {
         {
             let session = session.clone();
             threads.push(spawn("formatter", move || {
-                formatter_stage(
-                    formatter,
-                    (format_rx, edits_rx),
-                    (&events_tx, &fatal),
-                    &session,
-                    meta,
-                );
+                formatter_stage((format_rx, edits_rx), (&events_tx, &fatal), &session, meta);
             })?);
         }
         Ok(Self {
@@ -753,31 +741,31 @@ fn asr_stage(
                 let end = start + samples.len();
                 match recognizer.transcribe_segment(&samples) {
                     Ok(raw) => {
-                        last_partial = Some((start, end, raw.clone()));
-                        Recognized::Partial { start, end, raw }
+                        let text = recognizer.format_text(&raw);
+                        last_partial = Some((start, end, raw));
+                        Recognized::Partial { start, end, text }
                     }
                     Err(_) => continue,
                 }
             }
-            AsrJob::Final(segment) => transcribe_final(
-                &mut *recognizer,
-                &mut last_partial,
-                segment.start,
-                segment.end,
-                || Ok(segment.samples),
-            ),
+            AsrJob::Final(segment) => {
+                let (start, end) = (segment.start, segment.end);
+                let raw = transcribe_final(&mut *recognizer, &mut last_partial, start, end, || {
+                    Ok(segment.samples)
+                });
+                final_text(&*recognizer, start, end, raw)
+            }
             AsrJob::Spilled { start, end, file } => {
-                let recognized =
-                    transcribe_final(&mut *recognizer, &mut last_partial, start, end, || {
-                        let bytes = std::fs::read(&file).map_err(|e| e.to_string())?;
-                        Ok(bytes
-                            .chunks_exact(4)
-                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                            .collect())
-                    });
+                let raw = transcribe_final(&mut *recognizer, &mut last_partial, start, end, || {
+                    let bytes = std::fs::read(&file).map_err(|e| e.to_string())?;
+                    Ok(bytes
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect())
+                });
                 // Taken back whether it was read or its text was already known.
                 let _ = std::fs::remove_file(&file);
-                recognized
+                final_text(&*recognizer, start, end, raw)
             }
         };
         if out.send(result).is_err() {
@@ -786,26 +774,41 @@ fn asr_stage(
     }
 }
 
+/// The model's text of a finished utterance: the settled partial's when it covered exactly
+/// this audio, else a fresh transcription.
 fn transcribe_final(
     recognizer: &mut dyn SpeechRecognizer,
     last_partial: &mut Option<(usize, usize, String)>,
     start: usize,
     end: usize,
     samples: impl FnOnce() -> std::result::Result<Vec<f32>, String>,
-) -> Recognized {
+) -> std::result::Result<String, String> {
     if let Some((_, _, raw)) = last_partial
         .take()
         .filter(|(s, e, _)| (*s, *e) == (start, end))
     {
-        return Recognized::Final { start, end, raw };
+        return Ok(raw);
     }
-    let transcribed = samples().and_then(|samples| {
+    samples().and_then(|samples| {
         recognizer
             .transcribe_segment(&samples)
             .map_err(|e| e.to_string())
-    });
-    match transcribed {
-        Ok(raw) => Recognized::Final { start, end, raw },
+    })
+}
+
+fn final_text(
+    recognizer: &dyn SpeechRecognizer,
+    start: usize,
+    end: usize,
+    raw: std::result::Result<String, String>,
+) -> Recognized {
+    match raw {
+        Ok(raw) => Recognized::Final {
+            start,
+            end,
+            text: recognizer.format_text(&raw),
+            raw,
+        },
         Err(error) => Recognized::Failed(format!(
             "the speech model failed on {:.1}-{:.1} s: {error}",
             seconds(start),
@@ -815,7 +818,6 @@ fn transcribe_final(
 }
 
 fn formatter_stage(
-    format_text: fn(&str) -> String,
     (input, edits): (Receiver<Recognized>, Receiver<TranscriptLine>),
     (events, fatal): (&Sender<LiveEvent>, &Fatal),
     session: &Session,
@@ -842,18 +844,23 @@ fn formatter_stage(
             }
         };
         match recognized {
-            Recognized::Partial { start, end, raw } => {
+            Recognized::Partial { start, end, text } => {
                 let _ = events.try_send(LiveEvent::Partial {
                     start_s: seconds(start),
                     end_s: seconds(end),
-                    text: format_text(&raw),
+                    text,
                 });
             }
-            Recognized::Final { start, end, raw } => {
+            Recognized::Final {
+                start,
+                end,
+                raw,
+                text,
+            } => {
                 let line = TranscriptLine {
                     start_s: seconds(start),
                     end_s: seconds(end),
-                    text: format_text(&raw),
+                    text,
                     raw_text: raw,
                 };
                 if !line.text.is_empty() {
@@ -894,6 +901,7 @@ pub(crate) mod tests {
     use crate::datadir::DataDir;
     use crate::recover::recover_session;
     use crate::session::SessionState;
+    use medscribe_asr::ModelFamily;
 
     /// A VAD that hears speech wherever the chunk is loud.
     pub(crate) struct Loudness;
@@ -926,7 +934,8 @@ pub(crate) mod tests {
             Ok(format!("utterance  of {} samples", samples.len()))
         }
         fn format_text(&self, raw: &str) -> String {
-            raw.to_owned()
+            // As Moonshine does: whitespace tidied.
+            raw.split_whitespace().collect::<Vec<_>>().join(" ")
         }
     }
 
