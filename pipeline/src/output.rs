@@ -6,6 +6,18 @@ use std::path::Path;
 
 use crate::error::{PipelineError, Result};
 
+/// Options for opening a file that is created readable by the user only (mode 0600 on Unix);
+/// the caller adds how it is opened.
+pub(crate) fn private_file_options() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
 /// Writes `contents` to `path` atomically with mode 0600: a crash leaves either the old file or
 /// the new one, never half of it.
 pub fn write_private_atomically(path: &Path, contents: &[u8]) -> Result<()> {
@@ -23,14 +35,11 @@ pub fn write_private_atomically(path: &Path, contents: &[u8]) -> Result<()> {
         .unwrap_or_default();
     let temp = dir.join(format!(".{name}.{}.partial", std::process::id()));
     let result = (|| -> std::io::Result<()> {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&temp)?;
+        let mut file = private_file_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)?;
         file.write_all(contents)?;
         file.sync_all()?;
         std::fs::rename(&temp, path)

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{PipelineError, Result};
+use crate::output::private_file_options;
 use crate::source::AudioFormat;
 
 /// Size of the canonical header this module writes.
@@ -72,18 +73,6 @@ fn write_at(mut file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Creates `path` for writing, readable by the user only; an existing file is an error.
-pub(crate) fn create_private(path: &Path) -> std::io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)
-}
-
 impl WavRecorder {
     /// Starts a new recording at `path` (which must not exist), user-only permissions.
     pub fn create(path: &Path, format: AudioFormat) -> Result<Self> {
@@ -93,7 +82,12 @@ impl WavRecorder {
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty audio format"),
             ));
         }
-        let mut file = create_private(path).map_err(|e| write_error(path, e))?;
+        // create_new: a recording never overwrites anything.
+        let mut file = private_file_options()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| write_error(path, e))?;
         file.write_all(&header(format, 0))
             .and_then(|()| file.sync_all())
             .map_err(|e| write_error(path, e))?;

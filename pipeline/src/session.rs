@@ -3,7 +3,6 @@
 //! it is written), `transcript.jsonl` (one line per final segment, appended as it is made),
 //! `session.json` (what produced it and whether it finished), `attachments/` and `letters/`.
 
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -11,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::datadir::DataDir;
 use crate::error::{PipelineError, Result};
-use crate::output::write_private_atomically;
+use crate::output::{private_file_options, write_private_atomically};
 
 /// The audio file of a session.
 pub const AUDIO_FILE: &str = "audio.wav";
@@ -236,14 +235,9 @@ impl Session {
         let mut text =
             serde_json::to_string(line).map_err(|e| session_error(&path, e.to_string()))?;
         text.push('\n');
-        let mut options = OpenOptions::new();
-        options.append(true).create(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        options
+        private_file_options()
+            .append(true)
+            .create(true)
             .open(&path)
             .and_then(|mut file| {
                 file.write_all(text.as_bytes())?;
@@ -353,6 +347,7 @@ pub fn find_session(data: &DataDir, wanted: &str) -> Result<Session> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
 
     fn line(start_s: f64, text: &str) -> TranscriptLine {
         TranscriptLine {
