@@ -105,10 +105,12 @@ fn quantized_kernels_stay_close_to_float_arithmetic() {
 }
 
 #[test]
-fn long_prompts_take_the_float_gemm_and_match_float_arithmetic() {
-    // From 64 prompt tokens the quantized model unpacks each layer's weights for the float GEMM:
-    // the prompt is then float arithmetic, and only the quantized output head differs from the
-    // fully dequantised model.
+fn long_prompts_on_the_quantized_kernels() {
+    // A long prompt runs every matrix on the tiled quantized kernels (several prompt positions per
+    // pass over the weights); one token at a time runs the single-row kernels. Both must stay
+    // within the quantization noise of float arithmetic, as short prompts do above. (They do not
+    // equal each other to f32 rounding: the float model's two orders differ by about 2e-5, and
+    // that moves some activations across an 8-bit rounding step, which shows up as about 1.0.)
     let path = models::default_llm_model(&DataDir::from_env());
     let tokenizer = GemmaTokenizer::load(&path.with_file_name("tokenizer.json")).unwrap();
     let text = format!(
@@ -120,12 +122,37 @@ fn long_prompts_take_the_float_gemm_and_match_float_arithmetic() {
     let mut quantized = Gemma3Text::load_gguf(&path, &Device::Cpu).unwrap();
     let mut float =
         Gemma3Text::load_gguf_with(&path, &Device::Cpu, GgufWeights::Dequantized).unwrap();
-    let max_diff = last_logits_diff(&mut quantized, &mut float, &prompt);
+    let at_once = last_logits_diff(&mut quantized, &mut float, &prompt);
+
+    float.reset();
+    let reference: Vec<f32> = float
+        .forward(&prompt, false)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    quantized.reset();
+    let mut last = None;
+    for &id in &prompt {
+        last = Some(quantized.forward(&[id], false).unwrap());
+    }
+    let one_by_one: Vec<f32> = last.unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let token_by_token = one_by_one
+        .iter()
+        .zip(&reference)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0f32, f32::max);
     eprintln!(
-        "long prompt ({} tokens): max logit diff {max_diff:.4}",
+        "long prompt ({} tokens): max logit diff from float {at_once:.4} at once, {token_by_token:.4} one token at a time",
         prompt.len()
     );
-    // Short prompts differ by up to 1.3 (8-bit activations in every layer); here only the head
-    // rounds its input.
-    assert!(max_diff < 0.5, "max logit diff {max_diff}");
+    assert!(
+        at_once <= 2.0,
+        "at once: max logit diff {at_once} from float"
+    );
+    assert!(
+        token_by_token <= 2.0,
+        "one token at a time: max logit diff {token_by_token} from float"
+    );
 }

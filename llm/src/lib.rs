@@ -16,6 +16,7 @@ pub mod generate;
 pub mod image;
 pub mod letter;
 pub mod loader;
+mod packed;
 mod requant;
 pub mod vision;
 
