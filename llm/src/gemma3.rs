@@ -29,18 +29,18 @@ const PREFIXES: [&str; 5] = [
 ];
 
 /// `x * rsqrt(mean(x^2) + eps) * gain` over the last dimension, where `gain` is `1 + w`.
+/// candle-nn's fused kernel: the same f32 arithmetic in one pass instead of six tensor ops.
 fn rms_norm(x: &Tensor, gain: &Tensor, eps: f64) -> Result<Tensor> {
-    let variance = x.sqr()?.mean_keepdim(D::Minus1)?;
-    let normed = x.broadcast_div(&(variance + eps)?.sqrt()?)?;
-    Ok(normed.broadcast_mul(gain)?)
+    Ok(candle_nn::ops::rms_norm(
+        &x.contiguous()?,
+        gain,
+        eps as f32,
+    )?)
 }
 
-/// Softmax over the last dimension.
+/// Softmax over the last dimension: exp(x - max) / sum, fused.
 fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?;
-    let exp = x.broadcast_sub(&max)?.exp()?;
-    let sum = exp.sum_keepdim(D::Minus1)?;
-    Ok(exp.broadcast_div(&sum)?)
+    Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?)
 }
 
 /// A weight matrix `[out, in]`: float (from safetensors) or quantized (from GGUF, multiplied
@@ -152,8 +152,9 @@ impl Projections {
     }
 }
 
-/// Rotary tables for positions `start..start + len`: (cos, sin), each `[len, head_dim]`,
-/// computed in f32 as HF does (inverse frequencies divided by the linear factor).
+/// Rotary tables for positions `start..start + len`: (cos, sin), each `[len, head_dim / 2]` (HF
+/// repeats the same half twice), computed in f32 as HF does (inverse frequencies divided by the
+/// linear factor).
 fn rope_tables(
     settings: RopeSettings,
     head_dim: usize,
@@ -168,31 +169,26 @@ fn rope_tables(
             1.0f32 / base.powf((2 * i) as f32 / head_dim as f32) / settings.linear_factor as f32
         })
         .collect();
-    let mut cos = Vec::with_capacity(len * head_dim);
-    let mut sin = Vec::with_capacity(len * head_dim);
+    let mut cos = Vec::with_capacity(len * half);
+    let mut sin = Vec::with_capacity(len * half);
     for position in start..start + len {
         let p = position as f32;
-        for _ in 0..2 {
-            for &f in &inv_freq {
-                let angle = p * f;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
+        for &f in &inv_freq {
+            let angle = p * f;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
         }
     }
     Ok((
-        Tensor::from_vec(cos, (len, head_dim), device)?,
-        Tensor::from_vec(sin, (len, head_dim), device)?,
+        Tensor::from_vec(cos, (len, half), device)?,
+        Tensor::from_vec(sin, (len, half), device)?,
     ))
 }
 
-/// `x * cos + rotate_half(x) * sin` for `x` of shape `[1, heads, len, head_dim]`.
+/// `x * cos + rotate_half(x) * sin` for `x` of shape `[1, heads, len, head_dim]`, with candle-nn's
+/// fused kernel (the same products and sums, per element).
 fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let half = x.dim(D::Minus1)? / 2;
-    let x1 = x.narrow(D::Minus1, 0, half)?;
-    let x2 = x.narrow(D::Minus1, half, half)?;
-    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-    Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
+    Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)?)
 }
 
 /// Token embeddings: a float table, or GGUF Q8_0 blocks unpacked row by row when looked up (the
