@@ -840,7 +840,7 @@ impl Layer {
         let x = (residual + rms_norm(&h, &self.post_attention_norm, eps)?)?;
         let h = rms_norm(&x, &self.pre_feedforward_norm, eps)?;
         let [gate, up] = self.gate_up.forward::<2>(&h)?;
-        let h = linear(&(gate.gelu()? * up)?, &self.down_proj)?;
+        let h = linear(&crate::gelu::gelu_tanh_mul(&gate, &up)?, &self.down_proj)?;
         Ok((x + rms_norm(&h, &self.post_feedforward_norm, eps)?)?)
     }
 

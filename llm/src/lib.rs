@@ -11,6 +11,7 @@
 pub mod chat;
 pub mod config;
 pub mod error;
+mod gelu;
 pub mod gemma3;
 pub mod generate;
 pub mod image;
