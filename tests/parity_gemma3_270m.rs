@@ -156,3 +156,43 @@ fn long_prompts_on_the_quantized_kernels() {
         "one token at a time: max logit diff {token_by_token} from float"
     );
 }
+
+#[test]
+fn our_tokenizer_reader_builds_what_tokenizers_builds() {
+    // The letter model's tokenizer.json is read by our typed reader (llm/src/tokenizer_file.rs);
+    // it must give exactly the tokenizer that `tokenizers`' own reader gives.
+    let path = models::default_llm_model(&DataDir::from_env()).with_file_name("tokenizer.json");
+    let ours = GemmaTokenizer::load(&path).unwrap();
+    let ours = ours.as_tokenizers();
+    let theirs = tokenizers::Tokenizer::from_file(&path).unwrap();
+    assert_eq!(ours.get_vocab(true), theirs.get_vocab(true));
+    assert_eq!(
+        ours.get_added_tokens_decoder(),
+        theirs.get_added_tokens_decoder()
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut texts = vec![
+        std::fs::read_to_string(root.join("README.md")).unwrap(),
+        "<bos><start_of_turn>user\nBP 142/91  \t\tHbA1c 7.2%\n\n\n<end_of_turn>\n<start_of_turn>model\n"
+            .to_string(),
+        "Café, naïve, 胸痛, 🫀 ECG — «ST↑» <unused3> <image_soft_token>   trailing  ".to_string(),
+        String::new(),
+    ];
+    for entry in std::fs::read_dir(root.join("llm/templates")).unwrap() {
+        texts.push(std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
+    for text in &texts {
+        for special in [false, true] {
+            let (a, b) = (
+                ours.encode(text.as_str(), special).unwrap(),
+                theirs.encode(text.as_str(), special).unwrap(),
+            );
+            assert_eq!(a.get_ids(), b.get_ids(), "{special}: {text:.60}");
+            assert_eq!(a.get_offsets(), b.get_offsets());
+            assert_eq!(
+                ours.decode(a.get_ids(), true).unwrap(),
+                theirs.decode(b.get_ids(), true).unwrap()
+            );
+        }
+    }
+}

@@ -19,6 +19,7 @@ pub mod letter;
 pub mod loader;
 mod packed;
 mod requant;
+mod tokenizer_file;
 pub mod vision;
 
 pub use candle_core::Device;
