@@ -105,8 +105,14 @@ struct GenerateArgs {
     #[arg(long)]
     raw: bool,
 
+    /// The vision tower and projector of a .gguf model: a llama.cpp mmproj file (projector type
+    /// gemma3). Default: the only mmproj*.gguf file beside the model, if there is one.
+    #[arg(long, value_name = "FILE")]
+    mmproj: Option<PathBuf>,
+
     /// An image (PNG or JPEG) to show the model; repeat for several, in order. Needs a
-    /// multimodal model directory (MedGemma 4B). Templated prompts get one <start_of_image>
+    /// multimodal model: a MedGemma 4B directory, or a .gguf with its mmproj file. Templated
+    /// prompts get one <start_of_image>
     /// per image before the text; with --raw, each <start_of_image> in the prompt takes the next
     /// image.
     #[arg(long, value_name = "IMG")]
@@ -271,7 +277,7 @@ fn generate_text(args: GenerateArgs) -> Result<ExitCode> {
     }
     let started = Instant::now();
     let device = letter_device(&args.device)?;
-    let mut loaded = medscribe_llm::load(&path, &device)
+    let mut loaded = medscribe_llm::load_with_mmproj(&path, args.mmproj.as_deref(), &device)
         .with_context(|| format!("cannot load letter model {}", path.display()))?;
     let load_s = started.elapsed().as_secs_f64();
     let text = if args.raw {

@@ -197,6 +197,56 @@ fn image_errors_are_one_clear_line() {
 }
 
 #[test]
+fn a_gguf_model_takes_its_vision_from_the_mmproj_file_beside_it() {
+    // The default GGUF (width 640) beside the tiny model's mmproj (made for width 64): found
+    // without being named, read, and refused for the right reason, naming the file.
+    let gguf =
+        medscribe_pipeline::models::default_llm_model(&medscribe_pipeline::DataDir::from_env());
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.gguf");
+    std::os::unix::fs::symlink(&gguf, &model).unwrap();
+    std::os::unix::fs::symlink(
+        gguf.with_file_name("tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let mmproj = fixture("gemma3-mmproj/mmproj-gemma3-tiny-f16.gguf");
+    let png = fixture("gemma3-expected/scan.png");
+    let run = |extra: &[&std::path::Path]| {
+        let mut command = medscribe();
+        command
+            .args(["generate", "--prompt", "hi", "--image"])
+            .arg(&png)
+            .arg("--model")
+            .arg(&model);
+        if let Some(file) = extra.first() {
+            command.arg("--mmproj").arg(file);
+        }
+        command.output().unwrap()
+    };
+    // Named explicitly.
+    let out = run(&[&mmproj]);
+    assert_one_line_error(
+        &out,
+        "--mmproj",
+        "mm.input_projection.weight has shape [32, 64], expected [32, 640]",
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mmproj-gemma3-tiny-f16.gguf"));
+    // Found beside the model.
+    std::fs::copy(&mmproj, dir.path().join("mmproj-model-f16.gguf")).unwrap();
+    let out = run(&[]);
+    assert_one_line_error(&out, "beside", "expected [32, 640]");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mmproj-model-f16.gguf"));
+    // Not a projector.
+    let out = run(&[&gguf]);
+    assert_one_line_error(
+        &out,
+        "text model as --mmproj",
+        "not a Gemma 3 vision projector",
+    );
+}
+
+#[test]
 fn usage_and_model_errors_are_one_clear_line() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["generate", "--prompt", "   "], "empty prompt"),

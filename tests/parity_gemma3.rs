@@ -84,6 +84,48 @@ fn vision_tower_and_projector_match_hf_within_1e_3() {
 }
 
 #[test]
+fn vision_from_a_llama_cpp_mmproj_file_matches_hf() {
+    // models/scripts/make_gemma3_mmproj_fixture.py: llama.cpp's converter wrote the same tower
+    // and projector as a GGUF with f16 matrices (as public MedGemma mmproj files are). Rounding
+    // the weights to f16 moves the outputs by about 4e-4; the limit stays the f32 one, 1e-3.
+    let path = fixture("gemma3-mmproj/mmproj-gemma3-tiny-f16.gguf");
+    let vision = Gemma3Vision::load_mmproj(&path, 64, &Device::Cpu).unwrap();
+    assert_eq!(vision.tokens_per_image(), TOKENS_PER_IMAGE);
+    assert_eq!(vision.image_size(), 56);
+    let expected = gemma3_expected();
+    for image in expected["images"].as_object().unwrap().keys() {
+        let stem = image.replace('.', "_");
+        let pixels = reference_pixels(image).unsqueeze(0).unwrap();
+        let output = vision.vision_output(&pixels).unwrap();
+        let projected = vision.project(&output).unwrap();
+        for (ours, name) in [(output, "vision"), (projected, "projected")] {
+            let reference = read_f32(&fixture(&format!("gemma3-expected/{stem}.{name}.f32")));
+            let ours: Vec<f32> = ours.flatten_all().unwrap().to_vec1().unwrap();
+            let diff = max_abs_diff(&ours, &reference);
+            eprintln!("{image} {name} from mmproj: max diff {diff:.2e}");
+            assert!(diff <= 1e-3, "{image} {name}: {diff}");
+        }
+    }
+    // A projector for another language model width is refused with the reason.
+    let error = Gemma3Vision::load_mmproj(&path, 640, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("mm.input_projection.weight") && error.contains("[32, 640]"),
+        "{error}"
+    );
+    // A text model GGUF is not a projector.
+    let error = Gemma3Vision::load_mmproj(
+        &medscribe_pipeline::models::default_llm_model(&medscribe_pipeline::DataDir::from_env()),
+        64,
+        &Device::Cpu,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("not a Gemma 3 vision projector"), "{error}");
+}
+
+#[test]
 fn image_preprocessing_is_close_to_hfs_pil_processor() {
     // Our decoder + PIL-style bilinear resize against transformers' PIL image processor. The
     // PNG differs only by rounding; the JPEG also by the decoder's IDCT and chroma upsampling.

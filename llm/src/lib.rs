@@ -28,5 +28,5 @@ pub use config::Gemma3TextConfig;
 pub use error::{LlmError, Result};
 pub use gemma3::{Gemma3Text, GgufWeights};
 pub use generate::{generate, generate_with_images, PromptImages, Sampling, StopReason};
-pub use loader::{load, LoadedModel};
+pub use loader::{load, load_with_mmproj, LoadedModel};
 pub use vision::Gemma3Vision;

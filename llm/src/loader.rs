@@ -26,7 +26,8 @@ const SAMPLE_IDS: [usize; 12] = [
 pub struct LoadedModel {
     /// The language model.
     pub model: Gemma3Text,
-    /// The vision tower and projector, for multimodal checkpoints.
+    /// The vision tower and projector, for multimodal checkpoints (for a GGUF model, from its
+    /// `mmproj` file).
     pub vision: Option<Gemma3Vision>,
     /// Its tokenizer.
     pub tokenizer: GemmaTokenizer,
@@ -34,8 +35,27 @@ pub struct LoadedModel {
     pub source: PathBuf,
 }
 
-/// Loads a model directory or a `.gguf` file.
+/// Loads a model directory or a `.gguf` file; a `.gguf` model's vision part comes from the one
+/// `mmproj*.gguf` file beside it, if there is exactly one (as llama.cpp releases ship them).
 pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
+    load_with_mmproj(path, None, device)
+}
+
+/// Like [`load`], with the `mmproj` GGUF file holding a `.gguf` model's vision tower and
+/// projector named explicitly.
+pub fn load_with_mmproj(
+    path: &Path,
+    mmproj: Option<&Path>,
+    device: &Device,
+) -> Result<LoadedModel> {
+    if let (true, Some(mmproj)) = (path.is_dir(), mmproj) {
+        return Err(LlmError::BadFile {
+            path: mmproj.to_path_buf(),
+            reason:
+                "an mmproj file goes with a .gguf model; a model directory has its own vision tower"
+                    .into(),
+        });
+    }
     if path.is_dir() {
         let tokenizer_path = path.join("tokenizer.json");
         if !tokenizer_path.is_file() {
@@ -74,23 +94,41 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
             file: "tokenizer.json (the Gemma 3 tokenizer, installed by scripts/setup.sh)".into(),
         });
     }
-    // Parsing Gemma's 33 MB tokenizer.json needs about 370 MB of scratch memory, of which about
-    // 100 MB stay. Parsed first and handed back to the system before the weights are read, the
-    // scratch does not add to the weights' own peak (loading both at once peaked near 780 MB).
+    // Parsing Gemma's 33 MB tokenizer.json needs scratch memory (370 MB through `tokenizers`' own
+    // reader, less through ours). Parsed first and handed back to the system before the weights
+    // are read, the scratch does not add to the weights' own peak.
     let tokenizer = GemmaTokenizer::load(&tokenizer_path)?;
     release_free_memory();
     let (content, file) = read_gguf(path)?;
     let vocabulary = gguf_vocabulary(&content, path)?;
     let model = Gemma3Text::from_gguf(&content, file, path, device, GgufWeights::Quantized)?;
     check_vocabulary(&tokenizer, &vocabulary, &tokenizer_path)?;
+    // A GGUF file holds the language model only; llama.cpp keeps the vision tower and projector
+    // in a separate mmproj file.
+    let mmproj = match mmproj {
+        Some(explicit) => Some(explicit.to_path_buf()),
+        None => mmproj_beside(dir),
+    };
+    let vision = mmproj
+        .map(|file| Gemma3Vision::load_mmproj(&file, model.config().hidden_size, device))
+        .transpose()?;
     Ok(LoadedModel {
         model,
-        // A GGUF file holds the language model only (llama.cpp keeps the vision tower in a
-        // separate mmproj file, which medscribe does not read yet).
-        vision: None,
+        vision,
         tokenizer,
         source: path.to_path_buf(),
     })
+}
+
+/// The single `mmproj*.gguf` file in `dir`, if there is exactly one.
+fn mmproj_beside(dir: &Path) -> Option<PathBuf> {
+    let mut found = std::fs::read_dir(dir).ok()?.filter_map(|entry| {
+        let path = entry.ok()?.path();
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        (name.starts_with("mmproj") && name.ends_with(".gguf")).then_some(path)
+    });
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
 }
 
 impl LoadedModel {
@@ -101,7 +139,8 @@ impl LoadedModel {
         let vision = self.vision.as_ref().ok_or_else(|| LlmError::BadFile {
             path: self.source.clone(),
             reason: "this model has no vision tower, so it cannot look at images (use a \
-                     multimodal MedGemma model directory, e.g. medgemma-4b-it)"
+                     multimodal MedGemma model directory, e.g. medgemma-4b-it, or a .gguf model \
+                     with its mmproj file: --mmproj FILE, or the only mmproj*.gguf beside it)"
                 .into(),
         })?;
         let soft_token = self

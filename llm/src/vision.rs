@@ -22,6 +22,71 @@ const TOWER_PREFIXES: [&str; 4] = [
 /// Tensor-name prefixes of the projector.
 const PROJECTOR_PREFIXES: [&str; 2] = ["model.multi_modal_projector", "multi_modal_projector"];
 
+/// How the patch grid is pooled into soft tokens.
+struct Geometry {
+    patches_per_side: usize,
+    tokens_per_side: usize,
+    pool_kernel: usize,
+}
+
+impl Geometry {
+    fn new(
+        config: &siglip::VisionConfig,
+        tokens_per_side: usize,
+    ) -> std::result::Result<Self, String> {
+        if config.patch_size == 0 || !config.image_size.is_multiple_of(config.patch_size) {
+            return Err(format!(
+                "image size {} is not a multiple of the patch size {}",
+                config.image_size, config.patch_size
+            ));
+        }
+        let patches_per_side = config.image_size / config.patch_size;
+        if tokens_per_side == 0 || !patches_per_side.is_multiple_of(tokens_per_side) {
+            return Err(format!(
+                "{tokens_per_side}x{tokens_per_side} soft tokens do not tile a {patches_per_side}x{patches_per_side} patch grid"
+            ));
+        }
+        Ok(Self {
+            patches_per_side,
+            tokens_per_side,
+            pool_kernel: patches_per_side / tokens_per_side,
+        })
+    }
+}
+
+/// The Hugging Face SigLIP name of a llama.cpp `mmproj` vision-tower tensor (`v.`), relative to
+/// the tower; `None` for the projector's tensors (`mm.`) and anything unknown.
+fn hugging_face_name(gguf: &str) -> Option<String> {
+    let rest = gguf.strip_prefix("v.")?;
+    let fixed = [
+        ("patch_embd.", "embeddings.patch_embedding."),
+        ("position_embd.", "embeddings.position_embedding."),
+        ("post_ln.", "post_layernorm."),
+    ];
+    for (from, to) in fixed {
+        if let Some(tail) = rest.strip_prefix(from) {
+            return Some(format!("{to}{tail}"));
+        }
+    }
+    let rest = rest.strip_prefix("blk.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let parts = [
+        ("attn_q.", "self_attn.q_proj."),
+        ("attn_k.", "self_attn.k_proj."),
+        ("attn_v.", "self_attn.v_proj."),
+        ("attn_out.", "self_attn.out_proj."),
+        ("ln1.", "layer_norm1."),
+        ("ln2.", "layer_norm2."),
+        ("ffn_up.", "mlp.fc1."),
+        ("ffn_down.", "mlp.fc2."),
+    ];
+    parts.iter().find_map(|(from, to)| {
+        rest.strip_prefix(from)
+            .map(|tail| format!("encoder.layers.{layer}.{to}{tail}"))
+    })
+}
+
 /// The vision tower and projector of a Gemma3ForConditionalGeneration checkpoint.
 pub struct Gemma3Vision {
     tower: siglip::VisionModel,
@@ -69,23 +134,14 @@ impl Gemma3Vision {
             .get("mm_tokens_per_image")
             .and_then(Value::as_u64)
             .map_or(256, |n| n as usize);
-        if config.patch_size == 0 || !config.image_size.is_multiple_of(config.patch_size) {
-            return Err(bad_config(format!(
-                "vision_config: image_size {} is not a multiple of patch_size {}",
-                config.image_size, config.patch_size
-            )));
-        }
-        let patches_per_side = config.image_size / config.patch_size;
         // HF: tokens_per_side = int(mm_tokens_per_image ** 0.5), kernel = patches // tokens_per_side.
         let tokens_per_side = (tokens_per_image as f64).sqrt() as usize;
-        if tokens_per_side == 0
-            || tokens_per_side * tokens_per_side != tokens_per_image
-            || !patches_per_side.is_multiple_of(tokens_per_side)
-        {
+        if tokens_per_side * tokens_per_side != tokens_per_image {
             return Err(bad_config(format!(
-                "mm_tokens_per_image {tokens_per_image} does not tile a {patches_per_side}x{patches_per_side} patch grid"
+                "mm_tokens_per_image {tokens_per_image} is not a square"
             )));
         }
+        let geometry = Geometry::new(&config, tokens_per_side).map_err(bad_config)?;
         let weights_error = |reason: String| LlmError::Weights {
             path: files[0].clone(),
             reason,
@@ -135,16 +191,137 @@ impl Gemma3Vision {
             candle_nn::VarBuilder::from_backend(Box::new(tensors), DType::F32, device.clone());
         let tower = siglip::VisionModel::new(&config, false, builder.pp(tower_prefix))
             .map_err(|e| weights_error(format!("vision tower ({tower_prefix}): {e}")))?;
-        Ok(Some(Self {
+        Ok(Some(Self::assemble(
+            tower,
+            &config,
+            geometry,
+            soft_norm_gain,
+            projection,
+        )))
+    }
+
+    /// Loads the vision tower and projector from a llama.cpp `mmproj` GGUF file of projector type
+    /// `gemma3` (as llama.cpp's converter writes them: SigLIP tensors under `v.`, the projector
+    /// under `mm.`, the soft-embedding norm already holding 1 + w), for a language model of width
+    /// `text_hidden`. Weights are unpacked to f32.
+    pub fn load_mmproj(path: &Path, text_hidden: usize, device: &Device) -> Result<Self> {
+        let bad = |reason: String| LlmError::BadFile {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let (content, mut reader) = crate::gemma3::read_gguf(path)?;
+        let text = |key: &str| {
+            content
+                .metadata
+                .get(key)
+                .and_then(|v| v.to_string().ok())
+                .cloned()
+                .unwrap_or_default()
+        };
+        if text("general.architecture") != "clip" || text("clip.projector_type") != "gemma3" {
+            return Err(bad(format!(
+                "not a Gemma 3 vision projector (mmproj) file: architecture `{}`, projector `{}`",
+                text("general.architecture"),
+                text("clip.projector_type")
+            )));
+        }
+        let number = |key: &str| -> Result<usize> {
+            content
+                .metadata
+                .get(key)
+                .and_then(|v| v.to_u32().ok())
+                .map(|v| v as usize)
+                .ok_or_else(|| bad(format!("no {key} in the metadata")))
+        };
+        let eps = content
+            .metadata
+            .get("clip.vision.attention.layer_norm_epsilon")
+            .and_then(|v| v.to_f32().ok())
+            .map_or(1e-6, f64::from);
+        let config: siglip::VisionConfig = serde_json::from_value(serde_json::json!({
+            "hidden_size": number("clip.vision.embedding_length")?,
+            "intermediate_size": number("clip.vision.feed_forward_length")?,
+            "num_hidden_layers": number("clip.vision.block_count")?,
+            "num_attention_heads": number("clip.vision.attention.head_count")?,
+            "num_channels": 3,
+            "image_size": number("clip.vision.image_size")?,
+            "patch_size": number("clip.vision.patch_size")?,
+            "hidden_act": "gelu_pytorch_tanh",
+            "layer_norm_eps": eps,
+        }))
+        .map_err(|e| bad(format!("vision settings: {e}")))?;
+        // llama.cpp writes the pooling kernel only when it is not Gemma 3's 4.
+        let kernel = number("clip.vision.projector.scale_factor").unwrap_or(4);
+        let patches_per_side = config.image_size / config.patch_size.max(1);
+        if kernel == 0 || !patches_per_side.is_multiple_of(kernel) {
+            return Err(bad(format!(
+                "pooling kernel {kernel} does not tile a {patches_per_side}x{patches_per_side} patch grid"
+            )));
+        }
+        let geometry = Geometry::new(&config, patches_per_side / kernel).map_err(bad)?;
+
+        let mut tensors = std::collections::HashMap::new();
+        let mut projector = std::collections::HashMap::new();
+        for name in content.tensor_infos.keys() {
+            let tensor = content
+                .tensor(&mut reader, name, device)
+                .and_then(|q| q.dequantize(device))
+                .map_err(|e| bad(format!("tensor {name}: {e}")))?;
+            match hugging_face_name(name) {
+                Some(hf) => {
+                    tensors.insert(hf, tensor);
+                }
+                None => {
+                    projector.insert(name.clone(), tensor);
+                }
+            }
+        }
+        let mut take = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            let t = projector
+                .remove(name)
+                .ok_or_else(|| bad(format!("no {name} tensor")))?;
+            if t.dims() != shape {
+                return Err(bad(format!(
+                    "tensor {name} has shape {:?}, expected {shape:?} (is the language model the one this projector was made for?)",
+                    t.dims()
+                )));
+            }
+            Ok(t)
+        };
+        let soft_norm_gain = take("mm.soft_emb_norm.weight", &[config.hidden_size])?;
+        let projection = take(
+            "mm.input_projection.weight",
+            &[config.hidden_size, text_hidden],
+        )?;
+        let builder = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, device);
+        let tower = siglip::VisionModel::new(&config, false, builder)
+            .map_err(|e| bad(format!("vision tower: {e}")))?;
+        Ok(Self::assemble(
+            tower,
+            &config,
+            geometry,
+            soft_norm_gain,
+            projection,
+        ))
+    }
+
+    fn assemble(
+        tower: siglip::VisionModel,
+        config: &siglip::VisionConfig,
+        geometry: Geometry,
+        soft_norm_gain: Tensor,
+        projection: Tensor,
+    ) -> Self {
+        Self {
             tower,
             soft_norm_gain,
             projection,
             eps: config.layer_norm_eps,
             image_size: config.image_size,
-            patches_per_side,
-            pool_kernel: patches_per_side / tokens_per_side,
-            tokens_per_image,
-        }))
+            patches_per_side: geometry.patches_per_side,
+            pool_kernel: geometry.pool_kernel,
+            tokens_per_image: geometry.tokens_per_side * geometry.tokens_per_side,
+        }
     }
 
     /// Side of the square images the tower takes, in pixels.
