@@ -1,4 +1,5 @@
-//! Q8_0 weight matrices repacked for CPUs with AVX-512 VNNI, and their matrix product.
+//! Q8_0 weight matrices repacked for CPUs with VNNI (AVX-512 or 256-bit AVX-VNNI), and their
+//! matrix product.
 //!
 //! candle multiplies Q8_0 weights one output row at a time with 256-bit instructions, and its own
 //! repacked kernels only take rows that are whole multiples of 256 values, which no 640-wide
@@ -86,18 +87,33 @@ impl TileMemory {
     }
 }
 
-/// Whether this CPU runs the packed kernel (AVX-512 F, BW and VNNI).
-pub(crate) fn supported() -> bool {
+/// The instructions a packed product runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// AVX-512 with VNNI (Intel Xeon since Cascade Lake, AMD Zen 4): 16 rows per instruction.
+    Avx512Vnni,
+    /// 256-bit AVX-VNNI (Intel Core since Alder Lake, AMD Zen 5), in two halves of 8 rows.
+    AvxVnni,
+}
+
+/// The best kernel this CPU has, if any.
+fn kernel() -> Option<Kernel> {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
+            return Some(Kernel::Avx512Vnni);
+        }
+        if has!("avx2") && has!("avxvnni") && has!("f16c") && has!("fma") {
+            return Some(Kernel::AvxVnni);
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    None
+}
+
+/// Whether this CPU runs the packed kernel (AVX-512 VNNI or AVX-VNNI).
+pub(crate) fn supported() -> bool {
+    kernel().is_some()
 }
 
 impl PackedQ8_0 {
@@ -217,9 +233,15 @@ impl PackedQ8_0 {
     /// `out[m, rows] = x[m, cols] @ self^T`. `None` when the sizes disagree or this CPU lacks the
     /// instructions (see [`supported`]).
     pub(crate) fn matmul(&self, x: &[f32], m: usize) -> Option<Vec<f32>> {
-        if x.len() != m * self.cols || !supported() {
+        self.matmul_on(kernel()?, x, m)
+    }
+
+    fn matmul_on(&self, kernel: Kernel, x: &[f32], m: usize) -> Option<Vec<f32>> {
+        if x.len() != m * self.cols {
             return None;
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = kernel;
         let inputs = QuantizedInputs::new(x, m, self.cols);
         let mut out = vec![0f32; m * self.rows];
         let tiles = self.rows.div_ceil(TILE_ROWS);
@@ -236,10 +258,18 @@ impl PackedQ8_0 {
                 while position < m {
                     let pass = MAX_ROWS_PER_PASS.min(m - position);
                     #[cfg(target_arch = "x86_64")]
-                    // SAFETY: `supported()` checked the instructions; `packed` holds `blocks`
-                    // tile blocks and the inputs `blocks` blocks per position.
+                    // SAFETY: `kernel()` detected the instructions (tests pass only kernels it
+                    // found); `packed` holds `blocks` tile blocks and the inputs `blocks` blocks
+                    // per position.
                     unsafe {
-                        vnni::tile(packed, blocks, &inputs, position, pass, &mut sums)
+                        match kernel {
+                            Kernel::Avx512Vnni => {
+                                vnni::tile(packed, blocks, &inputs, position, pass, &mut sums)
+                            }
+                            Kernel::AvxVnni => {
+                                vnni::tile_256(packed, blocks, &inputs, position, pass, &mut sums)
+                            }
+                        }
                     };
                     for (p, row_sums) in sums.iter().enumerate().take(pass) {
                         // SAFETY: each (position, row) of `out` is written by exactly one tile,
@@ -351,6 +381,57 @@ mod vnni {
             _mm512_storeu_ps(sums[p].as_mut_ptr(), *acc);
         }
     }
+
+    /// [`tile`] with 256-bit AVX-VNNI: each 64-byte group of the tile is two halves of 8 rows.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, AVX-VNNI, F16C and FMA; otherwise as [`tile`].
+    #[target_feature(enable = "avx2,avxvnni,f16c,fma")]
+    pub(super) unsafe fn tile_256(
+        tile: &[u8],
+        blocks: usize,
+        inputs: &QuantizedInputs,
+        first: usize,
+        count: usize,
+        sums: &mut [[f32; TILE_ROWS]; MAX_ROWS_PER_PASS],
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; MAX_ROWS_PER_PASS];
+        let base = tile.as_ptr();
+        let values = inputs.values.as_ptr();
+        for block in 0..blocks {
+            let packed = base.add(block * TILE_BLOCK_BYTES);
+            let weight_scales = [
+                _mm256_cvtph_ps(_mm_loadu_si128(packed as *const __m128i)),
+                _mm256_cvtph_ps(_mm_loadu_si128(packed.add(16) as *const __m128i)),
+            ];
+            let weights = packed.add(TILE_ROWS * 2);
+            for (p, acc) in acc.iter_mut().enumerate().take(count) {
+                let input_block = (first + p) * blocks + block;
+                let x = values.add(input_block * BLOCK) as *const i32;
+                let offset = _mm256_set1_epi32(*inputs.offsets.get_unchecked(input_block));
+                let input_scale = _mm256_set1_ps(*inputs.scales.get_unchecked(input_block));
+                for (half, acc) in acc.iter_mut().enumerate() {
+                    let mut sum = _mm256_setzero_si256();
+                    for g in 0..8 {
+                        let w =
+                            _mm256_loadu_si256(weights.add(g * 64 + half * 32) as *const __m256i);
+                        sum = _mm256_dpbusd_avx_epi32(
+                            sum,
+                            w,
+                            _mm256_set1_epi32(x.add(g).read_unaligned()),
+                        );
+                    }
+                    let sum = _mm256_sub_epi32(sum, offset);
+                    let scale = _mm256_mul_ps(weight_scales[half], input_scale);
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), scale, *acc);
+                }
+            }
+        }
+        for (p, acc) in acc.iter().enumerate().take(count) {
+            _mm256_storeu_ps(sums[p].as_mut_ptr(), acc[0]);
+            _mm256_storeu_ps(sums[p].as_mut_ptr().add(8), acc[1]);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -412,16 +493,41 @@ mod tests {
 
     #[test]
     fn product_matches_candles_q8_0_kernel() {
-        if !supported() {
-            eprintln!("skipped: this CPU has no AVX-512 VNNI, the packed kernel is not used");
+        let kernels: Vec<Kernel> = [Kernel::Avx512Vnni, Kernel::AvxVnni]
+            .into_iter()
+            .filter(|k| available(*k))
+            .collect();
+        if kernels.is_empty() {
+            eprintln!("skipped: this CPU has no VNNI, the packed kernel is not used");
             return;
         }
+        for &kernel in &kernels {
+            eprintln!("checking {kernel:?}");
+            check_products(kernel);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn available(kernel: Kernel) -> bool {
+        use std::arch::is_x86_feature_detected as has;
+        match kernel {
+            Kernel::Avx512Vnni => has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
+            Kernel::AvxVnni => has!("avx2") && has!("avxvnni") && has!("f16c") && has!("fma"),
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn available(_: Kernel) -> bool {
+        false
+    }
+
+    fn check_products(kernel: Kernel) {
         // Rows not a multiple of 16, several pass sizes (1, 4 and a remainder of 3).
         for &(rows, cols, m) in &[(50, 640, 1), (16, 64, 4), (33, 2048, 7), (1000, 640, 11)] {
             let bytes = random_q8_0(rows, cols, rows as u32 * 31 + m as u32);
             let packed = PackedQ8_0::pack(&bytes, rows, cols).unwrap();
             let x = random_inputs(m * cols, cols as u32 + 5);
-            let got = packed.matmul(&x, m).unwrap();
+            let got = packed.matmul_on(kernel, &x, m).unwrap();
             let weights =
                 qtensor_from_ggml(GgmlDType::Q8_0, &bytes, vec![rows, cols], &Device::Cpu).unwrap();
             let input = Tensor::from_vec(x.clone(), (m, cols), &Device::Cpu).unwrap();
@@ -453,9 +559,9 @@ mod tests {
         let joined = PackedQ8_0::join(&[&parts[0], &parts[1]]).unwrap();
         let x = random_inputs(2 * 64, 9);
         let (a, b, both) = (
-            parts[0].matmul(&x, 2).unwrap(),
-            parts[1].matmul(&x, 2).unwrap(),
-            joined.matmul(&x, 2).unwrap(),
+            parts[0].matmul_on(kernel, &x, 2).unwrap(),
+            parts[1].matmul_on(kernel, &x, 2).unwrap(),
+            joined.matmul_on(kernel, &x, 2).unwrap(),
         );
         for position in 0..2 {
             let row = &both[position * 52..(position + 1) * 52];
@@ -466,7 +572,7 @@ mod tests {
         assert!(PackedQ8_0::join(&[&parts[0]]).is_none());
         assert!(PackedQ8_0::pack(&random_q8_0(16, 64, 1), 16, 64)
             .unwrap()
-            .matmul(&[0.0; 63], 1)
+            .matmul_on(kernel, &[0.0; 63], 1)
             .is_none());
     }
 }
