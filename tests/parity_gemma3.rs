@@ -278,3 +278,62 @@ fn bad_model_directories_and_tokens_are_clear_errors() {
     assert!(err.contains("outside the vocabulary"), "{err}");
     assert!(model.forward(&[], false).is_err());
 }
+
+#[test]
+fn bf16_weights_stay_bf16_and_compute_like_their_float_widening() {
+    // MedGemma ships bf16. Kept in bf16 and widened inside the products, the model must compute
+    // what the same values widened to f32 at load compute: the tiny model written once in bf16
+    // and once as those bf16 values in f32 (sqrt(64) = 8 is exact in bf16, so the embedding
+    // scale is the same too).
+    let tiny = fixture("gemma3-tiny");
+    let weights =
+        candle_core::safetensors::load(tiny.join("model.safetensors"), &Device::Cpu).unwrap();
+    let dirs = tempfile::tempdir().unwrap();
+    let mut models = Vec::new();
+    for (name, dtype) in [
+        ("bf16", candle_core::DType::BF16),
+        ("widened", candle_core::DType::F32),
+    ] {
+        let dir = dirs.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        for file in ["config.json", "tokenizer.json"] {
+            std::fs::copy(tiny.join(file), dir.join(file)).unwrap();
+        }
+        let converted: std::collections::HashMap<String, Tensor> = weights
+            .iter()
+            .map(|(k, v)| {
+                let rounded = v.to_dtype(candle_core::DType::BF16).unwrap();
+                (k.clone(), rounded.to_dtype(dtype).unwrap())
+            })
+            .collect();
+        candle_core::safetensors::save(&converted, dir.join("model.safetensors")).unwrap();
+        models.push(Gemma3Text::load(&dir, &Device::Cpu).unwrap());
+    }
+    let tokenizer = GemmaTokenizer::load(&tiny.join("tokenizer.json")).unwrap();
+    let prompt = tokenizer
+        .encode("<bos>The patient was reviewed on the ward round today and remains stable.")
+        .unwrap();
+    assert!(prompt.len() >= 8, "the prompt must take the GEMM path too");
+    let logits: Vec<Vec<f32>> = models
+        .iter_mut()
+        .map(|m| {
+            m.forward(&prompt, true)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        })
+        .collect();
+    let diff = max_abs_diff(&logits[0], &logits[1]);
+    let (bf16, widened) = models.split_at_mut(1);
+    let (a, b) = (
+        greedy(&mut bf16[0], &prompt, 20),
+        greedy(&mut widened[0], &prompt, 20),
+    );
+    let bytes = [bf16[0].weight_bytes(), widened[0].weight_bytes()];
+    eprintln!("bf16 against widened: logits {diff:.2e}, greedy {a:?}, weights {bytes:?} bytes");
+    assert_eq!(bytes[0] * 2, bytes[1], "bf16 matrices take half the memory");
+    assert!(diff < 1e-4, "{diff}");
+    assert_eq!(a, b);
+}

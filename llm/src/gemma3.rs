@@ -53,6 +53,23 @@ pub(crate) enum Matrix {
     Quantized(QMatMul),
     /// Q8_0 weights in 16-row tiles (CPU).
     Packed(std::sync::Arc<PackedQ8_0>),
+    /// bf16 weights kept in bf16, widened exactly in the product (CPU).
+    Bf16(Tensor),
+}
+
+impl Matrix {
+    /// Bytes its weights occupy in memory.
+    fn bytes(&self) -> usize {
+        let dense = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        match self {
+            Matrix::Float(t) | Matrix::Bf16(t) => dense(t),
+            Matrix::Quantized(QMatMul::QTensor(q)) => q.storage_size_in_bytes(),
+            Matrix::Quantized(QMatMul::Tensor(t)) | Matrix::Quantized(QMatMul::TensorF16(t)) => {
+                dense(t)
+            }
+            Matrix::Packed(p) => p.bytes(),
+        }
+    }
 }
 
 /// Rows from which a quantized matmul unpacks its weight and runs the float GEMM instead. Unpacking
@@ -67,6 +84,7 @@ fn linear(x: &Tensor, weight: &Matrix) -> Result<Tensor> {
     let rows = x.elem_count() / x.dim(D::Minus1)?;
     match weight {
         Matrix::Float(w) => Ok(x.broadcast_matmul(&w.t()?)?),
+        Matrix::Bf16(w) => crate::bf16::linear_bf16(x, w),
         // candle multiplies Q8_0 one dot product per row and output unless the CPU has VNNI
         // (where our packed kernel takes Q8_0 anyway): for a long prompt, unpacking the weight
         // once and using the float GEMM is faster there. Its k-quant kernels are tiled and beat
@@ -125,6 +143,13 @@ impl Projections {
                 matrix: Matrix::Packed(std::sync::Arc::new(joined)),
             },
             _ => Projections::Separate(matrices),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Projections::Separate(matrices) => matrices.iter().map(Matrix::bytes).sum(),
+            Projections::Joined { matrix, .. } => matrix.bytes(),
         }
     }
 
@@ -439,10 +464,8 @@ impl LayerWeights for WeightSource {
     }
 
     fn matrix(&mut self, layer: usize, name: &TensorName, shape: [usize; 2]) -> Result<Matrix> {
-        Ok(Matrix::Float(self.tensor(
-            &format!("layers.{layer}.{}", name.hugging_face),
-            &shape,
-        )?))
+        let stored = self.raw(&format!("layers.{layer}.{}", name.hugging_face), &shape)?;
+        self.float_matrix(stored)
     }
 }
 
@@ -479,7 +502,16 @@ impl WeightSource {
                 ),
             });
         }
-        Ok(tensor.to_dtype(DType::F32)?)
+        Ok(tensor)
+    }
+
+    /// A matrix as stored: bf16 stays bf16 on the CPU (half the memory, the same products),
+    /// anything else becomes f32.
+    fn float_matrix(&self, stored: Tensor) -> Result<Matrix> {
+        Ok(match stored.dtype() {
+            DType::BF16 if self.device.is_cpu() => Matrix::Bf16(stored),
+            _ => Matrix::Float(stored.to_dtype(DType::F32)?),
+        })
     }
 
     /// A norm weight stored as w, returned as the gain 1 + w.
@@ -557,10 +589,15 @@ impl Gemma3Text {
             .to_dtype(stored.dtype())?
             .to_dtype(DType::F32)?
             .to_vec1::<f32>()?[0];
-        let embed = stored.to_dtype(DType::F32)?;
+        // The lookup table and the tied head share one copy, bf16 or f32 as float_matrix keeps it.
+        let head = w.float_matrix(stored)?;
+        let table = match &head {
+            Matrix::Bf16(t) | Matrix::Float(t) => t.clone(),
+            _ => return Err(LlmError::Prompt("unexpected embedding matrix".into())),
+        };
         Ok(Self {
-            head: Matrix::Float(embed.clone()),
-            embed: EmbeddingTable::Dense(embed),
+            head,
+            embed: EmbeddingTable::Dense(table),
             embed_scale: f64::from(embed_scale),
             final_norm: w.norm("norm.weight", h)?,
             layers,
@@ -668,6 +705,17 @@ impl Gemma3Text {
     /// The device the model runs on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Bytes the weight matrices occupy in memory (the tied embedding counted once; norms,
+    /// a few kilobytes, left out).
+    pub fn weight_bytes(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| l.qkv.bytes() + l.o_proj.bytes() + l.gate_up.bytes() + l.down_proj.bytes())
+            .sum();
+        layers + self.head.bytes()
     }
 
     /// Tokens processed so far in this conversation.

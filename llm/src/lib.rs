@@ -8,6 +8,7 @@
 //! generation, grounding and renderers (`letter`).
 #![deny(missing_docs)]
 
+mod bf16;
 pub mod chat;
 pub mod config;
 pub mod error;

@@ -196,6 +196,11 @@ impl PackedQ8_0 {
         })
     }
 
+    /// Bytes of the packed tiles.
+    pub(crate) fn bytes(&self) -> usize {
+        self.data.len
+    }
+
     /// Output rows.
     pub(crate) fn rows(&self) -> usize {
         self.rows
