@@ -59,6 +59,11 @@ pub struct LetterArgs {
     #[arg(long, short, value_name = "PATH")]
     model: Option<PathBuf>,
 
+    /// The vision part of a .gguf letter model: a llama.cpp mmproj file. Default: the only
+    /// mmproj*.gguf beside the model, if there is one.
+    #[arg(long, value_name = "FILE")]
+    mmproj: Option<PathBuf>,
+
     /// Speech model directory (Moonshine or a MedASR export). Default: Moonshine base-en.
     #[arg(long, value_name = "DIR")]
     asr_model: Option<PathBuf>,
@@ -205,7 +210,7 @@ pub fn letter(args: LetterArgs, ort_lib: Option<&Path>) -> Result<ExitCode> {
     if interactive {
         eprintln!("medscribe: loading letter model {}", model_path.display());
     }
-    let mut loaded = medscribe_llm::load(&model_path, &device)
+    let mut loaded = medscribe_llm::load_with_mmproj(&model_path, args.mmproj.as_deref(), &device)
         .with_context(|| format!("cannot load letter model {}", model_path.display()))?;
     let images = if args.image.is_empty() || (loaded.vision.is_none() && args.no_images) {
         if !args.image.is_empty() {

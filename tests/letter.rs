@@ -423,6 +423,9 @@ fn transcript_from_stdin_to_fhir() {
 fn letter_errors_are_one_clear_line() {
     let png = fixture("gemma3-expected/scan.png");
     let png = png.to_str().unwrap();
+    // A projector made for another model's width (the tiny one's).
+    let mmproj = fixture("gemma3-mmproj/mmproj-gemma3-tiny-f16.gguf");
+    let mmproj = mmproj.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str, &str)> = vec![
         (
             vec!["letter", "--template", "poem", "--transcript", "-"],
@@ -481,6 +484,21 @@ fn letter_errors_are_one_clear_line() {
             ],
             "",
             "/nonexistent.wav",
+        ),
+        (
+            vec![
+                "letter",
+                "--template",
+                "soap",
+                "--mmproj",
+                mmproj,
+                "--image",
+                png,
+                "--transcript",
+                "-",
+            ],
+            "x",
+            "expected [32, 640]",
         ),
     ];
     for (args, stdin, reason) in cases {
