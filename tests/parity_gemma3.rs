@@ -123,6 +123,21 @@ fn vision_from_a_llama_cpp_mmproj_file_matches_hf() {
     .unwrap_err()
     .to_string();
     assert!(error.contains("not a Gemma 3 vision projector"), "{error}");
+    // Truncated files: the header, or the tensors, cut short.
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    for keep in [100, bytes.len() - 1000] {
+        let cut = dir.path().join(format!("mmproj-cut-{keep}.gguf"));
+        std::fs::write(&cut, &bytes[..keep]).unwrap();
+        let error = Gemma3Vision::load_mmproj(&cut, 64, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        eprintln!("{error}");
+        assert!(
+            error.contains(&format!("mmproj-cut-{keep}.gguf")),
+            "{error}"
+        );
+    }
 }
 
 #[test]
