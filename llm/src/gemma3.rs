@@ -44,7 +44,7 @@ fn softmax_last(x: &Tensor) -> Result<Tensor> {
 }
 
 /// A weight matrix `[out, in]`: float (from safetensors) or quantized (from GGUF, multiplied
-/// without unpacking by candle's quantized kernels or, for Q8_0 on AVX-512 VNNI, ours).
+/// without unpacking by candle's quantized kernels or, for Q8_0 on CPUs with VNNI, ours in `packed`).
 #[derive(Debug, Clone)]
 pub(crate) enum Matrix {
     /// Float weights, f32.
@@ -973,7 +973,8 @@ impl Layer {
 /// How GGUF weights are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GgufWeights {
-    /// As stored, multiplied by candle's quantized kernels (which round activations to 8 bits):
+    /// As stored, multiplied by quantized kernels (candle's, or for Q8_0 our packed ones; both
+    /// round activations to 8 bits, as llama.cpp's do):
     /// the fast, small default.
     Quantized,
     /// Unpacked to f32 once: 4-8x the memory, float arithmetic throughout. For checking against
