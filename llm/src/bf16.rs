@@ -21,30 +21,27 @@ const LANES: usize = 16;
 /// `x @ w^T` for an f32 activation `[.., in]` and a bf16 weight `[out, in]` on the CPU.
 pub(crate) fn linear_bf16(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let (rows, cols) = weight.dims2()?;
-    let mut dims = x.dims().to_vec();
-    if dims.pop() != Some(cols) || weight.dtype() != DType::BF16 {
+    if weight.dtype() != DType::BF16 {
         return Err(LlmError::Prompt(format!(
-            "activation {:?} does not fit a {:?} {:?} matrix",
-            x.dims(),
-            weight.dtype(),
-            weight.dims()
+            "a {:?} matrix is not bf16",
+            weight.dtype()
         )));
     }
     let positions = x.elem_count() / cols.max(1);
-    if positions >= GEMM_ROWS && rows * cols <= GEMM_MAX_WEIGHTS {
-        return Ok(x.broadcast_matmul(&weight.to_dtype(DType::F32)?.t()?)?);
-    }
-    let values = x.flatten_all()?.to_vec1::<f32>()?;
     let weight = weight.contiguous()?;
     let (storage, layout) = weight.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        return Ok(x.broadcast_matmul(&weight.to_dtype(DType::F32)?.t()?)?);
-    };
-    let start = layout.start_offset();
-    let weights = &cpu.as_slice::<bf16>()?[start..start + rows * cols];
-    let out = matmul(&values, positions, weights, rows, cols);
-    dims.push(rows);
-    Ok(Tensor::from_vec(out, dims, x.device())?)
+    match &*storage {
+        candle_core::Storage::Cpu(cpu)
+            if positions < GEMM_ROWS || rows * cols > GEMM_MAX_WEIGHTS =>
+        {
+            let start = layout.start_offset();
+            let weights = &cpu.as_slice::<bf16>()?[start..start + rows * cols];
+            crate::gemma3::cpu_product(x, cols, rows, |values, positions| {
+                Some(matmul(values, positions, weights, rows, cols))
+            })
+        }
+        _ => Ok(x.broadcast_matmul(&weight.to_dtype(DType::F32)?.t()?)?),
+    }
 }
 
 /// `out[p, r] = sum_k x[p, k] * w[r, k]`, rows split across candle's worker threads.

@@ -99,25 +99,35 @@ fn linear(x: &Tensor, weight: &Matrix) -> Result<Tensor> {
         }
         Matrix::Quantized(q) => Ok(q.forward(x)?),
         Matrix::Packed(packed) => {
-            let mut dims = x.dims().to_vec();
-            let cols = dims.pop().unwrap_or(0);
-            let shape_error = || {
-                LlmError::Prompt(format!(
-                    "activation {:?} does not fit a [{}, {}] matrix",
-                    x.dims(),
-                    packed.rows(),
-                    packed.cols()
-                ))
-            };
-            if cols != packed.cols() {
-                return Err(shape_error());
-            }
-            let values = x.flatten_all()?.to_vec1::<f32>()?;
-            let out = packed.matmul(&values, rows).ok_or_else(shape_error)?;
-            dims.push(packed.rows());
-            Ok(Tensor::from_vec(out, dims, x.device())?)
+            cpu_product(x, packed.cols(), packed.rows(), |values, positions| {
+                packed.matmul(values, positions)
+            })
         }
     }
+}
+
+/// `x @ w^T` through a CPU kernel taking the activation as `[positions, in_width]` f32 values and
+/// giving `[positions, out_width]`; `None` from the kernel means the shapes disagree.
+pub(crate) fn cpu_product(
+    x: &Tensor,
+    in_width: usize,
+    out_width: usize,
+    kernel: impl FnOnce(&[f32], usize) -> Option<Vec<f32>>,
+) -> Result<Tensor> {
+    let mut dims = x.dims().to_vec();
+    let shape_error = || {
+        LlmError::Prompt(format!(
+            "activation {:?} does not fit a [{out_width}, {in_width}] matrix",
+            x.dims()
+        ))
+    };
+    if dims.pop() != Some(in_width) {
+        return Err(shape_error());
+    }
+    let positions = x.elem_count() / in_width.max(1);
+    let out = kernel(&x.flatten_all()?.to_vec1::<f32>()?, positions).ok_or_else(shape_error)?;
+    dims.push(out_width);
+    Ok(Tensor::from_vec(out, dims, x.device())?)
 }
 
 /// Projections of the same input. Packed matrices are joined into one, so the input is quantized
@@ -933,20 +943,22 @@ impl Layer {
         };
         // A single new position sees every key the cache returned (sliding layers return only
         // the window), so it needs no mask.
-        let mut mask = Vec::with_capacity(if len == 1 { 0 } else { len * total });
-        for qi in (0..len).filter(|_| len > 1) {
-            let qp = start + qi;
-            let query_group = group_of(qp);
-            for kj in 0..total {
-                let kp = key_start + kj;
-                let same_image = query_group != 0 && group_of(kp) == query_group;
-                let visible =
-                    (kp <= qp || same_image) && (self.kind == LayerKind::Full || kp + window > qp);
-                mask.push(if visible { 0.0f32 } else { f32::NEG_INFINITY });
-            }
-        }
         let mask = (len > 1)
-            .then(|| Tensor::from_vec(mask, (len, total), device))
+            .then(|| {
+                let mut mask = Vec::with_capacity(len * total);
+                for qi in 0..len {
+                    let qp = start + qi;
+                    let query_group = group_of(qp);
+                    for kj in 0..total {
+                        let kp = key_start + kj;
+                        let same_image = query_group != 0 && group_of(kp) == query_group;
+                        let visible = (kp <= qp || same_image)
+                            && (self.kind == LayerKind::Full || kp + window > qp);
+                        mask.push(if visible { 0.0f32 } else { f32::NEG_INFINITY });
+                    }
+                }
+                Tensor::from_vec(mask, (len, total), device)
+            })
             .transpose()?;
 
         // HF repeat_kv: query head h uses key/value head h / repeat. Rather than copying each
@@ -1013,40 +1025,31 @@ impl GgufReader<'_> {
                 q.shape().dims()
             )));
         }
-        let packs = self.packs();
-        Ok(match self.weights {
-            GgufWeights::Quantized if packs && q.dtype() == GgmlDType::Q8_0 => {
-                Matrix::Packed(std::sync::Arc::new(self.pack(name, &q.data()?, shape)?))
-            }
-            GgufWeights::Quantized if packs && q.dtype() == GgmlDType::Q5_0 => {
-                let q8_0 = q5_0_to_q8_0(&q.data()?)
-                    .ok_or_else(|| self.weights_error(format!("tensor {name}: torn Q5_0 data")))?;
-                Matrix::Packed(std::sync::Arc::new(self.pack(name, &q8_0, shape)?))
-            }
-            GgufWeights::Quantized if q.dtype() == GgmlDType::Q5_0 => {
-                let q8_0 = q5_0_to_q8_0(&q.data()?)
-                    .ok_or_else(|| self.weights_error(format!("tensor {name}: torn Q5_0 data")))?;
-                Matrix::Quantized(QMatMul::from_qtensor(qtensor_from_ggml(
-                    GgmlDType::Q8_0,
-                    &q8_0,
-                    shape.to_vec(),
-                    self.device,
-                )?)?)
-            }
-            GgufWeights::Quantized => Matrix::Quantized(QMatMul::from_qtensor(q)?),
-            GgufWeights::Dequantized => Matrix::Float(q.dequantize(self.device)?),
-        })
+        if self.weights == GgufWeights::Dequantized {
+            return Ok(Matrix::Float(q.dequantize(self.device)?));
+        }
+        // Q5_0 is re-encoded exactly as Q8_0, which both kernels multiply faster.
+        let q8_0: std::borrow::Cow<[u8]> = match q.dtype() {
+            GgmlDType::Q8_0 if self.packs() => q.data()?,
+            GgmlDType::Q5_0 => q5_0_to_q8_0(&q.data()?)
+                .ok_or_else(|| self.weights_error(format!("tensor {name}: torn Q5_0 data")))?
+                .into(),
+            _ => return Ok(Matrix::Quantized(QMatMul::from_qtensor(q)?)),
+        };
+        if self.packs() {
+            let packed = PackedQ8_0::pack(&q8_0, shape[0], shape[1]).ok_or_else(|| {
+                self.weights_error(format!("tensor {name}: Q8_0 data of the wrong size"))
+            })?;
+            return Ok(Matrix::Packed(std::sync::Arc::new(packed)));
+        }
+        Ok(Matrix::Quantized(QMatMul::from_qtensor(
+            qtensor_from_ggml(GgmlDType::Q8_0, &q8_0, shape.to_vec(), self.device)?,
+        )?))
     }
 
     /// Whether Q8_0 (and re-encoded Q5_0) matrices go to the packed kernel.
     fn packs(&self) -> bool {
         self.weights == GgufWeights::Quantized && self.device.is_cpu() && crate::packed::supported()
-    }
-
-    fn pack(&self, name: &str, q8_0: &[u8], [rows, cols]: [usize; 2]) -> Result<PackedQ8_0> {
-        PackedQ8_0::pack(q8_0, rows, cols).ok_or_else(|| {
-            self.weights_error(format!("tensor {name}: Q8_0 data of the wrong size"))
-        })
     }
 
     /// A Q8_0 matrix packed while it is read from the file, 16 rows at a time; `None` when the
@@ -1066,8 +1069,7 @@ impl GgufReader<'_> {
             )));
         }
         let start = self.content.tensor_data_offset + info.offset;
-        let reader = &mut self.reader;
-        reader
+        self.reader
             .seek(SeekFrom::Start(start))
             .map_err(|e| self.weights_error(format!("tensor {name}: {e}")))?;
         let reader = &mut self.reader;
