@@ -57,6 +57,16 @@ pub struct Gemma3TextConfig {
     pub multimodal: bool,
 }
 
+/// Most layers any configuration may declare (MedGemma 27B has 62): a file claiming 2^40 layers
+/// must be an error, not a terabyte allocation.
+pub const MAX_LAYERS: usize = 1024;
+/// Widest model, MLP, head and vocabulary accepted (MedGemma 27B: 5376, 21504, 128, 262208).
+const MAX_WIDTH: usize = 1 << 16;
+const MAX_MLP_WIDTH: usize = 1 << 20;
+const MAX_HEADS: usize = 1024;
+const MAX_HEAD_DIM: usize = 4096;
+const MAX_VOCABULARY: usize = 1 << 24;
+
 fn get<'a>(config: &'a Value, key: &str) -> Option<&'a Value> {
     config.get(key).filter(|v| !v.is_null())
 }
@@ -114,6 +124,11 @@ impl Gemma3TextConfig {
         let config = get(&root, "text_config").unwrap_or(&root);
         // HF defaults of Gemma3TextConfig (transformers models/gemma3/configuration_gemma3.py).
         let num_hidden_layers = usize_or(config, "num_hidden_layers", 26)?;
+        if num_hidden_layers == 0 || num_hidden_layers > MAX_LAYERS {
+            return Err(format!(
+                "num_hidden_layers {num_hidden_layers} is not between 1 and {MAX_LAYERS}"
+            ));
+        }
         let layers = match get(config, "layer_types").and_then(Value::as_array) {
             Some(types) => types
                 .iter()
@@ -203,18 +218,58 @@ impl Gemma3TextConfig {
                 ));
             }
         }
-        if parsed.num_key_value_heads == 0
-            || !parsed
-                .num_attention_heads
-                .is_multiple_of(parsed.num_key_value_heads)
-            || !parsed.head_dim.is_multiple_of(2)
-            || parsed.sliding_window == 0
+        parsed.check_sizes()?;
+        Ok(parsed)
+    }
+
+    /// Refuses sizes no Gemma 3 model has and combinations the model code cannot run (zero
+    /// heads, heads that do not share key/value heads evenly, an odd head size), whatever file
+    /// they came from, before anything is allocated from them.
+    pub fn check_sizes(&self) -> Result<(), String> {
+        let within = |name: &str, value: usize, max: usize| {
+            if value == 0 || value > max {
+                Err(format!("{name} {value} is not between 1 and {max}"))
+            } else {
+                Ok(())
+            }
+        };
+        within("the layer count", self.layers.len(), MAX_LAYERS)?;
+        within("the hidden size", self.hidden_size, MAX_WIDTH)?;
+        within("the MLP size", self.intermediate_size, MAX_MLP_WIDTH)?;
+        within("the vocabulary size", self.vocab_size, MAX_VOCABULARY)?;
+        within(
+            "the attention head count",
+            self.num_attention_heads,
+            MAX_HEADS,
+        )?;
+        within(
+            "the key/value head count",
+            self.num_key_value_heads,
+            MAX_HEADS,
+        )?;
+        within("the head size", self.head_dim, MAX_HEAD_DIM)?;
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+            || !self.head_dim.is_multiple_of(2)
+            || self.sliding_window == 0
         {
             return Err(
                 "inconsistent attention sizes (heads, key/value heads, head_dim, window)".into(),
             );
         }
-        Ok(parsed)
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        if !positive(self.rope_local.theta)
+            || !positive(self.rope_global.theta)
+            || !positive(self.rope_local.linear_factor)
+            || !positive(self.rope_global.linear_factor)
+            || !positive(self.query_pre_attn_scalar)
+            || !self.rms_norm_eps.is_finite()
+            || self.rms_norm_eps < 0.0
+        {
+            return Err("RoPE, attention scale or norm settings are not positive numbers".into());
+        }
+        Ok(())
     }
 
     /// The soft-capping this model applies to its final logits.
@@ -321,6 +376,18 @@ mod tests {
                 .contains("silu")
         );
         assert!(Gemma3TextConfig::from_json(r#"{"num_key_value_heads": 3}"#).is_err());
+        // Hostile sizes are refused before anything is allocated from them (issue 15).
+        for json in [
+            r#"{"num_hidden_layers": 1099511627776}"#,
+            r#"{"num_hidden_layers": 0}"#,
+            r#"{"num_attention_heads": 0}"#,
+            r#"{"head_dim": 0}"#,
+            r#"{"hidden_size": 0}"#,
+            r#"{"vocab_size": 1152921504606846976}"#,
+            r#"{"rope_theta": -1}"#,
+        ] {
+            assert!(Gemma3TextConfig::from_json(json).is_err(), "{json}");
+        }
         assert!(Gemma3TextConfig::from_json(
             r#"{"num_hidden_layers": 2, "layer_types": ["full_attention"]}"#
         )

@@ -1129,11 +1129,24 @@ fn gguf_config(content: &gguf_file::Content) -> std::result::Result<Gemma3TextCo
     let heads = number("attention.head_count")?;
     let head_dim = number("attention.key_length").unwrap_or(hidden / heads.max(1));
     let layers = number("block_count")?;
-    let vocab = content
+    if layers == 0 || layers > crate::config::MAX_LAYERS {
+        return Err(format!(
+            "block_count {layers} is not between 1 and {}",
+            crate::config::MAX_LAYERS
+        ));
+    }
+    let embedding = content
         .tensor_infos
         .get("token_embd.weight")
-        .map(|info| info.shape.dims()[0])
         .ok_or("no token_embd.weight tensor")?;
+    let vocab = match embedding.shape.dims() {
+        [rows, width] if *width == hidden => *rows,
+        dims => {
+            return Err(format!(
+                "token_embd.weight has shape {dims:?}, expected [vocabulary, {hidden}]"
+            ))
+        }
+    };
     let scaling_type = meta
         .get("gemma3.rope.scaling.type")
         .and_then(|v| v.to_string().ok())
@@ -1180,13 +1193,7 @@ fn gguf_config(content: &gguf_file::Content) -> std::result::Result<Gemma3TextCo
             .map(f64::from),
         multimodal: false,
     };
-    if config.num_key_value_heads == 0
-        || !config
-            .num_attention_heads
-            .is_multiple_of(config.num_key_value_heads)
-    {
-        return Err("inconsistent head counts in the metadata".into());
-    }
+    config.check_sizes()?;
     Ok(config)
 }
 
@@ -1198,12 +1205,19 @@ pub(crate) fn read_gguf(
         path: path.to_path_buf(),
         reason,
     };
-    let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+    let file = crate::files::open_regular(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| bad(format!("cannot open: {e}")))?
+        .len();
     // The header holds the whole vocabulary as ~800,000 small fields: unbuffered, each would be
     // a system call (most of the load time).
     let mut file = std::io::BufReader::with_capacity(1 << 20, file);
+    crate::gguf_check::check_header(&mut file).map_err(bad)?;
+    std::io::Seek::rewind(&mut file).map_err(|e| bad(format!("cannot read: {e}")))?;
     let content = gguf_file::Content::read(&mut file)
         .map_err(|e| bad(format!("not a readable GGUF file: {e}")))?;
+    crate::gguf_check::check_tensors(&content, file_len).map_err(bad)?;
     Ok((content, file))
 }
 

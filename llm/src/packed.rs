@@ -96,24 +96,74 @@ enum Kernel {
     AvxVnni,
 }
 
-/// The best kernel this CPU has, if any.
-fn kernel() -> Option<Kernel> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::is_x86_feature_detected as has;
-        if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
-            return Some(Kernel::Avx512Vnni);
+/// Proof that this CPU has a kernel's instructions: its field is private to this module, so
+/// the only way to get one is CPU detection, and a product can never run instructions the
+/// CPU lacks.
+mod detected {
+    use super::Kernel;
+
+    /// A kernel whose instructions this CPU was found to have.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) struct DetectedKernel(Kernel);
+
+    impl DetectedKernel {
+        /// Every kernel this CPU runs, best first.
+        pub(super) fn all() -> Vec<DetectedKernel> {
+            [Kernel::Avx512Vnni, Kernel::AvxVnni]
+                .into_iter()
+                .filter(|&k| present(k))
+                .map(DetectedKernel)
+                .collect()
         }
-        if has!("avx2") && has!("avxvnni") && has!("f16c") && has!("fma") {
-            return Some(Kernel::AvxVnni);
+
+        /// The best kernel this CPU runs, if any.
+        pub(super) fn best() -> Option<DetectedKernel> {
+            Self::all().into_iter().next()
+        }
+
+        pub(super) fn kernel(self) -> Kernel {
+            self.0
         }
     }
-    None
+
+    #[cfg(target_arch = "x86_64")]
+    fn present(kernel: Kernel) -> bool {
+        use std::arch::is_x86_feature_detected as has;
+        match kernel {
+            Kernel::Avx512Vnni => has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
+            Kernel::AvxVnni => has!("avx2") && has!("avxvnni") && has!("f16c") && has!("fma"),
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn present(_: Kernel) -> bool {
+        false
+    }
 }
+
+use detected::DetectedKernel;
 
 /// Whether this CPU runs the packed kernel (AVX-512 VNNI or AVX-VNNI).
 pub(crate) fn supported() -> bool {
-    kernel().is_some()
+    DetectedKernel::best().is_some()
+}
+
+/// Bytes of the packed tiles of a `[rows, cols]` matrix and of one ggml row; `None` when `cols`
+/// is not whole blocks or a size does not fit in memory's address range (sizes come from files).
+fn packed_sizes(rows: usize, cols: usize) -> Option<(usize, usize)> {
+    if cols == 0 || !cols.is_multiple_of(BLOCK) {
+        return None;
+    }
+    let blocks = cols / BLOCK;
+    let row_bytes = blocks.checked_mul(GGML_BLOCK_BYTES)?;
+    let tile_bytes = rows
+        .div_ceil(TILE_ROWS)
+        .checked_mul(blocks)?
+        .checked_mul(TILE_BLOCK_BYTES)?;
+    // The source buffer of one tile, and the rows' total in the file.
+    row_bytes.checked_mul(TILE_ROWS)?;
+    row_bytes.checked_mul(rows)?;
+    (tile_bytes <= isize::MAX as usize).then_some((tile_bytes, row_bytes))
 }
 
 impl PackedQ8_0 {
@@ -125,13 +175,9 @@ impl PackedQ8_0 {
         cols: usize,
         mut read_rows: impl FnMut(usize, &mut [u8]) -> std::result::Result<(), E>,
     ) -> Option<std::result::Result<Self, E>> {
-        if cols == 0 || !cols.is_multiple_of(BLOCK) {
-            return None;
-        }
+        let (tile_bytes, row_bytes) = packed_sizes(rows, cols)?;
         let blocks = cols / BLOCK;
-        let row_bytes = blocks * GGML_BLOCK_BYTES;
-        let tiles = rows.div_ceil(TILE_ROWS);
-        let mut data = TileMemory::zeroed(tiles * blocks * TILE_BLOCK_BYTES);
+        let mut data = TileMemory::zeroed(tile_bytes);
         let mut source = vec![0u8; TILE_ROWS * row_bytes];
         for (tile, packed) in data
             .bytes_mut()
@@ -162,12 +208,14 @@ impl PackedQ8_0 {
 
     /// Packs ggml Q8_0 bytes of a `[rows, cols]` matrix; `None` if the sizes disagree.
     pub(crate) fn pack(bytes: &[u8], rows: usize, cols: usize) -> Option<Self> {
-        if !cols.is_multiple_of(BLOCK) || bytes.len() != rows * cols / BLOCK * GGML_BLOCK_BYTES {
+        let (_, row_bytes) = packed_sizes(rows, cols)?;
+        if Some(bytes.len()) != row_bytes.checked_mul(rows) {
             return None;
         }
         let result = Self::pack_with(rows, cols, |first, out: &mut [u8]| {
-            let start = first * cols / BLOCK * GGML_BLOCK_BYTES;
-            out.copy_from_slice(&bytes[start..start + out.len()]);
+            let start = first * row_bytes;
+            let rows = bytes.get(start..start + out.len()).ok_or(())?;
+            out.copy_from_slice(rows);
             Ok::<(), ()>(())
         });
         result.and_then(|r| r.ok())
@@ -183,7 +231,10 @@ impl PackedQ8_0 {
         {
             return None;
         }
-        let mut data = TileMemory::zeroed(parts.iter().map(|p| p.data.len).sum());
+        let total = parts
+            .iter()
+            .try_fold(0usize, |sum, p| sum.checked_add(p.data.len))?;
+        let mut data = TileMemory::zeroed(total);
         let mut start = 0;
         for part in parts {
             data.bytes_mut()[start..start + part.data.len].copy_from_slice(part.data.bytes());
@@ -238,21 +289,32 @@ impl PackedQ8_0 {
     /// `out[m, rows] = x[m, cols] @ self^T`. `None` when the sizes disagree or this CPU lacks the
     /// instructions (see [`supported`]).
     pub(crate) fn matmul(&self, x: &[f32], m: usize) -> Option<Vec<f32>> {
-        self.matmul_on(kernel()?, x, m)
+        self.matmul_on(DetectedKernel::best()?, x, m)
     }
 
-    fn matmul_on(&self, kernel: Kernel, x: &[f32], m: usize) -> Option<Vec<f32>> {
-        if x.len() != m * self.cols {
-            return None;
-        }
+    fn matmul_on(&self, kernel: DetectedKernel, x: &[f32], m: usize) -> Option<Vec<f32>> {
+        let kernel = kernel.kernel();
         #[cfg(not(target_arch = "x86_64"))]
         let _ = kernel;
-        let inputs = QuantizedInputs::new(x, m, self.cols);
-        let mut out = vec![0f32; m * self.rows];
-        let tiles = self.rows.div_ceil(TILE_ROWS);
-        let out_address = out.as_mut_ptr() as usize;
         let rows = self.rows;
         let blocks = self.blocks();
+        let tiles = rows.div_ceil(TILE_ROWS);
+        let out_len = m.checked_mul(rows)?;
+        if Some(x.len()) != m.checked_mul(self.cols) {
+            return None;
+        }
+        let inputs = QuantizedInputs::new(x, m, self.cols);
+        // What the unsafe kernel below reads: `blocks` tile blocks per tile, `blocks` input blocks
+        // per position. Checked here, once, whatever built this matrix.
+        if Some(self.data.len) != tiles.checked_mul(blocks)?.checked_mul(TILE_BLOCK_BYTES)
+            || inputs.values.len() != m * blocks * BLOCK
+            || inputs.scales.len() != m * blocks
+            || inputs.offsets.len() != m * blocks
+        {
+            return None;
+        }
+        let mut out = vec![0f32; out_len];
+        let out_address = out.as_mut_ptr() as usize;
         let run_tiles = |range: std::ops::Range<usize>| {
             let mut sums = [[0f32; TILE_ROWS]; MAX_ROWS_PER_PASS];
             for tile in range {
@@ -263,9 +325,9 @@ impl PackedQ8_0 {
                 while position < m {
                     let pass = MAX_ROWS_PER_PASS.min(m - position);
                     #[cfg(target_arch = "x86_64")]
-                    // SAFETY: `kernel()` detected the instructions (tests pass only kernels it
-                    // found); `packed` holds `blocks` tile blocks and the inputs `blocks` blocks
-                    // per position.
+                    // SAFETY: a `DetectedKernel` exists only for instructions this CPU has;
+                    // `packed` holds `blocks` tile blocks and the inputs `blocks` blocks per
+                    // position (both checked above).
                     unsafe {
                         match kernel {
                             Kernel::Avx512Vnni => {
@@ -497,11 +559,28 @@ mod tests {
     }
 
     #[test]
+    fn sizes_that_overflow_are_refused_before_any_allocation() {
+        // Shapes from a crafted GGUF whose products wrap to small numbers (issue 15).
+        for (rows, cols) in [
+            (64usize, 1usize << 63),
+            (1 << 63, 64),
+            (usize::MAX, 32),
+            (1 << 58, 64),
+            (64, 1 << 58),
+        ] {
+            assert!(PackedQ8_0::pack(&[], rows, cols).is_none(), "{rows}x{cols}");
+            let mut called = false;
+            let packed = PackedQ8_0::pack_with(rows, cols, |_, _: &mut [u8]| {
+                called = true;
+                Ok::<(), ()>(())
+            });
+            assert!(packed.is_none() && !called, "{rows}x{cols}");
+        }
+    }
+
+    #[test]
     fn product_matches_candles_q8_0_kernel() {
-        let kernels: Vec<Kernel> = [Kernel::Avx512Vnni, Kernel::AvxVnni]
-            .into_iter()
-            .filter(|k| available(*k))
-            .collect();
+        let kernels = DetectedKernel::all();
         if kernels.is_empty() {
             eprintln!("skipped: this CPU has no VNNI, the packed kernel is not used");
             return;
@@ -512,21 +591,7 @@ mod tests {
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
-    fn available(kernel: Kernel) -> bool {
-        use std::arch::is_x86_feature_detected as has;
-        match kernel {
-            Kernel::Avx512Vnni => has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
-            Kernel::AvxVnni => has!("avx2") && has!("avxvnni") && has!("f16c") && has!("fma"),
-        }
-    }
-
-    #[cfg(not(target_arch = "x86_64"))]
-    fn available(_: Kernel) -> bool {
-        false
-    }
-
-    fn check_products(kernel: Kernel) {
+    fn check_products(kernel: DetectedKernel) {
         // Rows not a multiple of 16, several pass sizes (1, 4 and a remainder of 3).
         for &(rows, cols, m) in &[(50, 640, 1), (16, 64, 4), (33, 2048, 7), (1000, 640, 11)] {
             let bytes = random_q8_0(rows, cols, rows as u32 * 31 + m as u32);

@@ -22,6 +22,9 @@ const TOWER_PREFIXES: [&str; 4] = [
 /// Tensor-name prefixes of the projector.
 const PROJECTOR_PREFIXES: [&str; 2] = ["model.multi_modal_projector", "multi_modal_projector"];
 
+/// Largest input side a vision tower may ask for (MedGemma's SigLIP takes 896).
+const MAX_IMAGE_SIZE: usize = 4096;
+
 /// How the patch grid is pooled into soft tokens.
 struct Geometry {
     patches_per_side: usize,
@@ -34,6 +37,34 @@ impl Geometry {
         config: &siglip::VisionConfig,
         tokens_per_side: usize,
     ) -> std::result::Result<Self, String> {
+        // Sizes come from files: zero heads would divide by zero inside the tower, and a
+        // layer count or image size no SigLIP has would allocate without bound.
+        if config.num_attention_heads == 0
+            || config.hidden_size == 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
+        {
+            return Err(format!(
+                "{} attention heads do not divide the vision width {}",
+                config.num_attention_heads, config.hidden_size
+            ));
+        }
+        if config.num_hidden_layers > crate::config::MAX_LAYERS
+            || config.hidden_size > 1 << 16
+            || config.intermediate_size > 1 << 20
+            || config.image_size > MAX_IMAGE_SIZE
+            || config.num_channels != 3
+        {
+            return Err(format!(
+                "vision sizes out of range (layers {}, width {}, MLP {}, image {}, channels {})",
+                config.num_hidden_layers,
+                config.hidden_size,
+                config.intermediate_size,
+                config.image_size,
+                config.num_channels
+            ));
+        }
         if config.patch_size == 0 || !config.image_size.is_multiple_of(config.patch_size) {
             return Err(format!(
                 "image size {} is not a multiple of the patch size {}",
