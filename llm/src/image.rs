@@ -7,56 +7,112 @@ use std::io::Cursor;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use image::{ImageFormat, ImageReader, RgbImage};
+use image::{ImageFormat, RgbImage};
 
 use crate::error::{LlmError, Result};
 
-/// Images larger than this on either side are refused before decoding (a 16k x 16k RGB image is
-/// already 768 MB; a real radiograph export is a few thousand pixels).
+/// Images larger than this on either side are refused before decoding.
 const MAX_SIDE: u32 = 16_384;
 
+/// Images with more pixels than this are refused before decoding: 36 megapixels (a 6000 x 6000
+/// scan) is more than any radiograph or photo export, and the tower looks at 896 x 896 anyway.
+/// A 16384 x 16384 image would need 800 MB as RGB, from a PNG of a few kilobytes.
+const MAX_PIXELS: u64 = 36_000_000;
+
+/// Most memory a decoder may allocate for one image (a 36-megapixel 16-bit RGBA PNG is 288 MB).
+const MAX_DECODER_BYTES: u64 = 320 << 20;
+
 /// Image files larger than this are refused unread.
-const MAX_FILE_BYTES: u64 = 512 << 20;
+const MAX_FILE_BYTES: u64 = 256 << 20;
 
 /// Decodes a PNG or JPEG file to RGB, with a one-line error naming the file otherwise. The format
-/// is told by the content, not the file name.
+/// is told by the content, not the file name. Only regular files are read (a FIFO or `/dev/zero`
+/// named as an image is refused at once), at most [`MAX_FILE_BYTES`] of them; sizes are checked
+/// from the header before any pixel is decoded, and a JPEG whose scan ends early is refused rather
+/// than padded with grey.
 pub fn read_rgb(path: &Path) -> Result<RgbImage> {
     let bad = |reason: String| LlmError::Image {
         path: path.to_path_buf(),
-        reason,
+        reason: crate::files::one_line(&reason),
     };
-    let size = std::fs::metadata(path)
-        .map_err(|e| bad(format!("cannot open: {e}")))?
-        .len();
-    if size > MAX_FILE_BYTES {
-        return Err(bad(format!(
-            "{} MB is too large for an image file",
-            size >> 20
-        )));
-    }
-    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let format = match image::guess_format(&bytes) {
-        Ok(format @ (ImageFormat::Png | ImageFormat::Jpeg)) => format,
+    let bytes = crate::files::read_bounded(path, MAX_FILE_BYTES).map_err(|e| {
+        bad(match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                format!("cannot open: {e}")
+            }
+            _ => format!("cannot read: {e}"),
+        })
+    })?;
+    let rgb = match image::guess_format(&bytes) {
+        Ok(ImageFormat::Png) => decode_png(&bytes),
+        Ok(ImageFormat::Jpeg) => decode_jpeg(&bytes),
         Ok(other) => {
             return Err(bad(format!(
                 "{other:?} images are not supported: convert it to PNG or JPEG"
             )))
         }
         Err(_) => return Err(bad("not a PNG or JPEG image".into())),
-    };
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    }
+    .map_err(bad)?;
+    if rgb.width() == 0 || rgb.height() == 0 {
+        return Err(bad("the image is empty".into()));
+    }
+    Ok(rgb)
+}
+
+/// Refuses sizes beyond [`MAX_SIDE`] and [`MAX_PIXELS`].
+fn check_size(width: u64, height: u64) -> std::result::Result<(), String> {
+    if width > u64::from(MAX_SIDE) || height > u64::from(MAX_SIDE) || width * height > MAX_PIXELS {
+        return Err(format!(
+            "{width} x {height} pixels is larger than the {} megapixels an image may have",
+            MAX_PIXELS / 1_000_000
+        ));
+    }
+    Ok(())
+}
+
+fn decode_png(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
+    use image::ImageDecoder;
+    let mut decoder = image::codecs::png::PngDecoder::new(Cursor::new(bytes))
+        .map_err(|e| format!("cannot decode the image: {e}"))?;
+    let (width, height) = decoder.dimensions();
+    check_size(u64::from(width), u64::from(height))?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
-    reader.limits(limits);
-    let decoded = reader
+    limits.max_alloc = Some(MAX_DECODER_BYTES);
+    decoder
+        .set_limits(limits)
+        .map_err(|e| format!("cannot decode the image: {e}"))?;
+    let decoded = image::DynamicImage::from_decoder(decoder)
+        .map_err(|e| format!("cannot decode the image: {e}"))?;
+    // Like PIL's convert("RGB"): grey is replicated, alpha dropped, 16-bit scaled to 8. An RGB8
+    // image is taken as it is, not copied.
+    Ok(decoded.into_rgb8())
+}
+
+fn decode_jpeg(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
+    use zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
+    // Strict mode: a scan that ends before the image does is an error, not grey padding (a
+    // 335-byte file claiming 16384 x 16384 pixels is not an image).
+    let options = DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(MAX_SIDE as usize)
+        .set_max_height(MAX_SIDE as usize)
+        .jpeg_set_out_colorspace(ColorSpace::RGB);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder
+        .decode_headers()
+        .map_err(|e| format!("cannot decode the image: {e:?}"))?;
+    let (width, height) = decoder
+        .dimensions()
+        .ok_or("cannot decode the image: no frame header")?;
+    check_size(width as u64, height as u64)?;
+    let pixels = decoder
         .decode()
-        .map_err(|e| bad(format!("cannot decode the image: {e}")))?;
-    if decoded.width() == 0 || decoded.height() == 0 {
-        return Err(bad("the image is empty".into()));
-    }
-    // Like PIL's convert("RGB"): grey is replicated, alpha dropped, 16-bit scaled to 8.
-    Ok(decoded.to_rgb8())
+        .map_err(|e| format!("cannot decode the image: {e:?}"))?;
+    RgbImage::from_raw(width as u32, height as u32, pixels)
+        .ok_or_else(|| "cannot decode the image: fewer pixels than its size".to_string())
 }
 
 /// Pixel values `[3, size, size]` of `path`, ready for the vision tower.
@@ -140,32 +196,32 @@ fn resample_axis(
 /// Resizes like PIL's `Image.resize((width, height), BILINEAR)`: horizontal pass, then vertical.
 fn resize_bilinear(rgb: &RgbImage, width: usize, height: usize) -> Vec<u8> {
     let (in_w, in_h) = (rgb.width() as usize, rgb.height() as usize);
-    let mut data = rgb.as_raw().clone();
+    let mut data = std::borrow::Cow::Borrowed(rgb.as_raw().as_slice());
     let mut current_w = in_w;
     if in_w != width {
         let weights = pil_bilinear_weights(in_w, width);
-        data = resample_axis(
+        data = std::borrow::Cow::Owned(resample_axis(
             &data,
             &weights,
             in_h,
             (in_w * 3, width * 3),
             (3, 3),
             width * in_h * 3,
-        );
+        ));
         current_w = width;
     }
     if in_h != height {
         let weights = pil_bilinear_weights(in_h, height);
-        data = resample_axis(
+        data = std::borrow::Cow::Owned(resample_axis(
             &data,
             &weights,
             current_w,
             (3, 3),
             (current_w * 3, current_w * 3),
             current_w * height * 3,
-        );
+        ));
     }
-    data
+    data.into_owned()
 }
 
 #[cfg(test)]
