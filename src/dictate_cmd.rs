@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use medscribe_llm::letter::constrain::TokenTable;
 use medscribe_llm::letter::prompt::PromptStyle;
 use medscribe_llm::letter::render::{render, Format};
-use medscribe_llm::letter::template::{all_templates, find_template};
+use medscribe_llm::letter::template::find_template;
 use medscribe_llm::letter::{write_letter, LetterEvent, LetterRequest, TranscriptSegment};
 use medscribe_llm::LoadedModel;
 use medscribe_pipeline::live::LiveConfig;
@@ -142,7 +142,10 @@ pub fn dictate(args: DictateArgs, ort_lib: Option<&Path>) -> Result<ExitCode> {
     }
     share_cores_with_transcription();
     let data = DataDir::from_env();
-    let templates = all_templates(Some(&templates_dir()))?;
+    let templates: Vec<_> = crate::letter_cmd::load_templates()
+        .templates()
+        .cloned()
+        .collect();
     let template = templates
         .iter()
         .position(|t| t.name == args.template)

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use medscribe_llm::letter::constrain::TokenTable;
 use medscribe_llm::letter::prompt::PromptStyle;
 use medscribe_llm::letter::render::{render, Format};
-use medscribe_llm::letter::template::{all_templates, find_template};
+use medscribe_llm::letter::template::TemplateSet;
 use medscribe_llm::letter::{write_letter, LetterEvent, LetterRequest, TranscriptSegment};
 use medscribe_pipeline::segmenter::SpeechProbability;
 use medscribe_pipeline::{transcribe_wav, DataDir};
@@ -114,10 +114,20 @@ pub struct LetterArgs {
     device: String,
 }
 
+/// The built-in and user templates; user files that cannot be used are reported on stderr, one
+/// line each, and skipped.
+pub fn load_templates() -> TemplateSet {
+    let set = TemplateSet::load(Some(&templates_dir()));
+    for warning in &set.warnings {
+        eprintln!("medscribe: warning: {warning}");
+    }
+    set
+}
+
 /// Lists the templates.
 pub fn list_templates() -> Result<ExitCode> {
-    let dir = templates_dir();
-    for t in all_templates(Some(&dir))? {
+    let set = load_templates();
+    for t in set.templates() {
         let sections: Vec<String> = t
             .sections
             .iter()
@@ -141,7 +151,7 @@ pub fn list_templates() -> Result<ExitCode> {
     }
     println!(
         "* required. Your own templates: {}/NAME.json (same name overrides).",
-        dir.display()
+        templates_dir().display()
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -195,7 +205,7 @@ pub fn letter(args: LetterArgs, ort_lib: Option<&Path>) -> Result<ExitCode> {
     if !(0.0..=100.0).contains(&args.temperature) || args.repetition_penalty <= 0.0 {
         bail!("--temperature must be 0-100 and --repetition-penalty above 0");
     }
-    let template = find_template(&args.template, Some(&templates_dir()))?;
+    let template = load_templates().find(&args.template)?.clone();
     let model_path = crate::letter_model_path(args.model.as_deref(), &data)?;
     let device = crate::letter_device(&args.device)?;
 

@@ -85,6 +85,7 @@ impl Template {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
+        check_name(&self.name)?;
         if self.sections.is_empty() {
             return Err("a template needs at least one section".into());
         }
@@ -127,51 +128,130 @@ impl Template {
     }
 }
 
-/// The built-in templates and those in `user_dir` (`*.json`; same name overrides).
-pub fn all_templates(user_dir: Option<&Path>) -> Result<Vec<Template>> {
-    let mut templates: BTreeMap<String, Template> = BTreeMap::new();
-    for (name, text) in BUILT_IN {
-        let template =
-            Template::from_json(text, "built-in").map_err(|reason| LlmError::BadFile {
-                path: PathBuf::from(format!("built-in template {name}")),
-                reason,
-            })?;
-        templates.insert(template.name.clone(), template);
+/// Largest template file read (the built-ins are about 3 KB).
+const MAX_TEMPLATE_BYTES: u64 = 1 << 20;
+
+/// A template's name becomes a file stem (letters are saved as `NAME.md`), so it must be a plain
+/// one: no path separators, no `..`, no leading dot, no control characters.
+fn check_name(name: &str) -> std::result::Result<(), String> {
+    let plain = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && !name.contains("..")
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c == ':' || c.is_control());
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "template name {name:?} must be a plain file name (no /, \\, .., leading dot or \
+             control characters; at most 64 bytes)"
+        ))
     }
-    if let Some(dir) = user_dir.filter(|d| d.is_dir()) {
-        let entries = std::fs::read_dir(dir).map_err(|e| LlmError::BadFile {
-            path: dir.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        let mut files: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .collect();
-        files.sort();
-        for path in files {
-            let bad = |reason: String| LlmError::BadFile {
-                path: path.clone(),
-                reason,
-            };
-            let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
-            let template = Template::from_json(&text, &path.display().to_string()).map_err(bad)?;
-            templates.insert(template.name.clone(), template);
-        }
-    }
-    Ok(templates.into_values().collect())
 }
 
-/// The template called `name`.
+/// The templates there are: the built-ins, then those in the user's directory, with a warning
+/// for each user file that could not be used (the rest still work).
+#[derive(Debug, Clone)]
+pub struct TemplateSet {
+    /// By name.
+    templates: BTreeMap<String, Template>,
+    /// One line per user template file skipped or overriding another user file.
+    pub warnings: Vec<String>,
+}
+
+impl TemplateSet {
+    /// The built-in templates and those in `user_dir` (`*.json`; same name overrides). A file
+    /// that is malformed, unreadable or not a regular file is skipped with a warning naming it.
+    pub fn load(user_dir: Option<&Path>) -> Self {
+        let mut templates: BTreeMap<String, Template> = BTreeMap::new();
+        for (_, text) in BUILT_IN {
+            // Built-ins are checked by the tests; one that failed would be a build mistake.
+            if let Ok(template) = Template::from_json(text, "built-in") {
+                templates.insert(template.name.clone(), template);
+            }
+        }
+        let mut warnings = Vec::new();
+        let Some(dir) = user_dir.filter(|d| d.is_dir()) else {
+            return Self {
+                templates,
+                warnings,
+            };
+        };
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .collect(),
+            Err(e) => {
+                warnings.push(format!("{}: cannot read: {e}", dir.display()));
+                Vec::new()
+            }
+        };
+        files.sort();
+        let mut from_user: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for path in files {
+            let parsed = crate::files::read_text_bounded(&path, MAX_TEMPLATE_BYTES)
+                .map_err(|e| format!("cannot read: {e}"))
+                .and_then(|text| Template::from_json(&text, &path.display().to_string()));
+            match parsed {
+                Ok(template) => {
+                    if let Some(earlier) = from_user.insert(template.name.clone(), path.clone()) {
+                        warnings.push(format!(
+                            "{}: template {:?} is also defined by {}; using {}",
+                            path.display(),
+                            template.name,
+                            earlier.display(),
+                            path.display()
+                        ));
+                    }
+                    templates.insert(template.name.clone(), template);
+                }
+                Err(reason) => warnings.push(format!(
+                    "{}: skipped: {}",
+                    path.display(),
+                    crate::files::one_line(&reason)
+                )),
+            }
+        }
+        Self {
+            templates,
+            warnings,
+        }
+    }
+
+    /// Every template, by name.
+    pub fn templates(&self) -> impl Iterator<Item = &Template> {
+        self.templates.values()
+    }
+
+    /// The template called `name`.
+    pub fn find(&self, name: &str) -> Result<&Template> {
+        self.templates.get(name).ok_or_else(|| {
+            let names: Vec<&str> = self.templates.keys().map(String::as_str).collect();
+            let skipped = if self.warnings.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} user template file(s) skipped)", self.warnings.len())
+            };
+            LlmError::Prompt(format!(
+                "no template {name:?}; templates: {}{skipped}",
+                names.join(", ")
+            ))
+        })
+    }
+}
+
+/// The built-in templates and those in `user_dir`, without the warnings ([`TemplateSet::load`]).
+pub fn all_templates(user_dir: Option<&Path>) -> Vec<Template> {
+    TemplateSet::load(user_dir).templates().cloned().collect()
+}
+
+/// The template called `name` ([`TemplateSet::find`]).
 pub fn find_template(name: &str, user_dir: Option<&Path>) -> Result<Template> {
-    let templates = all_templates(user_dir)?;
-    let names: Vec<&str> = templates.iter().map(|t| t.name.as_str()).collect();
-    let joined = names.join(", ");
-    templates
-        .iter()
-        .find(|t| t.name == name)
-        .cloned()
-        .ok_or_else(|| LlmError::Prompt(format!("no template {name:?}; templates: {joined}")))
+    TemplateSet::load(user_dir).find(name).cloned()
 }
 
 #[cfg(test)]
@@ -180,7 +260,8 @@ mod tests {
 
     #[test]
     fn built_in_templates_parse_with_their_codes() {
-        let templates = all_templates(None).unwrap();
+        let templates = all_templates(None);
+        assert_eq!(templates.len(), BUILT_IN.len(), "every built-in parses");
         let codes: BTreeMap<&str, &str> = templates
             .iter()
             .map(|t| (t.name.as_str(), t.loinc.code.as_str()))
@@ -209,15 +290,57 @@ mod tests {
         assert!(found.source.ends_with("soap.json"));
         soap["sections"][0]["key"] = "Bad Key".into();
         std::fs::write(dir.join("broken.json"), soap.to_string()).unwrap();
-        let err = all_templates(Some(&dir)).unwrap_err().to_string();
+        // One bad file is skipped with a warning naming it; every other template still works.
+        let set = TemplateSet::load(Some(&dir));
+        assert_eq!(set.warnings.len(), 1, "{:?}", set.warnings);
         assert!(
-            err.contains("broken.json") && err.contains("Bad Key"),
-            "{err}"
+            set.warnings[0].contains("broken.json") && set.warnings[0].contains("Bad Key"),
+            "{:?}",
+            set.warnings
         );
+        assert_eq!(set.find("soap").unwrap().title, "Clinic note");
+        assert!(set.find("referral").is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
         let err = find_template("letter-to-mum", None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("referral"), "{err}");
+    }
+
+    #[test]
+    fn names_that_are_not_plain_file_stems_are_refused() {
+        let mut soap: serde_json::Value = serde_json::from_str(BUILT_IN[3].1).unwrap();
+        for name in [
+            "../../x", "a/b", "a\\b", "..", ".hidden", "", "x\ny", "C:evil",
+        ] {
+            soap["name"] = name.into();
+            let err = Template::from_json(&soap.to_string(), "test").unwrap_err();
+            assert!(err.contains("plain file name"), "{name:?}: {err}");
+        }
+        soap["name"] = "my-referral_2".into();
+        assert!(Template::from_json(&soap.to_string(), "test").is_ok());
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn fifos_and_duplicates_in_the_user_directory_are_warnings_not_hangs() {
+        let dir = std::env::temp_dir().join(format!("medscribe-tpl-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = std::ffi::CString::new(dir.join("fifo.json").to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let mut soap: serde_json::Value = serde_json::from_str(BUILT_IN[3].1).unwrap();
+        soap["name"] = "clinic".into();
+        std::fs::write(dir.join("a.json"), soap.to_string()).unwrap();
+        std::fs::write(dir.join("b.json"), soap.to_string()).unwrap();
+        let set = TemplateSet::load(Some(&dir));
+        assert_eq!(set.warnings.len(), 2, "{:?}", set.warnings);
+        assert!(set.warnings.iter().any(|w| w.contains("fifo.json")));
+        assert!(set
+            .warnings
+            .iter()
+            .any(|w| w.contains("b.json") && w.contains("a.json")));
+        assert!(set.find("clinic").unwrap().source.ends_with("b.json"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
