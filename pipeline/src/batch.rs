@@ -269,9 +269,11 @@ fn write_outputs(
 ) -> Result<()> {
     for (path, format) in outputs.iter().zip(formats) {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| PipelineError::Output {
-                path: path.clone(),
-                source,
+            crate::output::create_private_dir_all(parent).map_err(|source| {
+                PipelineError::Output {
+                    path: path.clone(),
+                    source,
+                }
             })?;
         }
         write_private_atomically(path, render(done, *format).as_bytes())?;

@@ -587,7 +587,7 @@ impl AsrQueue {
     }
 
     fn spill(&mut self, segment: SpeechSegment) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).map_err(|source| PipelineError::Output {
+        crate::output::own_private_dir(&self.dir).map_err(|source| PipelineError::Output {
             path: self.dir.clone(),
             source,
         })?;

@@ -19,7 +19,9 @@ pub(crate) fn private_file_options() -> std::fs::OpenOptions {
 }
 
 /// Writes `contents` to `path` atomically with mode 0600: a crash leaves either the old file or
-/// the new one, never half of it.
+/// the new one, never half of it. The temporary file is created exclusively under a random name
+/// in the target directory (a link planted there is never followed), synced, renamed over `path`,
+/// and the directory is synced so that the new name survives a power cut too.
 pub fn write_private_atomically(path: &Path, contents: &[u8]) -> Result<()> {
     let output_error = |source| PipelineError::Output {
         path: path.to_path_buf(),
@@ -33,21 +35,85 @@ pub fn write_private_atomically(path: &Path, contents: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.{}.partial", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut file = private_file_options()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".partial");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o600));
     }
-    result.map_err(output_error)
+    let mut temp = builder.tempfile_in(dir).map_err(output_error)?;
+    temp.write_all(contents)
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(output_error)?;
+    // On failure the temporary file is removed when `temp` drops.
+    temp.persist(path).map_err(|e| output_error(e.error))?;
+    sync_dir(dir).map_err(output_error)
+}
+
+/// Makes a rename or a new file in `dir` durable (a no-op where directories cannot be opened).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// Creates `path` and any missing parents with mode 0700, whatever the umask (under umask 000 a
+/// plain `create_dir_all` makes them 0777, and others can plant files there). Directories that
+/// already exist are left as they are: they are the user's.
+pub fn create_private_dir_all(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path)
+}
+
+/// Whether a file or directory (its metadata, not followed through a link) belongs to this user.
+pub(crate) fn owned_by_me(metadata: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: getuid has no preconditions and cannot fail.
+        metadata.uid() == unsafe { libc::getuid() }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = metadata;
+        true
+    }
+}
+
+/// Like [`create_private_dir_all`] for a directory medscribe owns (its sessions): if it already
+/// exists open to others (made by an older version under a loose umask), it is closed to them,
+/// and one that belongs to another user is refused.
+pub fn own_private_dir(path: &Path) -> std::io::Result<()> {
+    create_private_dir_all(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let metadata = std::fs::symlink_metadata(path)?;
+        if !metadata.is_dir() || !owned_by_me(&metadata) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "is not a directory of this user (a link, or someone else's)",
+            ));
+        }
+        if metadata.mode() & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -76,6 +142,49 @@ mod tests {
             "no temporary file left"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_link_planted_at_the_target_or_a_temporary_name_is_never_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = dir.path().join("transcript.txt");
+        std::os::unix::fs::symlink(&victim, &out).unwrap();
+        // The old predictable temporary name, planted as well.
+        let old_temp = dir
+            .path()
+            .join(format!(".transcript.txt.{}.partial", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &old_temp).unwrap();
+        write_private_atomically(&out, b"patient text").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        let metadata = std::fs::symlink_metadata(&out).unwrap();
+        assert!(metadata.is_file());
+        assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read(&out).unwrap(), b"patient text");
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn private_directories_are_closed_to_others_even_when_they_exist() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a/b/c");
+        create_private_dir_all(&nested).unwrap();
+        for path in [dir.path().join("a"), dir.path().join("a/b"), nested.clone()] {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{}: {mode:o}", path.display());
+        }
+        std::fs::set_permissions(&nested, std::fs::Permissions::from_mode(0o777)).unwrap();
+        create_private_dir_all(&nested).unwrap();
+        let mode = std::fs::metadata(&nested).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o777, "a user's own directory is left alone");
+        own_private_dir(&nested).unwrap();
+        let mode = std::fs::metadata(&nested).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
     }
 
     #[test]

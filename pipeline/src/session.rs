@@ -135,7 +135,7 @@ impl Session {
     /// suffix when that name is taken.
     pub fn create(data: &DataDir, created: &str) -> Result<Self> {
         let root = sessions_dir(data);
-        std::fs::create_dir_all(&root).map_err(|e| session_error(&root, e.to_string()))?;
+        crate::output::own_private_dir(&root).map_err(|e| session_error(&root, e.to_string()))?;
         let base: String = created
             .chars()
             .map(|c| if c == ':' { '-' } else { c })
@@ -294,9 +294,16 @@ pub fn list_sessions(data: &DataDir) -> Result<Vec<(Session, Result<SessionMeta>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(session_error(&root, format!("cannot read: {e}"))),
     };
+    // Only real directories of this user count: a link or another user's directory planted in
+    // a sessions folder must never become `latest` and have its text exported as ours.
     let mut dirs: Vec<PathBuf> = entries
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.is_dir())
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| {
+            entry
+                .metadata()
+                .is_ok_and(|m| m.is_dir() && crate::output::owned_by_me(&m))
+        })
+        .map(|entry| entry.path())
         .collect();
     dirs.sort();
     Ok(dirs
@@ -323,11 +330,15 @@ pub fn find_session(data: &DataDir, wanted: &str) -> Result<Session> {
             .map(|(session, _)| session)
             .ok_or_else(|| session_error(&sessions_dir(data), "there are no sessions yet"));
     }
-    let matching: Vec<Session> = sessions
+    let mut matching: Vec<Session> = sessions
         .into_iter()
         .map(|(session, _)| session)
         .filter(|session| session.id().starts_with(wanted))
         .collect();
+    // A whole name is that session, even when others extend it (`A` and `A-2`).
+    if let Some(exact) = matching.iter().position(|s| s.id() == wanted) {
+        return Ok(matching.swap_remove(exact));
+    }
     match matching.len() {
         1 => Ok(matching
             .into_iter()
