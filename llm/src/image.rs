@@ -91,6 +91,26 @@ fn decode_png(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
     Ok(decoded.into_rgb8())
 }
 
+/// Refuses a JPEG whose scan data cannot hold the image it claims: zune-jpeg, like browsers,
+/// pads a cut-off scan with grey even in strict mode. The last scan must be followed by an end
+/// marker, and every 8 x 8 block of the full-resolution component costs at least one bit of
+/// Huffman code (its DC value), so the file must hold at least that many bits.
+fn check_jpeg_complete(bytes: &[u8], width: u64, height: u64) -> std::result::Result<(), String> {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xff, 0xda]);
+    let ends = last_scan.is_some_and(|scan| bytes[scan..].windows(2).any(|w| w == [0xff, 0xd9]));
+    if !ends {
+        return Err("the file ends before the image does (no end-of-image marker)".into());
+    }
+    let blocks = width.div_ceil(8) * height.div_ceil(8);
+    if (bytes.len() as u64) * 8 < blocks {
+        return Err(format!(
+            "{} bytes cannot hold the {width} x {height} pixels the header claims",
+            bytes.len()
+        ));
+    }
+    Ok(())
+}
+
 fn decode_jpeg(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
     use zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
     // Strict mode: a scan that ends before the image does is an error, not grey padding (a
@@ -108,6 +128,7 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
         .dimensions()
         .ok_or("cannot decode the image: no frame header")?;
     check_size(width as u64, height as u64)?;
+    check_jpeg_complete(bytes, width as u64, height as u64)?;
     let pixels = decoder
         .decode()
         .map_err(|e| format!("cannot decode the image: {e:?}"))?;
@@ -283,5 +304,110 @@ mod tests {
         );
         assert!(!err.contains('\n'));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A PNG chunk with its CRC.
+    fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+        let mut crc = 0xffff_ffffu32;
+        for &byte in kind.iter().chain(data) {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        let mut out = (data.len() as u32).to_be_bytes().to_vec();
+        out.extend(kind);
+        out.extend(data);
+        out.extend((!crc).to_be_bytes());
+        out
+    }
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("medscribe-image-hostile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn a_tiny_png_claiming_a_huge_size_is_refused_before_decoding() {
+        // 16384 x 16384, 1 bit per pixel: a few bytes on disk, 800 MB as RGB.
+        let mut header = 16_384u32.to_be_bytes().to_vec();
+        header.extend(16_384u32.to_be_bytes());
+        header.extend([1, 0, 0, 0, 0]);
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend(chunk(b"IHDR", &header));
+        png.extend(chunk(
+            b"IDAT",
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+        ));
+        png.extend(chunk(b"IEND", &[]));
+        let path = temp("huge.png");
+        std::fs::write(&path, &png).unwrap();
+        let start = std::time::Instant::now();
+        let err = read_rgb(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("huge.png") && err.contains("megapixels"),
+            "{err}"
+        );
+        assert!(start.elapsed().as_secs() < 2);
+    }
+
+    #[test]
+    fn a_jpeg_whose_scan_ends_early_is_refused_not_padded() {
+        let rgb = RgbImage::from_fn(64, 64, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 4) as u8, 90])
+        });
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode_image(&rgb)
+            .unwrap();
+        let whole = temp("whole.jpg");
+        std::fs::write(&whole, &jpeg).unwrap();
+        let decoded = read_rgb(&whole).unwrap();
+        assert_eq!(decoded.dimensions(), (64, 64));
+        // The same header claiming 4096 x 4096 (under the pixel limit): its scan is far too short.
+        let sof = jpeg
+            .windows(2)
+            .position(|w| w == [0xff, 0xc0])
+            .expect("a baseline frame header");
+        let mut claims = jpeg.clone();
+        claims[sof + 5..sof + 7].copy_from_slice(&4096u16.to_be_bytes());
+        claims[sof + 7..sof + 9].copy_from_slice(&4096u16.to_be_bytes());
+        let path = temp("claims.jpg");
+        std::fs::write(&path, &claims).unwrap();
+        let err = read_rgb(&path).unwrap_err().to_string();
+        assert!(err.contains("claims.jpg") && !err.contains('\n'), "{err}");
+        // And a cut-off file.
+        let cut = temp("cut.jpg");
+        std::fs::write(&cut, &jpeg[..jpeg.len() / 2]).unwrap();
+        assert!(read_rgb(&cut).is_err());
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn devices_and_fifos_named_as_images_are_refused_at_once() {
+        let link = temp("zero.png");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        let err = read_rgb(&link).unwrap_err().to_string();
+        assert!(
+            err.contains("zero.png") && err.contains("regular file"),
+            "{err}"
+        );
+        let fifo = temp("fifo.png");
+        let _ = std::fs::remove_file(&fifo);
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = read_rgb(&fifo).unwrap_err().to_string();
+        assert!(
+            err.contains("fifo.png") && err.contains("regular file"),
+            "{err}"
+        );
     }
 }
