@@ -255,12 +255,15 @@ fn generate_text(args: GenerateArgs) -> Result<ExitCode> {
     use std::sync::atomic::AtomicBool;
     use std::time::Instant;
 
-    if !(0.0..=100.0).contains(&args.temperature)
-        || !(0.0..=1.0).contains(&args.top_p)
-        || args.repetition_penalty <= 0.0
-    {
-        bail!("--temperature must be 0-100, --top-p 0-1 and --repetition-penalty above 0");
-    }
+    let sampling = medscribe_llm::Sampling {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        repetition_penalty: args.repetition_penalty,
+        seed: args.seed,
+        max_new_tokens: args.max_new_tokens,
+    };
+    sampling.check().map_err(anyhow::Error::msg)?;
     let path = letter_model_path(args.model.as_deref(), &DataDir::from_env())?;
     let prompt = match args.prompt {
         Some(prompt) => prompt,
@@ -283,11 +286,13 @@ fn generate_text(args: GenerateArgs) -> Result<ExitCode> {
     let text = if args.raw {
         prompt
     } else {
-        // Gemma's template puts a turn's images before its text.
+        // Gemma's template puts a turn's images before its text. The user's words are text,
+        // never control tokens (`--raw` is for writing those).
         let markers = medscribe_llm::IMAGE_MARKER.repeat(args.image.len());
+        let system = args.system.as_deref().map(medscribe_llm::user_text);
         medscribe_llm::chat_prompt(
-            args.system.as_deref(),
-            &format!("{markers}{}", prompt.trim()),
+            system.as_deref(),
+            &format!("{markers}{}", medscribe_llm::user_text(prompt.trim())),
         )
     };
     let tokens_per_image = loaded.vision.as_ref().map_or(0, |v| v.tokens_per_image());
@@ -305,14 +310,6 @@ fn generate_text(args: GenerateArgs) -> Result<ExitCode> {
         Some(loaded.encode_images(&args.image)?)
     };
     let ids = loaded.tokenizer.encode(&text)?;
-    let sampling = medscribe_llm::Sampling {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        repetition_penalty: args.repetition_penalty,
-        seed: args.seed,
-        max_new_tokens: args.max_new_tokens,
-    };
     let stop = [loaded.tokenizer.eos, loaded.tokenizer.end_of_turn];
     let tokenizer = &loaded.tokenizer;
     let mut generated: Vec<u32> = Vec::new();
@@ -604,6 +601,12 @@ impl Reporter {
                 }
             }
             BatchEvent::FileDone { result, .. } => {
+                if !result.warnings.is_empty() {
+                    self.clear_progress();
+                    for warning in &result.warnings {
+                        eprintln!("medscribe: warning: {}: {warning}", result.file.display());
+                    }
+                }
                 self.audio_done_s += result.transcript.duration_s;
                 self.processing_s += result.processing_s;
                 if self.to_stdout && self.stdout_error.is_none() {

@@ -6,7 +6,7 @@
 //! matched to sections and named in the instructions as hints.
 
 use super::template::Template;
-use crate::chat::{chat_prompt, IMAGE_MARKER};
+use crate::chat::{chat_prompt, user_text, IMAGE_MARKER};
 
 /// How the model is prompted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +111,6 @@ pub fn letter_prompt(
     match style {
         PromptStyle::Chat => {
             let mut text = String::new();
-            text.push_str(&IMAGE_MARKER.repeat(images));
             text.push_str(&format!("{}\n\nWrite the {} as one JSON object with exactly these keys, in this order, each a string (empty when the transcript says nothing about it):\n", template.instructions, template.title.to_lowercase()));
             for s in &template.sections {
                 let need = if s.required { "required" } else { "optional" };
@@ -135,11 +134,13 @@ pub fn letter_prompt(
                 text.push_str(&format!("Format example: {example}\n"));
             }
             text.push_str(&format!("\nTranscript:\n{transcript}"));
-            chat_prompt(None, &text)
+            // Template and transcript text are the user's: never control tokens.
+            let markers = IMAGE_MARKER.repeat(images);
+            chat_prompt(None, &format!("{markers}{}", user_text(&text)))
         }
         PromptStyle::Completion => {
             let mut text = format!(
-                "<bos>{} written from clinical transcripts as JSON.\n\n",
+                "{} written from clinical transcripts as JSON.\n\n",
                 template.title
             );
             if let (Some(example), Some(json)) = (&template.example, example_json(template)) {
@@ -155,7 +156,8 @@ pub fn letter_prompt(
                 transcript.replace('\n', " "),
                 template.title
             ));
-            text
+            // Template and transcript text are the user's: never control tokens.
+            format!("<bos>{}", user_text(&text))
         }
     }
 }
