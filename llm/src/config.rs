@@ -55,6 +55,9 @@ pub struct Gemma3TextConfig {
     pub final_logit_softcapping: Option<f64>,
     /// True for `Gemma3ForConditionalGeneration` (multimodal), which never soft-caps.
     pub multimodal: bool,
+    /// Most positions the model was trained for (`max_position_embeddings`; GGUF
+    /// `gemma3.context_length`): prompt and letter together must fit.
+    pub context_length: usize,
 }
 
 /// Most layers any configuration may declare (MedGemma 27B has 62): a file claiming 2^40 layers
@@ -210,6 +213,7 @@ impl Gemma3TextConfig {
                 ),
             },
             multimodal,
+            context_length: usize_or(config, "max_position_embeddings", 131_072)?,
         };
         if let Some(activation) = get(config, "hidden_activation").and_then(Value::as_str) {
             if activation != "gelu_pytorch_tanh" {
@@ -248,6 +252,7 @@ impl Gemma3TextConfig {
             MAX_HEADS,
         )?;
         within("the head size", self.head_dim, MAX_HEAD_DIM)?;
+        within("the context length", self.context_length, 1 << 24)?;
         if !self
             .num_attention_heads
             .is_multiple_of(self.num_key_value_heads)

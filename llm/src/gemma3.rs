@@ -239,6 +239,9 @@ enum EmbeddingTable {
     },
 }
 
+/// Positions of a prompt run through the layers at once (see `forward_grouped`).
+const PREFILL_CHUNK: usize = 512;
+
 /// Bytes of one Q8_0 block: an f16 scale and 32 signed bytes.
 const Q8_0_BLOCK_BYTES: usize = 34;
 const Q8_0_BLOCK_VALUES: usize = 32;
@@ -836,13 +839,57 @@ impl Gemma3Text {
     }
 
     /// The forward pass; `groups` (one per new position, 0 = none) lets positions of the same
-    /// non-zero group attend to each other regardless of order.
+    /// non-zero group attend to each other regardless of order. A long prompt runs in chunks of
+    /// [`PREFILL_CHUNK`] positions (an image's tokens are never split): attention memory grows
+    /// with chunk x context instead of context squared.
     fn forward_grouped(
         &mut self,
         embeddings: &Tensor,
         groups: Option<&[u32]>,
         all_positions: bool,
     ) -> Result<Tensor> {
+        let len = embeddings.dim(1)?;
+        let context = self.config.context_length;
+        if self.position.saturating_add(len) > context {
+            return Err(LlmError::Prompt(format!(
+                "{} tokens do not fit the model's context of {context} tokens",
+                self.position.saturating_add(len)
+            )));
+        }
+        let mut outputs = Vec::new();
+        let mut from = 0;
+        while from < len {
+            let mut to = (from + PREFILL_CHUNK).min(len);
+            if let Some(groups) = groups {
+                while to < len && groups[to] != 0 && groups[to] == groups[to - 1] {
+                    to += 1;
+                }
+            }
+            let chunk = embeddings.narrow(1, from, to - from)?;
+            let x = self.run_layers(&chunk, groups.map(|g| &g[from..to]))?;
+            if all_positions {
+                outputs.push(x);
+            } else if to == len {
+                outputs.push(x.narrow(1, to - from - 1, 1)?);
+            }
+            from = to;
+        }
+        let x = if outputs.len() == 1 {
+            outputs.remove(0)
+        } else {
+            Tensor::cat(&outputs, 1)?
+        };
+        let x = rms_norm(&x, &self.final_norm, self.config.rms_norm_eps)?;
+        let mut logits = linear(&x, &self.head)?.squeeze(0)?;
+        if let Some(cap) = self.config.effective_softcapping() {
+            logits = ((logits / cap)?.tanh()? * cap)?;
+        }
+        Ok(logits)
+    }
+
+    /// Runs new positions through every layer (keys and values join the caches): the hidden
+    /// states `[1, len, hidden]` before the final norm.
+    fn run_layers(&mut self, embeddings: &Tensor, groups: Option<&[u32]>) -> Result<Tensor> {
         let len = embeddings.dim(1)?;
         let start = self.position;
         let config = &self.config;
@@ -864,17 +911,7 @@ impl Gemma3Text {
             x = layer.forward(&x, start, config, rope, groups, &self.device)?;
         }
         self.position += len;
-        let x = if all_positions {
-            x
-        } else {
-            x.narrow(1, len - 1, 1)?
-        };
-        let x = rms_norm(&x, &self.final_norm, self.config.rms_norm_eps)?;
-        let mut logits = linear(&x, &self.head)?.squeeze(0)?;
-        if let Some(cap) = self.config.effective_softcapping() {
-            logits = ((logits / cap)?.tanh()? * cap)?;
-        }
-        Ok(logits)
+        Ok(x)
     }
 }
 
@@ -1192,6 +1229,7 @@ fn gguf_config(content: &gguf_file::Content) -> std::result::Result<Gemma3TextCo
             .and_then(|v| v.to_f32().ok())
             .map(f64::from),
         multimodal: false,
+        context_length: number("context_length").unwrap_or(131_072),
     };
     config.check_sizes()?;
     Ok(config)
@@ -1213,7 +1251,8 @@ pub(crate) fn read_gguf(
     // The header holds the whole vocabulary as ~800,000 small fields: unbuffered, each would be
     // a system call (most of the load time).
     let mut file = std::io::BufReader::with_capacity(1 << 20, file);
-    crate::gguf_check::check_header(&mut file).map_err(bad)?;
+    crate::gguf_check::check_header(&mut file)
+        .map_err(|e| bad(format!("not a readable GGUF file: {e}")))?;
     std::io::Seek::rewind(&mut file).map_err(|e| bad(format!("cannot read: {e}")))?;
     let content = gguf_file::Content::read(&mut file)
         .map_err(|e| bad(format!("not a readable GGUF file: {e}")))?;

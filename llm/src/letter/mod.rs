@@ -123,6 +123,10 @@ pub fn now_rfc3339() -> String {
 
 /// Writes a letter with `loaded` (its conversation is reset first). `table` is the tokenizer's
 /// [`TokenTable`] (build it once per model). The JSON always parses and has every template key.
+///
+/// A transcript too long for the model's context (a two-hour case conference) is split at line,
+/// then sentence, then word boundaries into parts that fit; a draft is written from each part
+/// and their sections are joined in order, with a warning saying so.
 pub fn write_letter(
     loaded: &mut LoadedModel,
     table: &TokenTable,
@@ -143,10 +147,177 @@ pub fn write_letter(
             "the transcript is empty: nothing to write a letter from".into(),
         ));
     }
-    let image_count = request
-        .images
-        .map_or(0, |i| i.features.dims().first().copied().unwrap_or(0));
-    let prompt = letter_prompt(template, &transcript_text, request.style, image_count);
+    let parts = parts_that_fit(loaded, request, &transcript_text)?;
+    let mut drafts = Vec::with_capacity(parts.len());
+    let mut truncated = false;
+    for (index, part) in parts.iter().enumerate() {
+        // Images go with the first part only: they are read once.
+        let images = if index == 0 { request.images } else { None };
+        let (values, cut) = draft(loaded, table, request, part, images, cancel, on_event)?;
+        truncated |= cut;
+        drafts.push(values);
+    }
+    let budget = request.sampling.max_new_tokens;
+    let segments: Vec<String> = request.transcript.iter().map(|s| s.text.clone()).collect();
+    let mut warnings = Vec::new();
+    if parts.len() > 1 {
+        warnings.push(format!(
+            "the transcript is longer than the model's context ({} tokens): the letter was \
+             written from {} parts in turn and their sections joined",
+            loaded.model.config().context_length,
+            parts.len()
+        ));
+    }
+    if truncated {
+        warnings.push(format!(
+            "the letter reached its token limit ({budget} in all, {} per section): some sections may be cut short",
+            request.max_section_tokens
+        ));
+    }
+    let sections = template
+        .sections
+        .iter()
+        .map(|s| {
+            let mut texts: Vec<&str> = Vec::new();
+            for values in &drafts {
+                let text = values.get(&s.key).and_then(|v| v.as_str()).unwrap_or("");
+                let text = text.trim();
+                if !text.is_empty() && !texts.contains(&text) {
+                    texts.push(text);
+                }
+            }
+            let raw = texts.join(" ");
+            let (text, removed) = grounding::ground(&raw, &transcript_text);
+            for r in &removed {
+                // The removed text itself is patient data: it stays out of messages.
+                warnings.push(format!(
+                    "removed a {} from \"{}\" that is not in the transcript",
+                    r.kind.noun(),
+                    s.title
+                ));
+            }
+            LetterSection {
+                key: s.key.clone(),
+                title: s.title.clone(),
+                required: s.required,
+                sources: grounding::sources(&text, &segments),
+                text,
+            }
+        })
+        .collect();
+    Ok(Letter {
+        template: template.name.clone(),
+        title: template.title.clone(),
+        document_type: template.loinc.clone(),
+        model: loaded.source.file_name().map_or_else(
+            || loaded.source.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        ),
+        created: now_rfc3339(),
+        sections,
+        warnings,
+        transcript: request.transcript.to_vec(),
+    })
+}
+
+/// The transcript as parts whose prompts, with the letter's token budget, fit the model's
+/// context: the whole transcript when it fits (the usual case), else pieces cut at line, then
+/// sentence, then word boundaries.
+fn parts_that_fit(
+    loaded: &LoadedModel,
+    request: &LetterRequest<'_>,
+    transcript: &str,
+) -> Result<Vec<String>> {
+    let context = loaded.model.config().context_length;
+    let tokens = |text: &str| -> Result<usize> {
+        let image_count = request
+            .images
+            .map_or(0, |i| i.features.dims().first().copied().unwrap_or(0));
+        let prompt = letter_prompt(request.template, text, request.style, image_count);
+        let tokens_per_image = loaded.vision.as_ref().map_or(0, |v| v.tokens_per_image());
+        let (prompt, _) = expand_image_markers(&prompt, tokens_per_image);
+        Ok(loaded.tokenizer.encode(&prompt)?.len())
+    };
+    let budget = request.sampling.max_new_tokens;
+    let overhead = tokens("")?;
+    if overhead + budget >= context {
+        return Err(LlmError::Prompt(format!(
+            "the model's context of {context} tokens cannot hold this template's prompt \
+             ({overhead} tokens) and a letter of {budget} tokens: lower --max-new-tokens"
+        )));
+    }
+    if tokens(transcript)? + budget <= context {
+        return Ok(vec![transcript.to_string()]);
+    }
+    // Room for transcript text in each part, with a margin for tokens that merge differently
+    // where pieces are joined.
+    let room = (context - budget - overhead).saturating_sub(16).max(1);
+    let count = |text: &str| -> Result<usize> { Ok(loaded.tokenizer.encode(text)?.len()) };
+    let mut pieces: Vec<String> = Vec::new();
+    for line in transcript.lines().filter(|l| !l.trim().is_empty()) {
+        if count(line)? <= room {
+            pieces.push(line.to_string());
+            continue;
+        }
+        for sentence in line.split_inclusive(['.', '?', '!']) {
+            if count(sentence)? <= room {
+                pieces.push(sentence.trim().to_string());
+                continue;
+            }
+            // A run-on sentence: by words.
+            let mut current = String::new();
+            for word in sentence.split_whitespace() {
+                let candidate = if current.is_empty() {
+                    word.to_string()
+                } else {
+                    format!("{current} {word}")
+                };
+                if !current.is_empty() && count(&candidate)? > room {
+                    pieces.push(std::mem::replace(&mut current, word.to_string()));
+                } else {
+                    current = candidate;
+                }
+            }
+            if !current.is_empty() {
+                pieces.push(current);
+            }
+        }
+    }
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = String::new();
+    let mut current_tokens = 0usize;
+    for piece in pieces {
+        let piece_tokens = count(&piece)? + 1;
+        if !current.is_empty() && current_tokens + piece_tokens > room {
+            parts.push(std::mem::take(&mut current));
+            current_tokens = 0;
+        }
+        if !current.is_empty() {
+            current.push('\n');
+        }
+        current.push_str(&piece);
+        current_tokens += piece_tokens;
+    }
+    if !current.is_empty() {
+        parts.push(current);
+    }
+    Ok(parts)
+}
+
+/// The section values of one draft written from `transcript_text`, and whether it hit its token
+/// limit.
+fn draft(
+    loaded: &mut LoadedModel,
+    table: &TokenTable,
+    request: &LetterRequest<'_>,
+    transcript_text: &str,
+    images: Option<&PromptImages>,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(LetterEvent),
+) -> Result<(serde_json::Map<String, serde_json::Value>, bool)> {
+    let template = request.template;
+    let image_count = images.map_or(0, |i| i.features.dims().first().copied().unwrap_or(0));
+    let prompt = letter_prompt(template, transcript_text, request.style, image_count);
     let tokens_per_image = loaded.vision.as_ref().map_or(0, |v| v.tokens_per_image());
     let (prompt, _) = expand_image_markers(&prompt, tokens_per_image);
     let mut input = loaded.tokenizer.encode(&prompt)?;
@@ -170,7 +341,7 @@ pub fn write_letter(
 
     let model = &mut loaded.model;
     model.reset();
-    let mut logits = match request.images {
+    let mut logits = match images {
         Some(images) => {
             model.forward_with_images(&input, images.soft_token, &images.features, false)?
         }
@@ -218,50 +389,7 @@ pub fn write_letter(
     let json = String::from_utf8_lossy(constraint.text()).into_owned();
     let values: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&json)
         .map_err(|e| LlmError::Prompt(format!("constrained output is not JSON ({e}): a bug")))?;
-    let segments: Vec<String> = request.transcript.iter().map(|s| s.text.clone()).collect();
-    let mut warnings = Vec::new();
-    if constraint.truncated() {
-        warnings.push(format!(
-            "the letter reached its token limit ({budget} in all, {} per section): some sections may be cut short",
-            request.max_section_tokens
-        ));
-    }
-    let sections = template
-        .sections
-        .iter()
-        .map(|s| {
-            let raw = values.get(&s.key).and_then(|v| v.as_str()).unwrap_or("");
-            let (text, removed) = grounding::ground(raw.trim(), &transcript_text);
-            for r in &removed {
-                // The removed text itself is patient data: it stays out of messages.
-                warnings.push(format!(
-                    "removed a {} from \"{}\" that is not in the transcript",
-                    r.kind.noun(),
-                    s.title
-                ));
-            }
-            LetterSection {
-                key: s.key.clone(),
-                title: s.title.clone(),
-                required: s.required,
-                sources: grounding::sources(&text, &segments),
-                text,
-            }
-        })
-        .collect();
-    Ok(Letter {
-        template: template.name.clone(),
-        title: template.title.clone(),
-        document_type: template.loinc.clone(),
-        model: loaded.source.file_name().map_or_else(
-            || loaded.source.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        ),
-        created: now_rfc3339(),
-        sections,
-        warnings,
-        transcript: request.transcript.to_vec(),
-    })
+    Ok((values, constraint.truncated()))
 }
 
 #[cfg(test)]
