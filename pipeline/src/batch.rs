@@ -115,48 +115,105 @@ fn is_wav(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
 }
 
-fn walk(
-    dir: &Path,
-    root: &Path,
-    found: &mut Vec<BatchInput>,
-    errors: &mut Vec<(PathBuf, PipelineError)>,
-) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) => {
-            errors.push((
-                dir.to_path_buf(),
-                PipelineError::Audio {
-                    path: dir.to_path_buf(),
-                    reason: format!("cannot read folder: {e}"),
-                },
-            ));
-            return;
-        }
-    };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    paths.sort();
-    for path in paths {
-        if path.is_dir() {
-            walk(&path, root, found, errors);
-        } else if is_wav(&path) {
-            let relative = path.strip_prefix(root).unwrap_or(&path).with_extension("");
-            found.push(BatchInput {
-                path,
-                output_stem: relative,
-            });
+/// A directory's identity, so that a walk enters each real directory once however many links
+/// lead to it (a link to its own folder made one file be transcribed 41 times; two made the walk
+/// explode).
+#[cfg(unix)]
+fn directory_identity(metadata: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((metadata.dev(), metadata.ino()))
+}
+
+#[cfg(not(unix))]
+fn directory_identity(_: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
+}
+
+struct Walk<'a> {
+    root: &'a Path,
+    found: &'a mut Vec<BatchInput>,
+    errors: &'a mut Vec<(PathBuf, PipelineError)>,
+    entered: &'a mut std::collections::HashSet<(u64, u64)>,
+}
+
+impl Walk<'_> {
+    fn folder_error(&mut self, dir: &Path, reason: String) {
+        self.errors.push((
+            dir.to_path_buf(),
+            PipelineError::Audio {
+                path: dir.to_path_buf(),
+                reason,
+            },
+        ));
+    }
+
+    fn dir(&mut self, dir: &Path) {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) => return self.folder_error(dir, format!("cannot read folder: {e}")),
+        };
+        let mut entries: Vec<std::fs::DirEntry> = entries.flatten().collect();
+        entries.sort_by_key(|e| e.path());
+        for entry in entries {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            // Links are followed to what they point at: a recording, or a folder not yet seen.
+            let metadata = if kind.is_symlink() {
+                match std::fs::metadata(&path) {
+                    Ok(metadata) => metadata,
+                    Err(_) => continue, // a dangling link
+                }
+            } else {
+                match entry.metadata() {
+                    Ok(metadata) => metadata,
+                    Err(_) => continue,
+                }
+            };
+            if metadata.is_dir() {
+                match directory_identity(&metadata) {
+                    Some(identity) if !self.entered.insert(identity) => continue,
+                    None if kind.is_symlink() => continue,
+                    _ => self.dir(&path),
+                }
+            } else if is_wav(&path) {
+                let relative = path
+                    .strip_prefix(self.root)
+                    .unwrap_or(&path)
+                    .with_extension("");
+                self.found.push(BatchInput {
+                    path,
+                    output_stem: relative,
+                });
+            }
         }
     }
 }
 
 /// Expands files and folders into recordings; inputs that do not exist are returned as errors.
+/// Folders are searched recursively; each real folder is entered once, whatever links lead to it.
 pub fn collect_inputs(inputs: &[PathBuf]) -> (Vec<BatchInput>, Vec<(PathBuf, PipelineError)>) {
     let mut found = Vec::new();
     let mut errors = Vec::new();
+    let mut entered = std::collections::HashSet::new();
     for input in inputs {
         if input.is_dir() {
             let before = found.len();
-            walk(input, input, &mut found, &mut errors);
+            if let Some(identity) = std::fs::metadata(input)
+                .ok()
+                .as_ref()
+                .and_then(directory_identity)
+            {
+                entered.insert(identity);
+            }
+            Walk {
+                root: input,
+                found: &mut found,
+                errors: &mut errors,
+                entered: &mut entered,
+            }
+            .dir(input);
             if found.len() == before {
                 errors.push((
                     input.clone(),
@@ -177,7 +234,30 @@ pub fn collect_inputs(inputs: &[PathBuf]) -> (Vec<BatchInput>, Vec<(PathBuf, Pip
             });
         }
     }
+    // The same recording named twice (or reached through a link) is transcribed once.
+    let mut seen = std::collections::HashSet::new();
+    found.retain(|input| {
+        seen.insert(std::fs::canonicalize(&input.path).unwrap_or(input.path.clone()))
+    });
     (found, errors)
+}
+
+/// Inputs whose outputs would land on the same file as an earlier input's (`a/visit.wav` and
+/// `b/visit.wav`, or `rec.wav` and `rec.WAV`: names are compared ignoring case, as many disks
+/// do), each with the input it collides with.
+pub fn colliding_outputs(inputs: &[BatchInput]) -> Vec<(&BatchInput, &BatchInput)> {
+    let mut by_name: std::collections::HashMap<String, &BatchInput> = Default::default();
+    let mut collisions = Vec::new();
+    for input in inputs {
+        let name = input.output_stem.to_string_lossy().to_lowercase();
+        match by_name.get(&name) {
+            Some(first) => collisions.push((input, *first)),
+            None => {
+                by_name.insert(name, input);
+            }
+        }
+    }
+    collisions
 }
 
 /// The output files of one recording.
@@ -205,6 +285,27 @@ pub fn run_batch(
     for (path, error) in &errors {
         summary.failed += 1;
         on_event(BatchEvent::Failed { path, error });
+    }
+    // Two recordings writing one output file would lose one of them: refused before any work.
+    if request.output_dir.is_some() {
+        let collisions = colliding_outputs(&inputs);
+        if !collisions.is_empty() {
+            for (input, first) in collisions {
+                summary.failed += 1;
+                on_event(BatchEvent::Failed {
+                    path: &input.path,
+                    error: &PipelineError::Audio {
+                        path: input.path.clone(),
+                        reason: format!(
+                            "its output would overwrite that of {} (nothing was transcribed; use \
+                             separate --output folders or rename one)",
+                            first.path.display()
+                        ),
+                    },
+                });
+            }
+            return summary;
+        }
     }
     let audio_s = inputs
         .iter()
@@ -324,5 +425,53 @@ mod tests {
         assert!(found.is_empty());
         assert!(errors[0].1.to_string().contains("no .wav files"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn links_to_folders_are_entered_once_so_self_links_cannot_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("recordings");
+        std::fs::create_dir_all(root.join("ward")).unwrap();
+        std::fs::write(root.join("visit.wav"), b"").unwrap();
+        std::fs::write(root.join("ward/round.wav"), b"").unwrap();
+        // A link to its own folder, two more to the root, and a link to a folder outside.
+        std::os::unix::fs::symlink(&root, root.join("self")).unwrap();
+        std::os::unix::fs::symlink(&root, root.join("ward/up")).unwrap();
+        std::os::unix::fs::symlink("..", root.join("ward/parent")).unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("extra.wav"), b"").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("linked")).unwrap();
+        let (found, errors) = collect_inputs(std::slice::from_ref(&root));
+        assert!(errors.is_empty(), "{errors:?}");
+        let stems: Vec<String> = found
+            .iter()
+            .map(|i| i.output_stem.display().to_string())
+            .collect();
+        assert_eq!(stems, ["linked/extra", "visit", "ward/round"]);
+    }
+
+    #[test]
+    fn outputs_that_would_overwrite_each_other_are_found_before_any_work() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["a/visit.wav", "b/visit.wav", "c/rec.wav", "c/rec.WAV"] {
+            let path = dir.path().join(f);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, b"").unwrap();
+        }
+        let (found, _) = collect_inputs(&[
+            dir.path().join("a/visit.wav"),
+            dir.path().join("b/visit.wav"),
+            dir.path().join("a/visit.wav"),
+        ]);
+        assert_eq!(found.len(), 2, "the same file named twice is one input");
+        let collisions = colliding_outputs(&found);
+        assert_eq!(collisions.len(), 1);
+        assert!(collisions[0].0.path.ends_with("b/visit.wav"));
+        let (found, _) = collect_inputs(&[dir.path().join("c")]);
+        assert_eq!(colliding_outputs(&found).len(), 1, "rec.wav and rec.WAV");
+        let (found, _) = collect_inputs(&[dir.path().join("a"), dir.path().join("c/rec.wav")]);
+        assert!(colliding_outputs(&found).is_empty());
     }
 }
