@@ -30,6 +30,8 @@ pub struct FileTranscript {
     pub transcript: Transcript,
     /// Wall time spent, seconds (for real-time factors).
     pub processing_s: f64,
+    /// What was odd about the recording but did not stop it (one line each, without the file).
+    pub warnings: Vec<String>,
 }
 
 /// Progress of one file: (audio seconds done, audio seconds in the file).
@@ -47,6 +49,7 @@ pub fn transcribe_wav(
     let started = Instant::now();
     let mut source = WavSource::open(path)?;
     let total_s = source.info().duration_s();
+    let warnings = source.warnings().to_vec();
     let transcript = match segmentation {
         Segmentation::FixedWindows => fixed_windows(&mut source, recognizer, total_s, progress)?,
         Segmentation::Vad => {
@@ -62,6 +65,7 @@ pub fn transcribe_wav(
         model: recognizer.model_name().to_owned(),
         transcript,
         processing_s: started.elapsed().as_secs_f64(),
+        warnings,
     })
 }
 

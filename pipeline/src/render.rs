@@ -133,6 +133,7 @@ mod tests {
             file: "a.wav".into(),
             model: "m".into(),
             processing_s: 0.1,
+            warnings: Vec::new(),
             transcript: Transcript {
                 raw_text: "hello {period} world".into(),
                 text: "Hello. World".into(),

@@ -3,7 +3,7 @@
 //! stays flat however long the recording is.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Chain, Cursor, Read, Seek, SeekFrom, Take};
 use std::path::{Path, PathBuf};
 
 use hound::{SampleFormat, WavReader};
@@ -42,10 +42,137 @@ impl WavInfo {
     }
 }
 
+/// What hound reads: a canonical header (the file's own `fmt ` chunk, a `data` chunk header with
+/// the size found by [`riff_layout`]) followed by the audio bytes of the file.
+type CanonicalWav = BufReader<Chain<Cursor<Vec<u8>>, Take<File>>>;
+
+/// Where a WAV file's format and audio are, found by walking its RIFF chunks (hound neither
+/// honours the pad byte after an odd-sized chunk nor reads past a data size of 0 or 0xFFFFFFFF,
+/// the placeholders streaming writers leave).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RiffLayout {
+    /// The body of the `fmt ` chunk.
+    format: Vec<u8>,
+    /// Where the audio bytes start.
+    data_offset: u64,
+    /// How many audio bytes to read.
+    data_len: u64,
+    /// Set when the data size in the header was a placeholder and the audio runs to the end of
+    /// the file instead.
+    warning: Option<String>,
+}
+
+/// Header errors in the words `describe_hound_error` uses for the same faults.
+const ENDS_IN_HEADER: &str = "truncated or not a valid WAV file: it ends inside its header";
+
+/// Walks the RIFF chunks of a WAV file of `file_len` bytes up to its `data` chunk.
+fn riff_layout(file: &mut File, file_len: u64) -> std::result::Result<RiffLayout, String> {
+    let read = |file: &mut File, buf: &mut [u8]| {
+        file.read_exact(buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => ENDS_IN_HEADER.to_string(),
+            _ => format!("cannot read: {e}"),
+        })
+    };
+    let mut riff = [0u8; 12];
+    read(file, &mut riff)?;
+    if &riff[0..4] != b"RIFF" || &riff[8..12] != b"WAVE" {
+        return Err("not a valid WAV file (no RIFF/WAVE header)".into());
+    }
+    let mut position = 12u64;
+    let mut format: Option<Vec<u8>> = None;
+    loop {
+        let mut header = [0u8; 8];
+        read(file, &mut header)?;
+        position += 8;
+        let size = u64::from(u32::from_le_bytes([
+            header[4], header[5], header[6], header[7],
+        ]));
+        let remaining = file_len.saturating_sub(position);
+        match &header[0..4] {
+            b"fmt " => {
+                if !(16..=1024).contains(&size) {
+                    return Err(format!(
+                        "not a valid WAV file (format chunk of {size} bytes)"
+                    ));
+                }
+                let mut body = vec![0u8; size as usize];
+                read(file, &mut body)?;
+                format = Some(body);
+            }
+            b"data" => {
+                let format = format.ok_or("not a valid WAV file (audio data before its format)")?;
+                let block_align = u64::from(u16::from_le_bytes([format[12], format[13]])).max(1);
+                let whole = |bytes: u64| bytes / block_align * block_align;
+                let (data_len, warning) = match size {
+                    0 | 0xFFFF_FFFF if remaining < block_align => (0, None),
+                    // Streaming writers leave 0 or 0xFFFFFFFF until they finish; what follows
+                    // the header is the recording.
+                    0 | 0xFFFF_FFFF => (
+                        whole(remaining),
+                        Some(format!(
+                            "the header gives the audio length as {size:#x} (left by a \
+                             recorder that did not finish); reading the {} bytes to the end of \
+                             the file",
+                            whole(remaining)
+                        )),
+                    ),
+                    _ => (size, None),
+                };
+                return Ok(RiffLayout {
+                    format,
+                    data_offset: position,
+                    data_len,
+                    warning,
+                });
+            }
+            _ => {}
+        }
+        if &header[0..4] != b"fmt " {
+            if size > remaining {
+                return Err(ENDS_IN_HEADER.into());
+            }
+            file.seek(SeekFrom::Current(size as i64))
+                .map_err(|e| format!("cannot read: {e}"))?;
+        }
+        // RIFF chunks are word aligned: an odd-sized chunk is followed by a pad byte.
+        position += size + (size & 1);
+        if size & 1 == 1 {
+            file.seek(SeekFrom::Start(position))
+                .map_err(|e| format!("cannot read: {e}"))?;
+        }
+    }
+}
+
+/// The canonical stream hound reads for `layout`.
+fn canonical_wav(mut file: File, layout: &RiffLayout) -> std::io::Result<CanonicalWav> {
+    let fmt_len = layout.format.len() as u32;
+    let data_len = u32::try_from(layout.data_len).unwrap_or(u32::MAX);
+    let mut header = Vec::with_capacity(28 + layout.format.len());
+    header.extend_from_slice(b"RIFF");
+    let riff_len = 4u32
+        .saturating_add(8 + fmt_len + (fmt_len & 1))
+        .saturating_add(8)
+        .saturating_add(data_len);
+    header.extend_from_slice(&riff_len.to_le_bytes());
+    header.extend_from_slice(b"WAVEfmt ");
+    header.extend_from_slice(&fmt_len.to_le_bytes());
+    header.extend_from_slice(&layout.format);
+    if fmt_len & 1 == 1 {
+        header.push(0);
+    }
+    header.extend_from_slice(b"data");
+    header.extend_from_slice(&data_len.to_le_bytes());
+    file.seek(SeekFrom::Start(layout.data_offset))?;
+    Ok(BufReader::new(
+        Cursor::new(header).chain(file.take(u64::from(data_len))),
+    ))
+}
+
 /// A WAV file being read as 16 kHz mono blocks.
 pub struct WavSource {
     path: PathBuf,
-    reader: WavReader<BufReader<File>>,
+    reader: WavReader<CanonicalWav>,
+    warnings: Vec<String>,
     info: WavInfo,
     scale: f32,
     frames_read: u64,
@@ -115,8 +242,23 @@ impl WavSource {
         if metadata.len() == 0 {
             return Err(audio_error(path, "empty file"));
         }
-        let reader =
-            WavReader::open(path).map_err(|e| audio_error(path, describe_hound_error(e)))?;
+        if !metadata.is_file() {
+            return Err(audio_error(path, "not a regular file"));
+        }
+        let mut file =
+            File::open(path).map_err(|e| audio_error(path, format!("cannot open: {e}")))?;
+        let layout = riff_layout(&mut file, metadata.len()).map_err(|e| audio_error(path, e))?;
+        if layout.data_len == 0 {
+            return Err(audio_error(
+                path,
+                "no audio samples (the recording is empty)",
+            ));
+        }
+        let reader = canonical_wav(file, &layout)
+            .map_err(|e| audio_error(path, format!("cannot read: {e}")))
+            .and_then(|stream| {
+                WavReader::new(stream).map_err(|e| audio_error(path, describe_hound_error(e)))
+            })?;
         let spec = reader.spec();
         if !RATE_RANGE.contains(&spec.sample_rate) {
             return Err(audio_error(
@@ -155,7 +297,7 @@ impl WavSource {
         // The data chunk cannot be longer than the file: catch truncation and absurd chunk sizes
         // before doing any work.
         let data_bytes = frames * u64::from(spec.channels) * u64::from(spec.bits_per_sample / 8);
-        if data_bytes > metadata.len() {
+        if layout.data_offset + data_bytes > metadata.len() {
             return Err(audio_error(
                 path,
                 format!(
@@ -186,6 +328,7 @@ impl WavSource {
                 frames,
             },
             reader,
+            warnings: layout.warning.into_iter().collect(),
             scale,
             frames_read: 0,
             resampler,
@@ -201,6 +344,12 @@ impl WavSource {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What was odd about the file but did not stop it being read (a placeholder audio length),
+    /// one line each.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The next block of 16 kHz mono samples, or `None` at the end.
@@ -277,4 +426,82 @@ impl WavSource {
 
 fn truncated() -> hound::Error {
     hound::Error::IoError(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 16 kHz mono 16-bit WAV: `extra` chunks before the audio, the data size as `declared`.
+    fn wav(extra: &[(&[u8; 4], &[u8], bool)], declared: Option<u32>, samples: &[i16]) -> Vec<u8> {
+        let mut out = b"RIFF\0\0\0\0WAVEfmt ".to_vec();
+        out.extend(16u32.to_le_bytes());
+        out.extend(1u16.to_le_bytes());
+        out.extend(1u16.to_le_bytes());
+        out.extend(16_000u32.to_le_bytes());
+        out.extend(32_000u32.to_le_bytes());
+        out.extend(2u16.to_le_bytes());
+        out.extend(16u16.to_le_bytes());
+        for (id, body, pad) in extra {
+            out.extend(*id);
+            out.extend((body.len() as u32).to_le_bytes());
+            out.extend(*body);
+            if *pad && body.len() % 2 == 1 {
+                out.push(0);
+            }
+        }
+        out.extend(b"data");
+        let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+        out.extend(declared.unwrap_or(bytes.len() as u32).to_le_bytes());
+        out.extend(bytes);
+        out
+    }
+
+    fn open(bytes: &[u8]) -> Result<WavSource> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rec.wav");
+        std::fs::write(&path, bytes).unwrap();
+        WavSource::open(&path)
+    }
+
+    fn tone() -> Vec<i16> {
+        (0..16_000)
+            .map(|i| ((i % 100) * 300 - 15_000) as i16)
+            .collect()
+    }
+
+    #[test]
+    fn placeholder_lengths_of_streaming_writers_read_to_the_end_with_a_warning() {
+        let expected = open(&wav(&[], None, &tone())).unwrap();
+        assert!(expected.warnings().is_empty());
+        let expected = expected.read_all().unwrap();
+        for declared in [0u32, 0xFFFF_FFFF] {
+            let source = open(&wav(&[], Some(declared), &tone())).unwrap();
+            assert_eq!(source.info().frames, 16_000, "{declared:#x}");
+            assert_eq!(source.warnings().len(), 1);
+            assert!(source.warnings()[0].contains("end of the file"));
+            assert_eq!(source.read_all().unwrap(), expected, "{declared:#x}");
+        }
+    }
+
+    #[test]
+    fn a_header_without_audio_is_an_error_saying_so() {
+        for declared in [None, Some(0), Some(0xFFFF_FFFF)] {
+            let err = open(&wav(&[], declared, &[])).unwrap_err().to_string();
+            assert!(err.contains("no audio samples"), "{declared:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn odd_sized_chunks_are_followed_by_their_pad_byte() {
+        let note: &[u8] = b"INFOabc"; // 7 bytes: a pad byte follows
+        let padded = open(&wav(&[(b"LIST", note, true)], None, &tone())).unwrap();
+        assert_eq!(padded.info().frames, 16_000);
+        assert_eq!(
+            padded.read_all().unwrap(),
+            open(&wav(&[], None, &tone())).unwrap().read_all().unwrap()
+        );
+        // Without its pad byte the chunks after it are misaligned: refused, not misread.
+        assert!(open(&wav(&[(b"LIST", note, false)], None, &tone())).is_err());
+    }
 }
