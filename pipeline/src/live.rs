@@ -201,6 +201,9 @@ impl LiveSession {
         session: Session,
         config: LiveConfig,
     ) -> Result<Self> {
+        // Held by the formatter stage, the last to finish, until the session is marked complete:
+        // while it is held nobody may recover the session as interrupted.
+        let lock = session.lock()?;
         let stop = Arc::new(AtomicBool::new(false));
         let paused = Arc::new(AtomicBool::new(config.start_paused));
         let fatal = Fatal::default();
@@ -310,6 +313,7 @@ impl LiveSession {
             let session = session.clone();
             threads.push(spawn("formatter", move || {
                 formatter_stage((format_rx, edits_rx), (&events_tx, &fatal), &session, meta);
+                drop(lock);
             })?);
         }
         Ok(Self {

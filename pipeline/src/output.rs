@@ -52,6 +52,37 @@ pub fn write_private_atomically(path: &Path, contents: &[u8]) -> Result<()> {
     sync_dir(dir).map_err(output_error)
 }
 
+/// Reads a whole regular file of at most `limit` bytes. The open cannot block (a FIFO would wait
+/// for a writer forever): it is non-blocking until the file is known to be regular, and devices
+/// such as `/dev/zero` are refused rather than read without end.
+pub fn read_regular_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    if metadata.len() > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {} MB", limit >> 20),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(limit).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Makes a rename or a new file in `dir` durable (a no-op where directories cannot be opened).
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]

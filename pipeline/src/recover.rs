@@ -40,12 +40,14 @@ pub fn recover_session(
     if meta.state == SessionState::Complete {
         return Err(refuse("already complete; nothing to recover".into()));
     }
-    if !meta.is_orphaned() {
+    if !session.is_interrupted(&meta) {
         return Err(refuse(format!(
             "still being recorded by process {}; stop it first",
             meta.pid
         )));
     }
+    // Held until the repair is done: nobody records or recovers this session meanwhile.
+    let _lock = session.lock()?;
     let repair = repair_wav(&session.audio_path())?;
     let lines = session.transcript()?;
     let resumed_at_s = lines

@@ -36,7 +36,7 @@ pub struct TranscriptLine {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionState {
-    /// Capture is running (or the process died while it was: see [`SessionMeta::is_orphaned`]).
+    /// Capture is running (or the process died while it was: see [`Session::is_interrupted`]).
     Recording,
     /// Capture ended and every segment was transcribed.
     Complete,
@@ -67,12 +67,40 @@ pub struct SessionMeta {
     pub transcribed_s: f64,
 }
 
-impl SessionMeta {
-    /// Whether the session says it is recording but the process that wrote it is gone (a crash,
-    /// a kill, a power cut): `sessions recover` finishes such sessions.
-    pub fn is_orphaned(&self) -> bool {
-        self.state == SessionState::Recording && !process_is_medscribe(self.pid)
+/// `session.lock`: held (flock) by the process recording a session for as long as it records,
+/// and by `sessions recover` while it repairs one. The kernel drops the lock when its process
+/// dies, however it dies, so a lock that can be taken means nobody is recording.
+const LOCK_FILE: &str = "session.lock";
+
+/// Proof that this process holds a session's lock; dropping it releases the lock.
+#[derive(Debug)]
+pub struct SessionLock {
+    _file: std::fs::File,
+}
+
+/// Takes `session.lock` in `dir` exclusively; `Ok(None)` when another process holds it.
+fn try_lock(dir: &Path) -> std::io::Result<Option<SessionLock>> {
+    let file = private_file_options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(LOCK_FILE))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: flock on a file descriptor this function owns; no memory is involved.
+        let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if !taken {
+            let error = std::io::Error::last_os_error();
+            return if error.kind() == std::io::ErrorKind::WouldBlock {
+                Ok(None)
+            } else {
+                Err(error)
+            };
+        }
     }
+    Ok(Some(SessionLock { _file: file }))
 }
 
 #[cfg(target_os = "linux")]
@@ -173,6 +201,67 @@ impl Session {
         Ok(Self {
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// Takes the session's lock for recording or repairing it; an error saying so when another
+    /// process is recording it (or repairing it) now.
+    pub fn lock(&self) -> Result<SessionLock> {
+        match try_lock(&self.dir) {
+            Ok(Some(lock)) => Ok(lock),
+            Ok(None) => Err(session_error(
+                &self.dir,
+                "is being recorded (or recovered) by another medscribe process now; stop it first",
+            )),
+            Err(e) => Err(session_error(
+                &self.dir,
+                format!("cannot take its lock file: {e}"),
+            )),
+        }
+    }
+
+    /// Whether a process is recording this session now: its lock is held. Sessions recorded
+    /// before locks existed are judged by their process id.
+    pub fn is_being_recorded(&self, meta: &SessionMeta) -> bool {
+        if !self.dir.join(LOCK_FILE).exists() {
+            return process_is_medscribe(meta.pid);
+        }
+        // Taking it succeeds only when nobody holds it; dropping it at once releases it again.
+        !matches!(try_lock(&self.dir), Ok(Some(_)))
+    }
+
+    /// Whether the session says it is recording but nobody is (a crash, a kill, a power cut):
+    /// `sessions recover` finishes such sessions.
+    pub fn is_interrupted(&self, meta: &SessionMeta) -> bool {
+        meta.state == SessionState::Recording && !self.is_being_recorded(meta)
+    }
+
+    /// Copies the PNG or JPEG image at `path` into `attachments/` (mode 0600, a new name if
+    /// taken) and returns where it went. Only a regular file of at most 64 MB is read: a FIFO,
+    /// a device or a link to one is refused at once instead of blocking or reading forever.
+    pub fn attach(&self, path: &Path) -> Result<PathBuf> {
+        const MAX_ATTACHMENT_BYTES: u64 = 64 << 20;
+        let bad = |reason: String| session_error(path, reason);
+        let bytes = crate::output::read_regular_file(path, MAX_ATTACHMENT_BYTES)
+            .map_err(|e| bad(format!("cannot attach: {e}")))?;
+        let is_image =
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n") || bytes.starts_with(&[0xFF, 0xD8, 0xFF]);
+        if !is_image {
+            return Err(bad("not a PNG or JPEG image".into()));
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .unwrap_or_else(|| "image".into());
+        let dir = self.attachments_dir();
+        let mut target = dir.join(&name);
+        let mut n = 2;
+        while target.exists() {
+            target = dir.join(format!("{n}-{name}"));
+            n += 1;
+        }
+        write_private_atomically(&target, &bytes)?;
+        Ok(target)
     }
 
     /// The directory.
@@ -398,12 +487,103 @@ mod tests {
         a.write_meta(&meta).unwrap();
         meta.id = b.id();
         b.write_meta(&meta).unwrap();
-        assert!(!a.meta().unwrap().is_orphaned(), "this process is alive");
+        assert!(
+            !a.is_interrupted(&a.meta().unwrap()),
+            "this process is alive"
+        );
         assert!(find_session(&data, "2026-11-23T10-00-00Z-2").is_ok());
         let ambiguous = find_session(&data, "2026").unwrap_err().to_string();
         assert!(ambiguous.contains("2 sessions"), "{ambiguous}");
         assert_eq!(find_session(&data, "latest").unwrap(), b);
         assert!(find_session(&data, "1999").is_err());
+        // A whole name selects that session even though another extends it (`A` and `A-2`).
+        assert_eq!(find_session(&data, &a.id()).unwrap(), a);
+    }
+
+    #[test]
+    fn liveness_is_the_recorders_lock_not_the_name_of_a_process() {
+        let root = tempfile::tempdir().unwrap();
+        let data = DataDir::at(root.path());
+        let session = Session::create(&data, "2026-11-23T10:00:00Z").unwrap();
+        let meta = SessionMeta {
+            id: session.id(),
+            kind: "recording".into(),
+            created: "2026-11-23T10:00:00Z".into(),
+            source: "test".into(),
+            sample_rate: 16_000,
+            channels: 1,
+            asr_model: "m".into(),
+            state: SessionState::Recording,
+            // A live process that is not called medscribe: a renamed binary.
+            pid: 1,
+            transcribed_s: 0.0,
+        };
+        session.write_meta(&meta).unwrap();
+        let lock = session.lock().unwrap();
+        assert!(session.is_being_recorded(&meta));
+        assert!(
+            !session.is_interrupted(&meta),
+            "the recorder holds its lock"
+        );
+        assert!(session.lock().is_err(), "one holder at a time");
+        drop(lock);
+        assert!(
+            session.is_interrupted(&meta),
+            "the lock was released: nobody records"
+        );
+        // Still free after the check.
+        drop(session.lock().unwrap());
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn attaching_a_fifo_or_a_device_fails_at_once_and_an_image_is_copied_privately() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let session = Session::create(&DataDir::at(root.path()), "2026-11-23T10:00:00Z").unwrap();
+        let fifo = root.path().join("scan.png");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let started = std::time::Instant::now();
+        let err = session.attach(&fifo).unwrap_err().to_string();
+        assert!(err.contains("regular file"), "{err}");
+        let zero = root.path().join("zero.png");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        assert!(session.attach(&zero).is_err());
+        assert!(started.elapsed().as_secs() < 5, "nothing blocked");
+        let text = root.path().join("notes.png");
+        std::fs::write(&text, "not an image").unwrap();
+        assert!(session
+            .attach(&text)
+            .unwrap_err()
+            .to_string()
+            .contains("PNG or JPEG"));
+        let image = root.path().join("xray.png");
+        std::fs::write(&image, b"\x89PNG\r\n\x1a\nrest").unwrap();
+        let first = session.attach(&image).unwrap();
+        let second = session.attach(&image).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(
+            std::fs::metadata(&first).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn links_planted_in_the_sessions_folder_are_not_sessions() {
+        let root = tempfile::tempdir().unwrap();
+        let data = DataDir::at(root.path());
+        let own = Session::create(&data, "2026-11-23T10:00:00Z").unwrap();
+        // A forged session elsewhere, linked in under a name that sorts last.
+        let forged = root.path().join("forged");
+        std::fs::create_dir_all(&forged).unwrap();
+        std::fs::write(forged.join(META_FILE), "{}").unwrap();
+        std::os::unix::fs::symlink(&forged, sessions_dir(&data).join("9999-forged")).unwrap();
+        let sessions = list_sessions(&data).unwrap();
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(find_session(&data, "latest").unwrap(), own);
     }
 
     #[test]

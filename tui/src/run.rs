@@ -2,7 +2,7 @@
 //! pipeline and the letter writer report. Model work runs on other threads; this thread never
 //! waits on it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -89,11 +89,25 @@ pub fn run(dictation: Dictation) -> Result<Outcome, TuiError> {
     };
     let mut letters = Vec::new();
     let mut task: Option<LetterTask> = None;
+    let (attached_tx, attached) = crossbeam_channel::unbounded::<Result<PathBuf, String>>();
     let mut quit_requested = false;
     let result = (|| -> Result<(), TuiError> {
         loop {
             while let Ok(event) = live.events().try_recv() {
                 app.apply(event);
+            }
+            while let Ok(result) = attached.try_recv() {
+                match result {
+                    Ok(target) => {
+                        let name = target
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        app.message = Some(format!("attached {name}"));
+                        app.attachments.push(target);
+                    }
+                    Err(error) => app.message = Some(error),
+                }
             }
             if let Some(running) = &task {
                 loop {
@@ -130,7 +144,10 @@ pub fn run(dictation: Dictation) -> Result<Outcome, TuiError> {
                             write_edit(&session, &line, &mut app);
                         }
                     }
-                    Action::Attach(path) => attach(&session, &path, &mut app),
+                    Action::Attach(path) => {
+                        app.message = Some(format!("attaching {}…", path.display()));
+                        start_attach(&session, path, &attached_tx);
+                    }
                     Action::Detach(index) => {
                         let removed = app.attachments.remove(index);
                         let _ = std::fs::remove_file(&removed);
@@ -191,37 +208,25 @@ fn write_edit(
     }
 }
 
-fn attach(session: &medscribe_pipeline::session::Session, path: &Path, app: &mut App) {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(error) => {
-            app.message = Some(format!("{}: {error}", path.display()));
-            return;
-        }
-    };
-    let is_image =
-        bytes.starts_with(b"\x89PNG\r\n\x1a\n") || bytes.starts_with(&[0xFF, 0xD8, 0xFF]);
-    if !is_image {
-        app.message = Some(format!("{}: not a PNG or JPEG image", path.display()));
-        return;
-    }
-    let dir = session.attachments_dir();
-    let mut target = dir.join(&name);
-    let mut n = 2;
-    while target.exists() {
-        target = dir.join(format!("{n}-{name}"));
-        n += 1;
-    }
-    match write_private_atomically(&target, &bytes) {
-        Ok(()) => {
-            app.message = Some(format!("attached {name}"));
-            app.attachments.push(target);
-        }
-        Err(error) => app.message = Some(error.to_string()),
+/// Attaches an image on a worker thread: reading a large file, or a path that turns out to be a
+/// FIFO or a slow network share, must never freeze the screen.
+fn start_attach(
+    session: &medscribe_pipeline::session::Session,
+    path: PathBuf,
+    done: &crossbeam_channel::Sender<Result<PathBuf, String>>,
+) {
+    let session = session.clone();
+    let done = done.clone();
+    let spawned = std::thread::Builder::new()
+        .name("medscribe-attach".into())
+        .spawn({
+            let done = done.clone();
+            move || {
+                let _ = done.send(session.attach(&path).map_err(|e| e.to_string()));
+            }
+        });
+    if let Err(error) = spawned {
+        let _ = done.send(Err(format!("cannot attach: {error}")));
     }
 }
 
