@@ -202,9 +202,14 @@ pub fn letter(args: LetterArgs, ort_lib: Option<&Path>) -> Result<ExitCode> {
             bail!("{} exists; pass --force to replace it", out.display());
         }
     }
-    if !(0.0..=100.0).contains(&args.temperature) || args.repetition_penalty <= 0.0 {
-        bail!("--temperature must be 0-100 and --repetition-penalty above 0");
-    }
+    let sampling = medscribe_llm::Sampling {
+        temperature: args.temperature,
+        repetition_penalty: args.repetition_penalty,
+        seed: args.seed,
+        max_new_tokens: args.max_new_tokens,
+        ..medscribe_llm::Sampling::default()
+    };
+    sampling.check().map_err(anyhow::Error::msg)?;
     let template = load_templates().find(&args.template)?.clone();
     let model_path = crate::letter_model_path(args.model.as_deref(), &data)?;
     let device = crate::letter_device(&args.device)?;
@@ -248,13 +253,7 @@ pub fn letter(args: LetterArgs, ort_lib: Option<&Path>) -> Result<ExitCode> {
         transcript: &transcript,
         style,
         images: images.as_ref(),
-        sampling: medscribe_llm::Sampling {
-            temperature: args.temperature,
-            repetition_penalty: args.repetition_penalty,
-            seed: args.seed,
-            max_new_tokens: args.max_new_tokens,
-            ..medscribe_llm::Sampling::default()
-        },
+        sampling,
         max_section_tokens: args.max_section_tokens,
     };
     let mut err = std::io::stderr().lock();
@@ -303,8 +302,13 @@ pub fn letter(args: LetterArgs, ort_lib: Option<&Path>) -> Result<ExitCode> {
     let rendered = render(&letter, format);
     match &args.out {
         Some(out) => {
-            medscribe_pipeline::output::write_private_atomically(out, rendered.as_bytes())
-                .with_context(|| format!("cannot write {}", out.display()))?;
+            if let Err(error) =
+                medscribe_pipeline::output::write_private_atomically(out, rendered.as_bytes())
+            {
+                // Minutes of generation are not thrown away with a full or read-only disk.
+                let kept = keep_unsaved_letter(&data, out, &rendered);
+                bail!("{error}; {kept}");
+            }
             if interactive {
                 let _ = writeln!(err, "medscribe: letter written to {}", out.display());
             }
@@ -316,6 +320,39 @@ pub fn letter(args: LetterArgs, ort_lib: Option<&Path>) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Saves a letter that could not be written where the user asked, under `letters/` in the data
+/// directory (mode 0600), or failing that prints it on stdout; says where it went.
+fn keep_unsaved_letter(data: &DataDir, wanted: &Path, rendered: &str) -> String {
+    let dir = data.root().join("letters");
+    let name = format!(
+        "unsaved-{}-{}",
+        medscribe_llm::letter::now_rfc3339().replace(':', "-"),
+        wanted
+            .file_name()
+            .map_or("letter".into(), |n| n.to_string_lossy().into_owned())
+    );
+    let fallback = dir.join(name);
+    let saved = medscribe_pipeline::output::create_private_dir_all(&dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            medscribe_pipeline::output::write_private_atomically(&fallback, rendered.as_bytes())
+                .map_err(|e| e.to_string())
+        });
+    match saved {
+        Ok(()) => format!("the letter was kept in {}", fallback.display()),
+        Err(_) => {
+            let mut stdout = std::io::stdout().lock();
+            let printed = stdout
+                .write_all(rendered.as_bytes())
+                .and_then(|()| stdout.flush());
+            match printed {
+                Ok(()) => "the letter was printed on standard output instead".into(),
+                Err(_) => "the letter could not be kept anywhere".into(),
+            }
+        }
+    }
 }
 
 /// Transcribes the dictation files in order into one transcript, times running on across files.

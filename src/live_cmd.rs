@@ -293,7 +293,7 @@ fn describe_state(session: &Session) -> (String, String, String, String) {
         Ok(meta) => {
             let state = match meta.state {
                 SessionState::Complete => "complete".to_string(),
-                _ if meta.is_orphaned() => "interrupted (sessions recover)".to_string(),
+                _ if session.is_interrupted(&meta) => "interrupted (sessions recover)".to_string(),
                 _ => "recording".to_string(),
             };
             let audio = medscribe_pipeline::WavSource::open(&session.audio_path())
@@ -385,6 +385,18 @@ pub fn sessions(args: SessionsArgs, ort_lib: Option<&Path>) -> Result<ExitCode> 
 
 fn export(session: &Session, format: TranscriptFormat) -> Result<String> {
     let meta = session.meta()?;
+    if meta.state == SessionState::Recording {
+        // Its lock says whether anyone is still writing it.
+        let why = if session.is_being_recorded(&meta) {
+            "is still being recorded"
+        } else {
+            "was interrupted (medscribe sessions recover finishes it)"
+        };
+        eprintln!(
+            "medscribe: warning: session {} {why}; the export holds what was transcribed so far",
+            session.id()
+        );
+    }
     let lines = session.transcript()?;
     let join = |pick: fn(&medscribe_pipeline::session::TranscriptLine) -> &str| {
         lines.iter().map(pick).collect::<Vec<_>>().join(" ")
@@ -412,6 +424,7 @@ fn export(session: &Session, format: TranscriptFormat) -> Result<String> {
             model: meta.asr_model,
             transcript,
             processing_s: 0.0,
+            warnings: Vec::new(),
         },
         format,
     ))
@@ -424,11 +437,16 @@ fn recover(
     ort_lib: Option<&Path>,
 ) -> Result<ExitCode> {
     let targets: Vec<Session> = if wanted.is_empty() {
-        list_sessions(data)?
-            .into_iter()
-            .filter(|(_, meta)| meta.as_ref().is_ok_and(|m| m.is_orphaned()))
-            .map(|(session, _)| session)
-            .collect()
+        let mut targets = Vec::new();
+        for (session, meta) in list_sessions(data)? {
+            match meta {
+                Ok(meta) if session.is_interrupted(&meta) => targets.push(session),
+                Ok(_) => {}
+                // `sessions list` shows these too: say why they are left alone.
+                Err(error) => eprintln!("medscribe: warning: {error} (left as it is)"),
+            }
+        }
+        targets
     } else {
         wanted
             .iter()

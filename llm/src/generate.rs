@@ -24,6 +24,28 @@ pub struct Sampling {
     pub max_new_tokens: usize,
 }
 
+impl Sampling {
+    /// Refuses settings that cannot sample (NaN included): temperature 0-100, top-p 0-1,
+    /// repetition penalty above 0, at least one token. The message names the options.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let within = |x: f32, low: f32, high: f32| x.is_finite() && (low..=high).contains(&x);
+        let usable = within(self.temperature, 0.0, 100.0)
+            && within(self.top_p, 0.0, 1.0)
+            && self.repetition_penalty.is_finite()
+            && self.repetition_penalty > 0.0
+            && self.max_new_tokens > 0;
+        if !usable {
+            return Err(format!(
+                "sampling settings out of range (temperature {}, top-p {}, repetition penalty {}, \
+                 max tokens {}): --temperature must be 0-100, --top-p 0-1, \
+                 --repetition-penalty above 0 and the token budget at least 1",
+                self.temperature, self.top_p, self.repetition_penalty, self.max_new_tokens
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Sampling {
     fn default() -> Self {
         Self {
