@@ -7,15 +7,17 @@
 #   - .venv/ in the repo (git-ignored) with a pinned onnxruntime: its shared library is what the
 #     binary loads (ort's download of prebuilt binaries cannot work offline)
 #   - the data directory ($MEDSCRIBE_HOME, default ${XDG_DATA_HOME:-~/.local/share}/medscribe):
-#     every file listed in models/manifest.tsv, checked by size and SHA-256, and Moonshine's
-#     graphs with their weights unpacked once (models/scripts/prepare_moonshine.py)
+#     every file listed in models/manifest.tsv, checked by size and SHA-256, Moonshine's
+#     graphs with their weights unpacked once (models/scripts/prepare_moonshine.py), and the drug
+#     lexicon of the letter guard built from the FDA's UNII names
+#     (models/scripts/build_drug_lexicon.py; wamerican's word list tells drugs from English)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA=${MEDSCRIBE_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/medscribe}
 VENV=$ROOT/.venv
 PYTHON=${PYTHON:-python3}
-APT_PACKAGES=(libasound2-dev espeak-ng sox pkg-config bc tmux)
+APT_PACKAGES=(libasound2-dev espeak-ng sox pkg-config bc tmux wamerican)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -131,8 +133,21 @@ prepare_models() {
     fi
 }
 
+build_drug_lexicon() {
+    # Rebuilt when missing or older than its sources (the UNII list or the builder).
+    local names=$DATA/lexicon/UNII_Names.txt out=$DATA/lexicon/drugs.tsv
+    local builder=$ROOT/models/scripts/build_drug_lexicon.py
+    [ -f "$names" ] || die "$names is missing (models/manifest.tsv installs it)"
+    if [ -f "$out" ] && [ "$out" -nt "$names" ] && [ "$out" -nt "$builder" ]; then
+        return 0
+    fi
+    "$PYTHON" "$builder" "$names" /usr/share/dict/american-english "$out" \
+        || die "could not build the drug lexicon"
+}
+
 install_debian_packages
 make_venv
 install_manifest_files
 prepare_models
+build_drug_lexicon
 say "ready (data directory: $DATA)"

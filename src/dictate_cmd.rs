@@ -46,6 +46,8 @@ struct ModelWriter {
     path: PathBuf,
     loaded: Option<(LoadedModel, TokenTable)>,
     max_new_tokens: usize,
+    /// The letter guard's medication names (`None` when setup has not built them).
+    drugs: Option<medscribe_llm::letter::facts::DrugLexicon>,
 }
 
 impl LetterWriter for ModelWriter {
@@ -101,6 +103,7 @@ impl LetterWriter for ModelWriter {
                 ..medscribe_llm::Sampling::default()
             },
             max_section_tokens: 160,
+            drugs: self.drugs.as_ref(),
         };
         let letter = write_letter(loaded, table, &request, cancel, &mut |event| match event {
             LetterEvent::Prompt(tokens) => {
@@ -168,6 +171,7 @@ pub fn dictate(args: DictateArgs, ort_lib: Option<&Path>) -> Result<ExitCode> {
                 path,
                 loaded: None,
                 max_new_tokens: args.max_new_tokens,
+                drugs: crate::letter_cmd::drug_lexicon(&data)?,
             })),
             Err(error) => Err(error.to_string()),
         };

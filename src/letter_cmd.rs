@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use medscribe_llm::letter::constrain::TokenTable;
+use medscribe_llm::letter::facts::DrugLexicon;
 use medscribe_llm::letter::prompt::PromptStyle;
 use medscribe_llm::letter::render::{render, Format};
 use medscribe_llm::letter::template::TemplateSet;
@@ -114,6 +115,16 @@ pub struct LetterArgs {
     device: String,
 }
 
+/// The letter guard's medication names as setup built them; `None` (and the letter says so)
+/// when they are not installed, an error when the file is there but unreadable.
+pub fn drug_lexicon(data: &DataDir) -> Result<Option<DrugLexicon>> {
+    let path = medscribe_pipeline::models::drug_lexicon(data);
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(DrugLexicon::load(&path)?))
+}
+
 /// The built-in and user templates; user files that cannot be used are reported on stderr, one
 /// line each, and skipped.
 pub fn load_templates() -> TemplateSet {
@@ -211,6 +222,7 @@ pub fn letter(args: LetterArgs, ort_lib: Option<&Path>) -> Result<ExitCode> {
     };
     sampling.check().map_err(anyhow::Error::msg)?;
     let template = load_templates().find(&args.template)?.clone();
+    let drugs = drug_lexicon(&data)?;
     let model_path = crate::letter_model_path(args.model.as_deref(), &data)?;
     let device = crate::letter_device(&args.device)?;
 
@@ -255,6 +267,7 @@ pub fn letter(args: LetterArgs, ort_lib: Option<&Path>) -> Result<ExitCode> {
         images: images.as_ref(),
         sampling,
         max_section_tokens: args.max_section_tokens,
+        drugs: drugs.as_ref(),
     };
     let mut err = std::io::stderr().lock();
     let mut tokens = 0usize;

@@ -141,6 +141,7 @@ fn the_tiny_random_model_always_writes_parseable_letters() {
                 ..Sampling::default()
             },
             max_section_tokens: 4 + seed as usize % 30,
+            drugs: None,
         };
         let letter = write_letter(
             &mut loaded,
@@ -180,6 +181,7 @@ fn letters_with_an_image_on_the_multimodal_tiny_model() {
             ..Sampling::default()
         },
         max_section_tokens: 10,
+        drugs: None,
     };
     let letter = write_letter(
         &mut loaded,
@@ -612,6 +614,7 @@ fn a_transcript_longer_than_the_context_is_written_in_parts_with_bounded_memory(
             ..Sampling::default()
         },
         max_section_tokens: 8,
+        drugs: None,
     };
     let mut prompts = Vec::new();
     let letter = write_letter(
@@ -662,4 +665,67 @@ fn a_transcript_longer_than_the_context_is_written_in_parts_with_bounded_memory(
         .unwrap_err()
         .to_string();
     assert!(err.contains("context of 1024"), "{err}");
+}
+
+#[test]
+fn the_sample_letter_states_no_number_or_medication_that_was_not_dictated() {
+    // Issue 12: the main job's letter added aspirin, a blood pressure of 150/90 and an
+    // examination. Checked here independently of the guard's own code: every number in the
+    // letter is one of those dictated (62, 5, three weeks), and of a list of common medicines
+    // only the dictated amlodipine may appear.
+    let result = medscribe()
+        .args([
+            "letter",
+            "--template",
+            "referral",
+            "--format",
+            "json",
+            "--audio",
+        ])
+        .arg(repo().join("samples/referral-dictation.wav"))
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let letter: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    let text: String = letter["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["text"].as_str().unwrap().to_lowercase() + "\n")
+        .collect();
+    let numbers: Vec<String> = text
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for number in &numbers {
+        assert!(
+            ["62", "5", "3"].contains(&number.as_str()),
+            "{number} in {text}"
+        );
+    }
+    for medicine in [
+        "aspirin",
+        "clopidogrel",
+        "atorvastatin",
+        "simvastatin",
+        "bisoprolol",
+        "metoprolol",
+        "ramipril",
+        "lisinopril",
+        "nitroglycerin",
+        "glyceryl",
+        "heparin",
+        "warfarin",
+        "metformin",
+    ] {
+        assert!(!text.contains(medicine), "{medicine} in {text}");
+    }
+    for blood_pressure in ["150", "over 90", "/90"] {
+        assert!(!text.contains(blood_pressure), "{text}");
+    }
 }

@@ -113,6 +113,11 @@ pub fn default_llm_model(data: &DataDir) -> PathBuf {
         .join("gemma-3-270m-q4_k_m.gguf")
 }
 
+/// The drug lexicon of the letter guard (built by setup from the FDA's UNII names).
+pub fn drug_lexicon(data: &DataDir) -> PathBuf {
+    data.root().join("lexicon").join("drugs.tsv")
+}
+
 /// The voice activity model file.
 pub fn default_vad_model(data: &DataDir) -> PathBuf {
     data.models_dir().join("silero-vad").join("silero_vad.onnx")

@@ -251,6 +251,15 @@ fn digits_for_spoken_numbers(text: &str) -> String {
     out.join(" ")
 }
 
+/// Byte ranges of `text` that look like identifiers (names after a title, dates, record numbers),
+/// whether or not the transcript has them.
+pub(crate) fn identifier_matches(text: &str) -> Vec<(usize, usize)> {
+    patterns()
+        .iter()
+        .flat_map(|(_, regex)| regex.find_iter(text).map(|m| (m.start(), m.end())))
+        .collect()
+}
+
 /// Removes identifiers of `section` not present in `transcript`; returns the cleaned text and
 /// what was removed.
 pub fn ground(section: &str, transcript: &str) -> (String, Vec<Removed>) {

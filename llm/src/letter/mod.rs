@@ -3,6 +3,7 @@
 //! the transcript, and renderers (JSON, Markdown, text, FHIR R4).
 
 pub mod constrain;
+pub mod facts;
 pub mod grounding;
 pub mod prompt;
 pub mod render;
@@ -17,6 +18,7 @@ use crate::error::{LlmError, Result};
 use crate::generate::{pick, PromptImages, Rng, Sampling};
 use crate::loader::LoadedModel;
 use constrain::{LetterConstraint, TokenTable};
+use facts::{DrugLexicon, TranscriptFacts};
 use prompt::{letter_prompt, PromptStyle};
 use template::{DocumentType, Template};
 
@@ -84,6 +86,9 @@ pub struct LetterRequest<'a> {
     pub sampling: Sampling,
     /// Most tokens of one section.
     pub max_section_tokens: usize,
+    /// Medication names for the fact guard; without it, medications are not checked (and the
+    /// letter says so).
+    pub drugs: Option<&'a DrugLexicon>,
 }
 
 /// Progress while writing.
@@ -168,6 +173,14 @@ pub fn write_letter(
             parts.len()
         ));
     }
+    if request.drugs.is_none() {
+        warnings.push(
+            "medication names were not checked against the transcript: the drug lexicon is not \
+             installed (run scripts/setup.sh)"
+                .into(),
+        );
+    }
+    let said = TranscriptFacts::new(&transcript_text, request.drugs);
     if truncated {
         warnings.push(format!(
             "the letter reached its token limit ({budget} in all, {} per section): some sections may be cut short",
@@ -193,6 +206,15 @@ pub fn write_letter(
                 warnings.push(format!(
                     "removed a {} from \"{}\" that is not in the transcript",
                     r.kind.noun(),
+                    s.title
+                ));
+            }
+            // Every number, frequency, medication and side must have been said.
+            let (text, unsupported) = facts::guard(&text, &said, request.drugs);
+            for fact in &unsupported {
+                warnings.push(format!(
+                    "removed a {} from \"{}\" that the transcript does not support",
+                    fact.kind.noun(),
                     s.title
                 ));
             }
