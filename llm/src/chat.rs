@@ -33,15 +33,27 @@ impl GemmaTokenizer {
             path: path.to_path_buf(),
             reason,
         };
-        let json = std::fs::read_to_string(path)
+        // Gemma's is 33 MB; a FIFO or a device named as the tokenizer is refused at once.
+        let json = crate::files::read_text_bounded(path, 256 << 20)
             .map_err(|e| bad(format!("cannot read tokenizer: {e}")))?;
         // The typed reader handles BPE files (Gemma's) in a fraction of the time; for anything
         // else `tokenizers` reads the file and reports what is wrong with it.
         let inner = match crate::tokenizer_file::read(&json) {
             Ok(tokenizer) => tokenizer,
-            Err(_) => json
-                .parse::<tokenizers::Tokenizer>()
-                .map_err(|e| bad(format!("cannot load tokenizer: {e}")))?,
+            Err(_) => {
+                // `tokenizers` panics on some broken JSON inside its sections: the syntax is
+                // checked first, so that it only ever sees well-formed JSON.
+                serde_json::from_str::<serde::de::IgnoredAny>(&json)
+                    .map_err(|e| bad(format!("cannot load tokenizer: not valid JSON: {e}")))?;
+                if json.contains("\"Precompiled\"") {
+                    return Err(bad(format!(
+                        "cannot load tokenizer: {}",
+                        crate::tokenizer_file::PRECOMPILED
+                    )));
+                }
+                json.parse::<tokenizers::Tokenizer>()
+                    .map_err(|e| bad(format!("cannot load tokenizer: {e}")))?
+            }
         };
         drop(json);
         let id = |token: &str| {

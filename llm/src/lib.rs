@@ -13,6 +13,8 @@ pub mod chat;
 pub mod config;
 pub mod error;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gelu;
 pub mod gemma3;
 pub mod generate;

@@ -17,6 +17,38 @@ use tokenizers::{
     PostProcessorWrapper, PreTokenizerWrapper, Tokenizer, TokenizerBuilder, TruncationParams,
 };
 
+/// One component section of the file (normalizer, decoder ...), read as a JSON value and then
+/// as the component, so that broken JSON inside it is an error rather than a panic in
+/// `tokenizers`' deserializers.
+fn section<'de, A, T>(map: &mut A) -> Result<T, A::Error>
+where
+    A: MapAccess<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value: serde_json::Value = map.next_value()?;
+    if mentions_precompiled(&value) {
+        return Err(de::Error::custom(PRECOMPILED));
+    }
+    serde_json::from_value(value).map_err(de::Error::custom)
+}
+
+/// Why a `Precompiled` normalizer is refused: `tokenizers` panics (expect("Precompiled")) on a
+/// broken one, and Gemma's tokenizers do not use it.
+pub(crate) const PRECOMPILED: &str =
+    "Precompiled (SentencePiece charsmap) normalizers are not supported";
+
+/// Whether a section holds a `Precompiled` normalizer anywhere (sequences nest them).
+fn mentions_precompiled(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.get("type").and_then(|t| t.as_str()) == Some("Precompiled")
+                || map.values().any(mentions_precompiled)
+        }
+        serde_json::Value::Array(items) => items.iter().any(mentions_precompiled),
+        _ => false,
+    }
+}
+
 /// The tokenizer in `json`; `Err` when this reader does not handle the file (the caller then
 /// uses `tokenizers`' own reader, which gives the authoritative error if there is one).
 pub(crate) fn read(json: &str) -> Result<Tokenizer, String> {
@@ -73,10 +105,12 @@ impl<'de> Visitor<'de> for FileVisitor {
                     builder = builder.with_padding(map.next_value::<Option<PaddingParams>>()?)
                 }
                 "added_tokens" => tokens = map.next_value()?,
-                "normalizer" => builder = builder.with_normalizer(map.next_value()?),
-                "pre_tokenizer" => builder = builder.with_pre_tokenizer(map.next_value()?),
-                "post_processor" => builder = builder.with_post_processor(map.next_value()?),
-                "decoder" => builder = builder.with_decoder(map.next_value()?),
+                // `tokenizers` panics (expect("Helper")) when these sections' JSON is broken:
+                // each is read as a JSON value first, whose own errors are ordinary errors.
+                "normalizer" => builder = builder.with_normalizer(section(&mut map)?),
+                "pre_tokenizer" => builder = builder.with_pre_tokenizer(section(&mut map)?),
+                "post_processor" => builder = builder.with_post_processor(section(&mut map)?),
+                "decoder" => builder = builder.with_decoder(section(&mut map)?),
                 "model" => {
                     let model: BpeModel = map.next_value()?;
                     builder = builder.with_model(ModelWrapper::BPE(model.build()?));

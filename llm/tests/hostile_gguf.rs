@@ -155,12 +155,19 @@ fn hostile_gguf_files_are_errors_naming_the_file_not_crashes() {
     std::fs::create_dir_all(&dir).unwrap();
 
     // The honest file loads: the crafting is right, so each case below fails for its own reason.
-    let good = write(
-        &dir,
-        "good.gguf",
-        &gguf(&tiny_metadata(1, None), &tiny_tensors(), None),
-    );
+    let honest = gguf(&tiny_metadata(1, None), &tiny_tensors(), None);
+    let good = write(&dir, "good.gguf", &honest);
     Gemma3Text::load_gguf(&good, &Device::Cpu).expect("the untouched tiny file loads");
+    // It is also the GGUF fuzz target's text-model seed (scripts/fuzz.sh); kept equal here.
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/gguf/tiny-text.gguf");
+    if std::env::var_os("MEDSCRIBE_WRITE_SEEDS").is_some() {
+        std::fs::write(&seed, &honest).unwrap();
+    }
+    assert_eq!(
+        std::fs::read(&seed).ok().as_deref(),
+        Some(honest.as_slice()),
+        "fuzz seed out of date: rerun with MEDSCRIBE_WRITE_SEEDS=1"
+    );
 
     let with_dims = |name: &str, dims: Vec<u64>| {
         let mut tensors = tiny_tensors();

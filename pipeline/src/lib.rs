@@ -9,6 +9,8 @@
 pub mod batch;
 pub mod datadir;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod job;
 pub mod live;
 pub mod models;
