@@ -90,6 +90,7 @@ impl LetterWriter for ModelWriter {
                 start_s: Some(line.start_s),
                 end_s: Some(line.end_s),
                 text: line.text.clone(),
+                raw_text: None,
             })
             .collect();
         let request = LetterRequest {

@@ -20,11 +20,14 @@ use crate::SegmentArg;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StyleArg {
-    /// Chat prompt for models named *-it / *instruct*, completion prompt otherwise.
+    /// Chat for models named *-it / *instruct*, grounded otherwise.
     Auto,
     /// Chat-template instructions (instruction-tuned models such as MedGemma 4B-it).
     Chat,
-    /// Few-shot completion (base models such as the default Gemma 3 270M).
+    /// The transcript's own statements filed under sections by the model (base models such as
+    /// the default Gemma 3 270M: nothing is written that was not said).
+    Grounded,
+    /// Few-shot completion: a base model writes freely after the template's example.
     Completion,
 }
 
@@ -196,6 +199,7 @@ fn transcript_from_text(path: &Path) -> Result<Vec<TranscriptSegment>> {
             start_s: None,
             end_s: None,
             text: l.to_string(),
+            raw_text: None,
         })
         .collect())
 }
@@ -257,6 +261,7 @@ pub fn letter(args: LetterArgs, ort_lib: Option<&Path>) -> Result<ExitCode> {
     let style = match args.style {
         StyleArg::Chat => PromptStyle::Chat,
         StyleArg::Completion => PromptStyle::Completion,
+        StyleArg::Grounded => PromptStyle::Grounded,
         StyleArg::Auto => PromptStyle::for_model_path(&model_path),
     };
     let table = TokenTable::new(loaded.tokenizer.text_pieces());
@@ -406,6 +411,7 @@ fn transcribe(
             start_s: Some(offset + s.start_s),
             end_s: Some(offset + s.end_s),
             text: s.text.trim().to_string(),
+            raw_text: None,
         }));
         offset += file.transcript.duration_s;
     }

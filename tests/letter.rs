@@ -117,6 +117,7 @@ fn the_tiny_random_model_always_writes_parseable_letters() {
         start_s: Some(0.0),
         end_s: Some(4.0),
         text: "patient has a cough for three weeks and some chest pain".into(),
+        raw_text: None,
     }];
     let templates = all_templates(None);
     for seed in 0..24u64 {
@@ -170,6 +171,7 @@ fn letters_with_an_image_on_the_multimodal_tiny_model() {
         start_s: None,
         end_s: None,
         text: "chest x ray shows no consolidation".into(),
+        raw_text: None,
     }];
     let request = LetterRequest {
         template: &template,
@@ -232,6 +234,7 @@ fn sample_letter() -> Letter {
             start_s: Some(0.0),
             end_s: Some(3.5),
             text: "chest pain on exertion for three weeks".into(),
+            raw_text: None,
         }],
     }
 }
@@ -594,6 +597,7 @@ fn a_transcript_longer_than_the_context_is_written_in_parts_with_bounded_memory(
             start_s: Some(i as f64 * 5.0),
             end_s: Some(i as f64 * 5.0 + 4.0),
             text: format!("item {i}: the patient has a cough and some chest pain since monday"),
+            raw_text: None,
         })
         .collect();
     // And one run-on line longer than the whole context by itself.
@@ -601,6 +605,7 @@ fn a_transcript_longer_than_the_context_is_written_in_parts_with_bounded_memory(
         start_s: None,
         end_s: None,
         text: "the cough is worse at night and better in the day ".repeat(200),
+        raw_text: None,
     });
     let template = find_template("soap", None).unwrap();
     let minimum = minimum_tokens(&table, &template.keys());
@@ -727,5 +732,57 @@ fn the_sample_letter_states_no_number_or_medication_that_was_not_dictated() {
     }
     for blood_pressure in ["150", "over 90", "/90"] {
         assert!(!text.contains(blood_pressure), "{text}");
+    }
+    // And it says what was dictated (issue 12, item 4): the speech model's "amla-depine" is
+    // mended from the drug lexicon, and the original kept as the transcript's raw text.
+    for dictated in ["amlodipine", "5 mg", "62", "3 weeks", "stable angina"] {
+        assert!(text.contains(dictated), "{dictated} missing from {text}");
+    }
+    let transcript = letter["transcript"].as_array().unwrap();
+    assert!(
+        transcript.iter().any(|s| s["raw_text"].is_string()),
+        "{transcript:?}"
+    );
+}
+
+#[test]
+fn a_checkpoint_returns_the_model_to_its_prompt_and_restricted_logits_match_the_head() {
+    let mut loaded = medscribe_llm::load(&fixture("gemma3-tiny"), &medscribe_llm::Device::Cpu)
+        .expect("tiny model loads");
+    let model = &mut loaded.model;
+    let prefix: Vec<u32> = (10..40).collect();
+    let (first, second): (Vec<u32>, Vec<u32>) = ((50..60).collect(), (70..77).collect());
+    model.reset();
+    model.forward(&prefix, false).unwrap();
+    let checkpoint = model.checkpoint();
+    model.forward(&first, false).unwrap();
+    assert!(model.restore(&checkpoint));
+    let resumed: Vec<Vec<f32>> = model.forward(&second, true).unwrap().to_vec2().unwrap();
+    model.reset();
+    model.forward(&prefix, false).unwrap();
+    let fresh: Vec<Vec<f32>> = model.forward(&second, true).unwrap().to_vec2().unwrap();
+    let worst = resumed
+        .iter()
+        .flatten()
+        .zip(fresh.iter().flatten())
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    assert!(worst < 1e-4, "after restore: {worst}");
+    // The restricted head gives the full head's logits for the chosen tokens.
+    let vocabulary: Vec<u32> = vec![3, 77, 100, 250, 479];
+    model.reset();
+    model.forward(&prefix, false).unwrap();
+    let restricted: Vec<Vec<f32>> = model
+        .forward_restricted(&second, &vocabulary)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    for (row, full) in restricted.iter().zip(&fresh) {
+        for (value, &id) in row.iter().zip(&vocabulary) {
+            assert!(
+                (value - full[id as usize]).abs() < 1e-4,
+                "{value} vs {}",
+                full[id as usize]
+            );
+        }
     }
 }

@@ -736,6 +736,45 @@ impl Gemma3Text {
         self.position
     }
 
+    /// Where the conversation stands now, to come back to with [`Gemma3Text::restore`] (a
+    /// prompt read once, then many continuations of it).
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            position: self.position,
+            caches: self
+                .layers
+                .iter()
+                .map(|l| (l.cache.start, l.cache.first, l.cache.used))
+                .collect(),
+        }
+    }
+
+    /// Forgets everything after `checkpoint`. The rows up to it are still in the caches unless
+    /// a cache was rebuilt since (it moves rows when it grows after dropping old ones): then
+    /// nothing changes and `false` says the prompt must be read again.
+    pub fn restore(&mut self, checkpoint: &Checkpoint) -> bool {
+        let intact =
+            checkpoint.caches.len() == self.layers.len()
+                && self.layers.iter().zip(&checkpoint.caches).all(
+                    |(layer, &(start, first, used))| {
+                        let cache = &layer.cache;
+                        (cache.buffers.is_some() || used == 0)
+                            && cache.start == start
+                            && cache.first >= first
+                            && cache.used >= used
+                    },
+                );
+        if !intact || self.position < checkpoint.position {
+            return false;
+        }
+        self.position = checkpoint.position;
+        for (layer, &(_, first, used)) in self.layers.iter_mut().zip(&checkpoint.caches) {
+            layer.cache.first = first;
+            layer.cache.used = used;
+        }
+        true
+    }
+
     /// Forgets the conversation (empties the caches).
     pub fn reset(&mut self) {
         self.position = 0;
@@ -880,11 +919,53 @@ impl Gemma3Text {
             Tensor::cat(&outputs, 1)?
         };
         let x = rms_norm(&x, &self.final_norm, self.config.rms_norm_eps)?;
-        let mut logits = linear(&x, &self.head)?.squeeze(0)?;
-        if let Some(cap) = self.config.effective_softcapping() {
-            logits = ((logits / cap)?.tanh()? * cap)?;
+        self.logits(&linear(&x, &self.head)?.squeeze(0)?)
+    }
+
+    /// Soft-capping, where the model applies it, of raw head outputs.
+    fn logits(&self, raw: &Tensor) -> Result<Tensor> {
+        Ok(match self.config.effective_softcapping() {
+            Some(cap) => ((raw / cap)?.tanh()? * cap)?,
+            None => raw.clone(),
+        })
+    }
+
+    /// Runs `ids` after everything seen so far and returns the logits of every new position for
+    /// the `vocabulary` tokens only: `[n, vocabulary.len()]`. Gemma's output head is its
+    /// embedding table, so only those rows are multiplied: scoring text against a few thousand
+    /// candidate tokens costs a fraction of the full 262,144-token head.
+    pub fn forward_restricted(&mut self, ids: &[u32], vocabulary: &[u32]) -> Result<Tensor> {
+        if ids.is_empty() || vocabulary.is_empty() {
+            return Err(LlmError::Prompt("no tokens to run".into()));
         }
-        Ok(logits)
+        let embeddings = self.embed(ids)?;
+        let len = embeddings.dim(1)?;
+        if self.position.saturating_add(len) > self.config.context_length {
+            return Err(LlmError::Prompt(format!(
+                "{} tokens do not fit the model's context of {} tokens",
+                self.position.saturating_add(len),
+                self.config.context_length
+            )));
+        }
+        let mut outputs = Vec::new();
+        let mut from = 0;
+        while from < len {
+            let to = (from + PREFILL_CHUNK).min(len);
+            outputs.push(self.run_layers(&embeddings.narrow(1, from, to - from)?, None)?);
+            from = to;
+        }
+        let x = Tensor::cat(&outputs, 1)?;
+        let x = rms_norm(&x, &self.final_norm, self.config.rms_norm_eps)?.squeeze(0)?;
+        if vocabulary
+            .iter()
+            .any(|&id| id as usize >= self.config.vocab_size)
+        {
+            return Err(LlmError::Prompt(
+                "a candidate token is outside the vocabulary".into(),
+            ));
+        }
+        let rows = self.embed.rows(vocabulary, &self.device)?;
+        self.logits(&x.matmul(&rows.t()?)?)
     }
 
     /// Runs new positions through every layer (keys and values join the caches): the hidden
@@ -1017,6 +1098,14 @@ impl Layer {
 
         linear(&out, &self.o_proj)
     }
+}
+
+/// A point of a conversation to go back to ([`Gemma3Text::checkpoint`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    position: usize,
+    /// Per layer: the cache's (start, first, used).
+    caches: Vec<(usize, usize, usize)>,
 }
 
 /// How GGUF weights are held in memory.

@@ -105,6 +105,76 @@ impl DrugLexicon {
         self.names.contains(word)
     }
 
+    /// `text` with medication names a speech model split or misspelt written as the lexicon
+    /// spells them ("amla-depine" -> "amlodipine"), and the corrections made (as written, as
+    /// corrected). Only words broken by a hyphen, the way speech models write a word they do
+    /// not know, are considered, and only when exactly one name is close in spelling (at most
+    /// one edit in four letters) and starts with the same letter.
+    pub fn correct(&self, text: &str) -> (String, Vec<(String, String)>) {
+        let mut out = String::with_capacity(text.len());
+        let mut corrections = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find(|c: char| c.is_alphabetic()) {
+            out.push_str(&rest[..start]);
+            let word_len = rest[start..]
+                .find(|c: char| !(c.is_alphabetic() || c == '-'))
+                .unwrap_or(rest.len() - start);
+            let word = rest[start..start + word_len].trim_end_matches('-');
+            let consumed = start + word.len();
+            match self.correction(word) {
+                Some(name) => {
+                    corrections.push((word.to_string(), name.clone()));
+                    out.push_str(&name);
+                }
+                None => out.push_str(word),
+            }
+            rest = &rest[consumed..];
+        }
+        out.push_str(rest);
+        (out, corrections)
+    }
+
+    fn correction(&self, word: &str) -> Option<String> {
+        if !word.contains('-') {
+            return None;
+        }
+        let joined: String = word
+            .chars()
+            .filter(|c| *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect();
+        if joined.len() < 6 || self.names.contains(&joined) {
+            return (self.names.contains(&joined) && joined != word.to_lowercase())
+                .then_some(joined);
+        }
+        let limit = joined.len() / 4;
+        let mut best: Option<(usize, &String)> = None;
+        let mut ties = 0;
+        for name in &self.names {
+            if name.len().abs_diff(joined.len()) > limit
+                || name.chars().next() != joined.chars().next()
+            {
+                continue;
+            }
+            let distance = edit_distance(&joined, name);
+            if distance > limit {
+                continue;
+            }
+            match best {
+                Some((d, _)) if distance > d => {}
+                Some((d, _)) if distance == d => ties += 1,
+                _ => {
+                    best = Some((distance, name));
+                    ties = 0;
+                }
+            }
+        }
+        match best {
+            Some((_, name)) if ties == 0 => Some(name.clone()),
+            _ => None,
+        }
+    }
+
     /// Names in the lexicon.
     pub fn len(&self) -> usize {
         self.names.len()
@@ -114,6 +184,22 @@ impl DrugLexicon {
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
+}
+
+/// Levenshtein distance of two lower-case words.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            current[j + 1] = (previous[j] + usize::from(ca != cb))
+                .min(previous[j + 1] + 1)
+                .min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 /// A word of text: lower-cased, with its byte span in the original.
@@ -1099,6 +1185,28 @@ mod tests {
         assert_eq!(read("one hundred and twenty", false), Some(120.0));
         assert_eq!(read("a hundred", false), None);
         assert_eq!(read("twelve", true), Some(12.0));
+    }
+
+    #[test]
+    fn drug_names_split_by_the_speech_model_are_mended_only_when_unambiguous() {
+        let lexicon =
+            DrugLexicon::from_names(["amlodipine", "amiodarone", "metformin", "metoprolol"]);
+        let (text, corrections) =
+            lexicon.correct("He takes amla-depine 5 mg daily and met-formin; a well-known drug.");
+        assert_eq!(
+            text,
+            "He takes amlodipine 5 mg daily and metformin; a well-known drug."
+        );
+        assert_eq!(corrections.len(), 2);
+        // Too far from any name, or plain words: left alone.
+        for text in [
+            "a follow-up visit",
+            "x-ray of the chest",
+            "amlo-darone-ish",
+            "amlodipine",
+        ] {
+            assert_eq!(lexicon.correct(text).0, text);
+        }
     }
 
     #[test]

@@ -256,8 +256,19 @@ fn digits_for_spoken_numbers(text: &str) -> String {
 pub(crate) fn identifier_matches(text: &str) -> Vec<(usize, usize)> {
     patterns()
         .iter()
-        .flat_map(|(_, regex)| regex.find_iter(text).map(|m| (m.start(), m.end())))
+        .flat_map(|(kind, regex)| {
+            regex
+                .find_iter(text)
+                .filter(|m| is_identifier(*kind, m.as_str()))
+                .map(|m| (m.start(), m.end()))
+        })
         .collect()
+}
+
+/// Whether a pattern's match is really an identifier: a record or reference number has a digit
+/// ("patient reports" matches the words of the pattern, not a number).
+fn is_identifier(kind: IdentifierKind, text: &str) -> bool {
+    kind != IdentifierKind::RecordNumber || text.chars().any(|c| c.is_ascii_digit())
 }
 
 /// Removes identifiers of `section` not present in `transcript`; returns the cleaned text and
@@ -278,6 +289,9 @@ pub fn ground(section: &str, transcript: &str) -> (String, Vec<Removed>) {
     let mut spans: Vec<(usize, usize, IdentifierKind)> = Vec::new();
     for (kind, regex) in patterns() {
         for m in regex.find_iter(section) {
+            if !is_identifier(*kind, m.as_str()) {
+                continue;
+            }
             let needle = format!(" {} ", normalise(m.as_str()));
             let overlaps = spans.iter().any(|&(s, e, _)| m.start() < e && s < m.end());
             let present = source.contains(&needle)
@@ -346,6 +360,14 @@ pub fn sources(section: &str, segments: &[String]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_after_patient_or_record_are_not_record_numbers() {
+        let text = "The patient reports chest pain. Hospital course uneventful. Record keeping.";
+        assert_eq!(ground(text, "chest pain").0, text);
+        let (_, removed) = ground("Patient ID 4471-22.", "no number here");
+        assert_eq!(removed.len(), 1);
+    }
 
     #[test]
     fn invented_identifiers_are_removed_and_spoken_ones_kept() {

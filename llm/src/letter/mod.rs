@@ -4,6 +4,7 @@
 
 pub mod constrain;
 pub mod facts;
+pub mod grounded;
 pub mod grounding;
 pub mod prompt;
 pub mod render;
@@ -33,6 +34,10 @@ pub struct TranscriptSegment {
     pub end_s: Option<f64>,
     /// The text.
     pub text: String,
+    /// The text as the speech model spelt it, where medscribe changed it (a medication name
+    /// mended from the drug lexicon).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_text: Option<String>,
 }
 
 /// A written section.
@@ -140,6 +145,30 @@ pub fn write_letter(
     on_event: &mut dyn FnMut(LetterEvent),
 ) -> Result<Letter> {
     let template = request.template;
+    // Medication names the speech model split ("amla-depine") are mended first, so that the
+    // letter and its transcript read "amlodipine"; the original stays in `raw_text`.
+    let mended: Vec<TranscriptSegment> = request
+        .transcript
+        .iter()
+        .map(|segment| {
+            let Some(drugs) = request.drugs else {
+                return segment.clone();
+            };
+            let (text, corrections) = drugs.correct(&segment.text);
+            if corrections.is_empty() {
+                return segment.clone();
+            }
+            TranscriptSegment {
+                text,
+                raw_text: Some(segment.raw_text.clone().unwrap_or(segment.text.clone())),
+                ..segment.clone()
+            }
+        })
+        .collect();
+    let request = &LetterRequest {
+        transcript: &mended,
+        ..request.clone()
+    };
     let transcript_text: String = request
         .transcript
         .iter()
@@ -152,16 +181,31 @@ pub fn write_letter(
             "the transcript is empty: nothing to write a letter from".into(),
         ));
     }
-    let parts = parts_that_fit(loaded, request, &transcript_text)?;
-    let mut drafts = Vec::with_capacity(parts.len());
+    let mut drafts = Vec::new();
     let mut truncated = false;
-    for (index, part) in parts.iter().enumerate() {
-        // Images go with the first part only: they are read once.
-        let images = if index == 0 { request.images } else { None };
-        let (values, cut) = draft(loaded, table, request, part, images, cancel, on_event)?;
-        truncated |= cut;
-        drafts.push(values);
-    }
+    let parts = if request.style == PromptStyle::Grounded {
+        // Statements one at a time: any transcript length fits the context.
+        let texts = grounded::draft(loaded, template, request.transcript, cancel, on_event)?;
+        drafts.push(
+            template
+                .sections
+                .iter()
+                .zip(texts)
+                .map(|(s, text)| (s.key.clone(), serde_json::Value::String(text)))
+                .collect(),
+        );
+        vec![transcript_text.clone()]
+    } else {
+        let parts = parts_that_fit(loaded, request, &transcript_text)?;
+        for (index, part) in parts.iter().enumerate() {
+            // Images go with the first part only: they are read once.
+            let images = if index == 0 { request.images } else { None };
+            let (values, cut) = draft(loaded, table, request, part, images, cancel, on_event)?;
+            truncated |= cut;
+            drafts.push(values);
+        }
+        parts
+    };
     let budget = request.sampling.max_new_tokens;
     let segments: Vec<String> = request.transcript.iter().map(|s| s.text.clone()).collect();
     let mut warnings = Vec::new();

@@ -13,8 +13,12 @@ use crate::chat::{chat_prompt, user_text, IMAGE_MARKER};
 pub enum PromptStyle {
     /// A chat turn with instructions (instruction-tuned models).
     Chat,
-    /// Few-shot completion (base models).
+    /// Few-shot completion: the model writes the letter after the template's example (base
+    /// models; it copies the example's facts, which the fact guard then removes).
     Completion,
+    /// Built from the transcript's own statements, each filed under a section by the model
+    /// (base models: nothing is written that was not said; see `letter::grounded`).
+    Grounded,
 }
 
 impl PromptStyle {
@@ -29,7 +33,7 @@ impl PromptStyle {
         if instruction_tuned {
             PromptStyle::Chat
         } else {
-            PromptStyle::Completion
+            PromptStyle::Grounded
         }
     }
 
@@ -138,7 +142,7 @@ pub fn letter_prompt(
             let markers = IMAGE_MARKER.repeat(images);
             chat_prompt(None, &format!("{markers}{}", user_text(&text)))
         }
-        PromptStyle::Completion => {
+        PromptStyle::Completion | PromptStyle::Grounded => {
             let mut text = format!(
                 "{} written from clinical transcripts as JSON.\n\n",
                 template.title

@@ -1,0 +1,710 @@
+//! Transcript-grounded drafting, for base models that cannot be trusted to write freely (the 270M
+//! default copies its prompt's example facts and invents findings). The letter is built from the
+//! transcript's own statements:
+//!
+//! 1. the transcript is split into clean statements: speaker tags, fillers, false starts,
+//!    pleasantries and questions removed; a patient's first person becomes "the patient";
+//! 2. the model assigns each statement to a template section, a choice among the section titles
+//!    scored by its next-token probabilities after a short few-shot prompt (the prompt's own
+//!    examples only label sections; no example text can reach the letter);
+//! 3. each section is its statements in transcript order.
+//!
+//! Nothing is written that was not said; the fact guard still checks the result.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::template::Template;
+use super::{LetterEvent, TranscriptSegment};
+use crate::chat::user_text;
+use crate::error::{LlmError, Result};
+use crate::loader::LoadedModel;
+
+/// Who spoke a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaker {
+    /// The clinician (or a dictation: the clinician's own letter voice).
+    Clinician,
+    /// The patient or someone with them.
+    Patient,
+}
+
+/// A clean statement of the transcript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// The sentence as a letter states it.
+    pub text: String,
+    /// The transcript segment it came from.
+    pub segment: usize,
+    /// Who said it.
+    pub speaker: Speaker,
+    /// Whether it comes from a conversation (speaker-tagged lines) rather than a dictation.
+    pub conversation: bool,
+}
+
+/// Words that carry no content: fillers, discourse markers and the commonest function words.
+const FILLERS: [&str; 12] = [
+    "um", "uh", "uhm", "umm", "er", "erm", "hmm", "mm", "mm-hmm", "uh-huh", "ah", "oh",
+];
+const OPENERS: [&str; 16] = [
+    "so", "okay", "ok", "alright", "well", "yeah", "yes", "yep", "no", "now", "and", "but",
+    "right", "sure", "great", "perfect",
+];
+const STOPWORDS: [&str; 48] = [
+    "a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "at", "for", "with", "is", "are",
+    "was", "were", "be", "been", "it", "its", "it's", "that", "this", "i", "you", "he", "she",
+    "we", "they", "my", "your", "me", "do", "did", "does", "have", "has", "had", "so", "just",
+    "like", "know", "get", "got", "go", "going", "there",
+];
+/// Phrases of talk, not of record: a sentence holding one is left out.
+const PLEASANTRIES: [&str; 31] = [
+    "how are you",
+    "good to see you",
+    "nice to see you",
+    "nice to meet you",
+    "thank you",
+    "thanks",
+    "bye",
+    "see you",
+    "you're welcome",
+    "have a good",
+    "take care",
+    "let me know if you have",
+    "any questions",
+    "sounds good",
+    "does that sound",
+    "take a look",
+    "take a listen",
+    "for a second",
+    "come with me",
+    "finalize the report",
+    "finalize the note",
+    "order the medications",
+    "show me the",
+    "my name is",
+    "i'm dr",
+    "i am dr",
+    "i'm doctor",
+    "go ahead and examine",
+    "let's go ahead and do",
+    "what we talked about",
+    "tell dax",
+];
+/// How a sentence opens when it is only a greeting or a call to a voice assistant.
+const GREETINGS: [&str; 7] = [
+    "hi",
+    "hello",
+    "hey",
+    "dragon",
+    "dax",
+    "morning",
+    "afternoon",
+];
+
+/// A speaker tag at the start of a line: `[doctor]`, `Patient:`, `DR:` ...; the rest of the line.
+fn speaker_tag(line: &str) -> (Option<Speaker>, &str) {
+    let trimmed = line.trim_start();
+    let (tag, rest) = if let Some(inner) = trimmed.strip_prefix('[') {
+        match inner.split_once(']') {
+            Some((tag, rest)) => (tag, rest),
+            None => return (None, line),
+        }
+    } else {
+        match trimmed.split_once(':') {
+            Some((tag, rest)) if tag.len() <= 20 && !tag.contains(' ') || tag == "Guest family" => {
+                (tag, rest)
+            }
+            _ => return (None, line),
+        }
+    };
+    let tag = tag.trim().to_ascii_lowercase();
+    let speaker = if tag.starts_with("doctor")
+        || tag.starts_with("dr")
+        || tag.starts_with("clinician")
+        || tag.starts_with("nurse")
+        || tag == "physician"
+    {
+        Speaker::Clinician
+    } else if tag.starts_with("patient") || tag.starts_with("pt") || tag.starts_with("guest") {
+        Speaker::Patient
+    } else {
+        return (None, line);
+    };
+    (Some(speaker), rest)
+}
+
+/// Undoes the tokenised spacing of some corpora (`do n't`, `hi , brian .`).
+fn tidy_spacing(text: &str) -> String {
+    let mut out = text
+        .replace(" n't", "n't")
+        .replace(" 's", "'s")
+        .replace(" 're", "'re")
+        .replace(" 've", "'ve")
+        .replace(" 'm", "'m")
+        .replace(" 'll", "'ll")
+        .replace(" 'd", "'d");
+    for mark in [",", ".", "?", "!", ";", ":"] {
+        out = out.replace(&format!(" {mark}"), mark);
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Sentences of a line (terminal punctuation kept).
+fn split_sentences(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let chars: Vec<char> = text.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        current.push(c);
+        let boundary = matches!(c, '.' | '?' | '!')
+            && chars.get(i + 1).is_none_or(|n| n.is_whitespace())
+            && !current
+                .trim_end_matches(['.', '?', '!'])
+                .rsplit(' ')
+                .next()
+                .is_some_and(|w| {
+                    matches!(
+                        w.to_ascii_lowercase().as_str(),
+                        "dr" | "mr" | "mrs" | "ms" | "st"
+                    )
+                });
+        if boundary {
+            out.push(std::mem::take(&mut current).trim().to_string());
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(current.trim().to_string());
+    }
+    out
+}
+
+/// The sentence without fillers, leading discourse markers and immediate repeats ("i, i just").
+fn strip_talk(sentence: &str) -> String {
+    let mut words: Vec<String> = Vec::new();
+    for raw in sentence.split_whitespace() {
+        let bare = raw
+            .trim_matches(|c: char| !c.is_alphanumeric() && c != '-' && c != '\'')
+            .to_ascii_lowercase();
+        if FILLERS.contains(&bare.as_str()) {
+            // Keep the punctuation the filler carried only when it ends the sentence.
+            if let Some(last) = words.last_mut() {
+                if raw.ends_with(['.', '?', '!']) {
+                    last.push_str(&raw[raw.len() - 1..]);
+                }
+            }
+            continue;
+        }
+        let previous = words.last().map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'')
+                .to_ascii_lowercase()
+        });
+        if previous.as_deref() == Some(bare.as_str()) && !bare.is_empty() {
+            // "i, i" / "the the": keep the later one (it carries the sentence on).
+            words.pop();
+        }
+        words.push(raw.to_string());
+    }
+    // Leading "so, okay, well, and ...", greetings and calls to a voice assistant ("hey
+    // dragon,") go.
+    while let Some(first) = words.first() {
+        let bare = first
+            .trim_matches(|c: char| !c.is_alphanumeric())
+            .to_ascii_lowercase();
+        if GREETINGS.contains(&bare.as_str()) && words.len() > 1 {
+            words.remove(0);
+            continue;
+        }
+        let two = words.get(1).map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_ascii_lowercase()
+        });
+        if bare == "all" && two.as_deref() == Some("right") {
+            words.drain(..2);
+        } else if OPENERS.contains(&bare.as_str()) && words.len() > 1 {
+            words.remove(0);
+        } else {
+            break;
+        }
+    }
+    let joined = words.join(" ");
+    joined
+        .trim_start_matches([',', ' ', ';', '.'])
+        .replace(" ,", ",")
+        .replace(",,", ",")
+        .trim()
+        .to_string()
+}
+
+/// A patient's sentence in the third person: "i feel tired" -> "The patient reports feeling
+/// tired"... kept simple and grammatical: "The patient reports that they feel tired."
+fn third_person(sentence: &str) -> String {
+    let mut out = Vec::new();
+    let mut changed = false;
+    for word in sentence.split_whitespace() {
+        let (core, tail) = match word.find(|c: char| !(c.is_alphanumeric() || c == '\'')) {
+            Some(at) if at > 0 => (&word[..at], &word[at..]),
+            _ => (word, ""),
+        };
+        let lower = core.to_ascii_lowercase();
+        let replaced = match lower.as_str() {
+            "i" => Some("they"),
+            "me" => Some("them"),
+            "my" => Some("their"),
+            "mine" => Some("theirs"),
+            "myself" => Some("themselves"),
+            "i'm" | "im" => Some("they're"),
+            "i've" | "ive" => Some("they've"),
+            "i'd" => Some("they'd"),
+            "i'll" => Some("they'll"),
+            "am" => Some("are"),
+            "was" if out.last().is_some_and(|w: &String| w == "they") => Some("were"),
+            "wasn't" if out.last().is_some_and(|w: &String| w == "they") => Some("weren't"),
+            _ => None,
+        };
+        match replaced {
+            Some(new) => {
+                changed = true;
+                out.push(format!("{new}{tail}"));
+            }
+            None => out.push(word.to_string()),
+        }
+    }
+    let text = out.join(" ");
+    if changed {
+        format!("The patient reports that {text}")
+    } else {
+        text
+    }
+}
+
+/// A clinician speaking to the patient: "you" is the patient.
+fn second_to_third(sentence: &str) -> String {
+    sentence
+        .split_whitespace()
+        .map(|word| {
+            let (core, tail) = match word.find(|c: char| !(c.is_alphanumeric() || c == '\'')) {
+                Some(at) if at > 0 => (&word[..at], &word[at..]),
+                _ => (word, ""),
+            };
+            let new = match core.to_ascii_lowercase().as_str() {
+                "you" => "the patient",
+                "your" => "the patient's",
+                "you're" => "the patient is",
+                "you've" => "the patient has",
+                "yourself" => "themselves",
+                _ => return word.to_string(),
+            };
+            format!("{new}{tail}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn content_words(text: &str) -> usize {
+    text.split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric() && c != '\'')
+                .to_ascii_lowercase()
+        })
+        .filter(|w| !w.is_empty() && !STOPWORDS.contains(&w.as_str()))
+        .count()
+}
+
+/// The clean statements of a transcript, in order.
+pub fn statements(transcript: &[TranscriptSegment]) -> Vec<Statement> {
+    let mut out = Vec::new();
+    for (index, segment) in transcript.iter().enumerate() {
+        for line in segment.text.lines() {
+            let (speaker, rest) = speaker_tag(line);
+            let speaker = speaker.unwrap_or(Speaker::Clinician);
+            let dialogue = speaker_tag(line).0.is_some();
+            for sentence in split_sentences(&tidy_spacing(rest)) {
+                if sentence.ends_with('?') {
+                    continue; // a question is not a statement of fact
+                }
+                let lower = sentence.to_ascii_lowercase();
+                if PLEASANTRIES.iter().any(|p| lower.contains(p)) {
+                    continue;
+                }
+                let clean = strip_talk(&sentence);
+                // Talk has short acknowledgements ("yes, i am"); a dictation's short sentences
+                // ("Referral to cardiology.") are content.
+                if content_words(&clean) < if dialogue { 3 } else { 2 } {
+                    continue;
+                }
+                let voiced = match (dialogue, speaker) {
+                    (true, Speaker::Patient) => third_person(&clean),
+                    (true, Speaker::Clinician) => second_to_third(&clean),
+                    _ => clean,
+                };
+                let mut text = voiced.trim().to_string();
+                if let Some(first) = text.chars().next() {
+                    text = first.to_uppercase().collect::<String>() + &text[first.len_utf8()..];
+                }
+                // "i" left alone in a clinician's sentence reads as the clinician: capitalised.
+                text = text
+                    .split(' ')
+                    .map(|w| match w {
+                        "i" => "I",
+                        "i'm" => "I'm",
+                        "i've" => "I've",
+                        "i'll" => "I'll",
+                        "i'd" => "I'd",
+                        other => other,
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                if !text.ends_with(['.', '!']) {
+                    text = text.trim_end_matches([',', ';', ':']).to_string() + ".";
+                }
+                out.push(Statement {
+                    text,
+                    segment: index,
+                    speaker,
+                    conversation: dialogue,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Tokens of a statement that are scored: enough to tell sections apart, and a bound on the
+/// work a long run-on sentence costs.
+const SCORED_TOKENS: usize = 32;
+
+/// How the model files and rates a transcript's statements.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filing {
+    /// The section of each statement (template order index).
+    pub sections: Vec<usize>,
+    /// How much likelier the model finds each statement in the letter than in talk, per token
+    /// (pointwise mutual information of statement and letter): high for findings and plans, low
+    /// for chit-chat.
+    pub letter_likeness: Vec<f32>,
+}
+
+/// Files each statement under a section, the model acting as a noisy channel: for every section,
+/// how likely it finds the statement's words written under that section's heading and
+/// description, `log P(statement | section)`. Small models judge which text fits a heading far
+/// better than they name a heading for a text. A neutral heading ("a clinical conversation")
+/// gives each statement's likelihood as talk, for [`Filing::letter_likeness`]. Each heading is
+/// read once; each statement is read after it from a checkpoint of the key/value caches, and
+/// only the statements' own tokens are scored (the normaliser is taken over them), so the full
+/// 262,144-row output head is never run. The choices are then smoothed to keep the transcript's
+/// order ([`in_order`]).
+pub fn assign_sections(
+    loaded: &mut LoadedModel,
+    template: &Template,
+    statements: &[Statement],
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(LetterEvent),
+) -> Result<Filing> {
+    if statements.is_empty() {
+        return Ok(Filing {
+            sections: Vec::new(),
+            letter_likeness: Vec::new(),
+        });
+    }
+    let mut encoded = Vec::with_capacity(statements.len());
+    for statement in statements {
+        let mut ids = loaded.tokenizer.encode(&user_text(&statement.text))?;
+        ids.truncate(SCORED_TOKENS);
+        encoded.push(ids);
+    }
+    let mut headings: Vec<String> = template
+        .sections
+        .iter()
+        .map(|section| {
+            format!(
+                "{}\n\n{} ({}):\n",
+                template.title,
+                section.title,
+                section.instructions.trim().trim_end_matches('.')
+            )
+        })
+        .collect();
+    headings.push("Transcript of a conversation in a clinic:\n".into());
+    let scores = channel_scores(loaded, &headings, &encoded, cancel, on_event)?;
+    let sections = template.sections.len();
+    let emissions: Vec<Vec<f32>> = scores.iter().map(|s| log_softmax(&s[..sections])).collect();
+    let letter_likeness = scores
+        .iter()
+        .zip(&encoded)
+        .map(|(s, ids)| {
+            let best = s[..sections].iter().copied().fold(f32::MIN, f32::max);
+            (best - s[sections]) / ids.len().max(1) as f32
+        })
+        .collect();
+    Ok(Filing {
+        sections: in_order(&emissions, BACKWARD_PENALTY),
+        letter_likeness,
+    })
+}
+
+/// `log P(statement | heading)` for every statement (rows) and heading (columns).
+fn channel_scores(
+    loaded: &mut LoadedModel,
+    headings: &[String],
+    encoded: &[Vec<u32>],
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(LetterEvent),
+) -> Result<Vec<Vec<f32>>> {
+    // Candidates for the normaliser: every token the statements use. Comparing headings needs
+    // the same normaliser for all; it need not be the whole vocabulary.
+    let mut vocabulary: Vec<u32> = encoded.iter().flatten().copied().collect();
+    vocabulary.sort_unstable();
+    vocabulary.dedup();
+    if vocabulary.is_empty() {
+        return Ok(vec![vec![0.0; headings.len()]; encoded.len()]);
+    }
+    let column: std::collections::HashMap<u32, usize> = vocabulary
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| (id, i))
+        .collect();
+    let log_probability = |row: &[f32], token: u32| -> f32 {
+        let max = row.iter().copied().fold(f32::MIN, f32::max);
+        let sum: f32 = row.iter().map(|l| (l - max).exp()).sum();
+        column
+            .get(&token)
+            .and_then(|&c| row.get(c))
+            .map_or(f32::MIN, |l| l - max - sum.ln())
+    };
+    let mut scores = vec![vec![0f32; headings.len()]; encoded.len()];
+    let mut prompt_tokens = 0;
+    for (index, heading) in headings.iter().enumerate() {
+        let mut prompt = vec![loaded.tokenizer.bos];
+        prompt.extend(loaded.tokenizer.encode(&user_text(heading))?);
+        prompt_tokens += prompt.len();
+        let model = &mut loaded.model;
+        model.reset();
+        let after_heading = model.forward_restricted(&prompt, &vocabulary)?;
+        let first_row: Vec<f32> = after_heading
+            .narrow(0, prompt.len() - 1, 1)?
+            .squeeze(0)?
+            .to_vec1()?;
+        let checkpoint = model.checkpoint();
+        for (statement, ids) in encoded.iter().enumerate() {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(LlmError::Prompt("cancelled".into()));
+            }
+            let Some((&first, rest)) = ids.split_first() else {
+                continue;
+            };
+            if !model.restore(&checkpoint) {
+                model.reset();
+                model.forward_restricted(&prompt, &vocabulary)?;
+            }
+            let mut total = log_probability(&first_row, first);
+            if !rest.is_empty() {
+                // Row j predicts token j + 1; the last token predicts nothing we need.
+                let rows: Vec<Vec<f32>> = model
+                    .forward_restricted(&ids[..ids.len() - 1], &vocabulary)?
+                    .to_vec2()?;
+                for (row, &next) in rows.iter().zip(rest) {
+                    total += log_probability(row, next);
+                }
+            }
+            scores[statement][index] = total;
+        }
+    }
+    on_event(LetterEvent::Prompt(prompt_tokens));
+    Ok(scores)
+}
+
+/// Log-probability cost of filing a statement under an earlier section than the one before it.
+/// Consultations and dictations mostly run in the order letters are written (history, findings,
+/// assessment, plan); one statement's weak preference should not break that order, a strong one
+/// may.
+const BACKWARD_PENALTY: f32 = 3.0;
+
+fn log_softmax(scores: &[f32]) -> Vec<f32> {
+    let max = scores.iter().copied().fold(f32::MIN, f32::max);
+    let sum: f32 = scores.iter().map(|s| (s - max).exp()).sum();
+    scores.iter().map(|s| s - max - sum.ln()).collect()
+}
+
+/// The sections (one per statement) that maximise the statements' log-probabilities less
+/// `penalty` for every step back to an earlier section (Viterbi).
+fn in_order(emissions: &[Vec<f32>], penalty: f32) -> Vec<usize> {
+    let Some(sections) = emissions.first().map(Vec::len) else {
+        return Vec::new();
+    };
+    let mut best: Vec<f32> = emissions[0].clone();
+    let mut back: Vec<Vec<usize>> = Vec::with_capacity(emissions.len());
+    for emission in &emissions[1..] {
+        let mut next = vec![f32::MIN; sections];
+        let mut from = vec![0usize; sections];
+        for (to, slot) in next.iter_mut().enumerate() {
+            for (previous, &score) in best.iter().enumerate() {
+                let step = if to < previous { penalty } else { 0.0 };
+                let total = score - step + emission[to];
+                if total > *slot {
+                    *slot = total;
+                    from[to] = previous;
+                }
+            }
+        }
+        back.push(from);
+        best = next;
+    }
+    let mut state = best
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i);
+    let mut path = vec![state];
+    for from in back.iter().rev() {
+        state = from[state];
+        path.push(state);
+    }
+    path.reverse();
+    path
+}
+
+/// Section texts (template order) of a grounded draft of `transcript`.
+pub fn draft(
+    loaded: &mut LoadedModel,
+    template: &Template,
+    transcript: &[TranscriptSegment],
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(LetterEvent),
+) -> Result<Vec<String>> {
+    let statements = statements(transcript);
+    let filing = assign_sections(loaded, template, &statements, cancel, on_event)?;
+    let kept = keep(&statements, &filing.letter_likeness);
+    let mut texts = vec![String::new(); template.sections.len()];
+    for (index, section) in template.sections.iter().enumerate() {
+        on_event(LetterEvent::Section(section.key.clone()));
+        let body: Vec<&str> = statements
+            .iter()
+            .zip(&filing.sections)
+            .zip(&kept)
+            .filter(|((_, s), keep)| **s == index && **keep)
+            .map(|((statement, _), _)| statement.text.as_str())
+            .collect();
+        let text = body.join(" ");
+        if !text.is_empty() {
+            on_event(LetterEvent::Text(text.clone()));
+        }
+        texts[index] = text;
+    }
+    Ok(texts)
+}
+
+/// Share of a conversation's statement words a letter keeps: clinicians' notes run to about
+/// half the words of the visit's talk once questions and fillers are gone.
+const CONVERSATION_SHARE: f32 = 0.6;
+
+/// Which statements go into the letter. A dictation is the letter's content: all of it. Of a
+/// conversation, the statements the model rates most letter-like, up to [`CONVERSATION_SHARE`]
+/// of the words, and every statement that carries a number whatever its rating.
+fn keep(statements: &[Statement], likeness: &[f32]) -> Vec<bool> {
+    if !statements.iter().any(|s| s.conversation) {
+        return vec![true; statements.len()];
+    }
+    let words = |s: &Statement| s.text.split_whitespace().count();
+    let total: usize = statements.iter().map(words).sum();
+    let budget = (total as f32 * CONVERSATION_SHARE) as usize;
+    let mut order: Vec<usize> = (0..statements.len()).collect();
+    order.sort_by(|&a, &b| likeness[b].total_cmp(&likeness[a]));
+    let mut kept = vec![false; statements.len()];
+    let mut used = 0;
+    for i in order {
+        let carries_number = statements[i].text.chars().any(|c| c.is_ascii_digit());
+        if used < budget || carries_number {
+            kept[i] = true;
+            used += words(&statements[i]);
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_follow_the_transcript_unless_the_evidence_is_strong() {
+        let p = |v: [f32; 3]| v.iter().map(|x| x.ln()).collect::<Vec<f32>>();
+        // A weak pull back to section 0 in the middle is overruled; a strong one is not.
+        let weak = [p([0.1, 0.8, 0.1]), p([0.5, 0.4, 0.1]), p([0.1, 0.1, 0.8])];
+        assert_eq!(in_order(&weak, 3.0), [1, 1, 2]);
+        let strong = [
+            p([0.01, 0.98, 0.01]),
+            p([0.998, 0.001, 0.001]),
+            p([0.1, 0.1, 0.8]),
+        ];
+        assert_eq!(in_order(&strong, 3.0), [1, 0, 2]);
+        assert!(in_order(&[], 3.0).is_empty());
+    }
+
+    fn segment(text: &str) -> TranscriptSegment {
+        TranscriptSegment {
+            start_s: None,
+            end_s: None,
+            text: text.into(),
+            raw_text: None,
+        }
+    }
+
+    #[test]
+    fn dialogue_becomes_clean_third_person_statements() {
+        let transcript = [segment(
+            "[doctor] hi , brian . how are you ?\n\
+             [patient] hi , good to see you .\n\
+             [doctor] so , brian is a 58 year old male with a past medical history of hypertension .\n\
+             [patient] i , i just feel out of sorts lately . um , i'm so tired and fatigued .\n\
+             [doctor] okay . are you taking your medications ?\n\
+             [patient] mm-hmm .\n\
+             [doctor] i want you to take lisinopril 20 mg a day .",
+        )];
+        let texts: Vec<String> = statements(&transcript)
+            .into_iter()
+            .map(|s| s.text)
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "Brian is a 58 year old male with a past medical history of hypertension.",
+                "The patient reports that they just feel out of sorts lately.",
+                "The patient reports that they're so tired and fatigued.",
+                "I want the patient to take lisinopril 20 mg a day.",
+            ]
+        );
+    }
+
+    #[test]
+    fn dictation_keeps_its_own_voice() {
+        let transcript = [segment(
+            "Referral to cardiology. Mister Jones is a sixty two year old man with exertional \
+             chest pain for three weeks. He takes amlodipine five milligrams daily.",
+        )];
+        let texts: Vec<String> = statements(&transcript)
+            .into_iter()
+            .map(|s| s.text)
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "Referral to cardiology.",
+                "Mister Jones is a sixty two year old man with exertional chest pain for three weeks.",
+                "He takes amlodipine five milligrams daily.",
+            ]
+        );
+    }
+
+    #[test]
+    fn mts_style_tags_and_questions() {
+        let transcript = [segment(
+            "Doctor: When did your pain begin? \nPatient: I've had low back pain for about eight years now.\nDoctor: Okay.",
+        )];
+        let found = statements(&transcript);
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            found[0].text,
+            "The patient reports that they've had low back pain for about eight years now."
+        );
+        assert_eq!(found[0].speaker, Speaker::Patient);
+    }
+}
