@@ -472,18 +472,7 @@ mod tests {
             let mode = std::fs::metadata(a.dir()).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o700);
         }
-        let mut meta = SessionMeta {
-            id: a.id(),
-            kind: "recording".into(),
-            created: "2026-11-23T10:00:00Z".into(),
-            source: "test".into(),
-            sample_rate: 16_000,
-            channels: 1,
-            asr_model: "m".into(),
-            state: SessionState::Recording,
-            pid: std::process::id(),
-            transcribed_s: 0.0,
-        };
+        let mut meta = recording(&a, std::process::id());
         a.write_meta(&meta).unwrap();
         meta.id = b.id();
         b.write_meta(&meta).unwrap();
@@ -500,12 +489,9 @@ mod tests {
         assert_eq!(find_session(&data, &a.id()).unwrap(), a);
     }
 
-    #[test]
-    fn liveness_is_the_recorders_lock_not_the_name_of_a_process() {
-        let root = tempfile::tempdir().unwrap();
-        let data = DataDir::at(root.path());
-        let session = Session::create(&data, "2026-11-23T10:00:00Z").unwrap();
-        let meta = SessionMeta {
+    /// What a session being recorded by process `pid` says of itself.
+    fn recording(session: &Session, pid: u32) -> SessionMeta {
+        SessionMeta {
             id: session.id(),
             kind: "recording".into(),
             created: "2026-11-23T10:00:00Z".into(),
@@ -514,10 +500,18 @@ mod tests {
             channels: 1,
             asr_model: "m".into(),
             state: SessionState::Recording,
-            // A live process that is not called medscribe: a renamed binary.
-            pid: 1,
+            pid,
             transcribed_s: 0.0,
-        };
+        }
+    }
+
+    #[test]
+    fn liveness_is_the_recorders_lock_not_the_name_of_a_process() {
+        let root = tempfile::tempdir().unwrap();
+        let data = DataDir::at(root.path());
+        let session = Session::create(&data, "2026-11-23T10:00:00Z").unwrap();
+        // A live process that is not called medscribe: a renamed binary.
+        let meta = recording(&session, 1);
         session.write_meta(&meta).unwrap();
         let lock = session.lock().unwrap();
         assert!(session.is_being_recorded(&meta));

@@ -105,7 +105,8 @@ fn date_key(date: &str) -> Vec<u32> {
     key
 }
 
-const UNITS: [&str; 20] = [
+/// Number words from zero to nineteen (also the fact guard's).
+pub(crate) const UNITS: [&str; 20] = [
     "zero",
     "one",
     "two",
@@ -127,7 +128,8 @@ const UNITS: [&str; 20] = [
     "eighteen",
     "nineteen",
 ];
-const TENS: [&str; 8] = [
+/// The tens from twenty to ninety.
+pub(crate) const TENS: [&str; 8] = [
     "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
 ];
 const ORDINALS: [&str; 20] = [
