@@ -322,7 +322,19 @@ fn draw_letter(frame: &mut Frame, app: &App, area: Rect) {
             lines.extend(markdown_lines(text, width));
             (lines, true)
         }
-        LetterPane::Done { letter, .. } => (markdown_lines(&letter.markdown, width), false),
+        LetterPane::Done { letter, .. } => {
+            // What the guards removed is the first thing the doctor sees, highlighted: the draft
+            // is shorter than what the model wrote, and why must not be missed.
+            let alert = Style::new().fg(Color::Black).bg(Color::Yellow).bold();
+            let mut lines: Vec<Line> = letter
+                .warnings
+                .iter()
+                .flat_map(|w| wrap(&format!("! {w}"), width))
+                .map(|l| Line::styled(l, alert))
+                .collect();
+            lines.extend(markdown_lines(&letter.markdown, width));
+            (lines, false)
+        }
         LetterPane::Failed(reason) => (
             wrap(&format!("The letter failed: {reason}"), width)
                 .into_iter()

@@ -265,6 +265,31 @@ fn letter_streams_then_saves_and_quit_asks_while_unsaved() {
 }
 
 #[test]
+fn removed_facts_are_highlighted_at_the_top_of_the_letter() {
+    let mut app = recording_app();
+    press(&mut app, "g");
+    let mut letter = finished_letter();
+    letter.warnings =
+        vec!["removed a medication from \"Plan\" that the transcript does not support".into()];
+    app.apply_letter(LetterUpdate::Done(letter));
+    let terminal = assert_snapshot(&app, "letter-removed-facts");
+    let buffer = terminal.backend().buffer();
+    // The warning's row is drawn black on yellow in the letter pane.
+    let row = (0..buffer.area.height)
+        .find(|&y| {
+            (0..buffer.area.width)
+                .map(|x| buffer[(x, y)].symbol())
+                .collect::<String>()
+                .contains("! removed a medication")
+        })
+        .expect("the warning is on screen");
+    let x = (0..buffer.area.width)
+        .find(|&x| buffer[(x, row)].symbol() == "!")
+        .unwrap();
+    assert_eq!(buffer[(x, row)].bg, ratatui::style::Color::Yellow);
+}
+
+#[test]
 fn space_toggles_capture_and_ctrl_c_quits() {
     let mut app = app();
     assert_eq!(press(&mut app, " "), vec![Action::SetPaused(false)]);
