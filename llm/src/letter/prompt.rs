@@ -177,9 +177,9 @@ mod tests {
             ("medgemma-4b-it", PromptStyle::Chat),
             ("gemma-3-1b-it-Q4_K_M.gguf", PromptStyle::Chat),
             ("Llama-Instruct", PromptStyle::Chat),
-            ("gemma-3-270m-q4_k_m.gguf", PromptStyle::Completion),
-            ("medgemma-4b-pt", PromptStyle::Completion),
-            ("digit-model", PromptStyle::Completion),
+            ("gemma-3-270m-q4_k_m.gguf", PromptStyle::Grounded),
+            ("medgemma-4b-pt", PromptStyle::Grounded),
+            ("digit-model", PromptStyle::Grounded),
         ] {
             assert_eq!(PromptStyle::for_model_name(name), style, "{name}");
         }
