@@ -13,6 +13,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::facts::DrugLexicon;
+use super::grounding::{TENS, UNITS};
 use super::template::Template;
 use super::{LetterEvent, TranscriptSegment};
 use crate::chat::user_text;
@@ -567,12 +569,13 @@ pub fn draft(
     loaded: &mut LoadedModel,
     template: &Template,
     transcript: &[TranscriptSegment],
+    drugs: Option<&DrugLexicon>,
     cancel: &AtomicBool,
     on_event: &mut dyn FnMut(LetterEvent),
 ) -> Result<Vec<String>> {
     let statements = statements(transcript);
     let filing = assign_sections(loaded, template, &statements, cancel, on_event)?;
-    let kept = keep(&statements, &filing.letter_likeness);
+    let kept = keep(&statements, &filing.letter_likeness, drugs);
     let mut texts = vec![String::new(); template.sections.len()];
     for (index, section) in template.sections.iter().enumerate() {
         on_event(LetterEvent::Section(section.key.clone()));
@@ -592,14 +595,27 @@ pub fn draft(
     Ok(texts)
 }
 
+/// Whether a statement carries a number (in digits or words) or a medication name: the facts a
+/// letter must not lose.
+fn carries_fact(text: &str, drugs: Option<&DrugLexicon>) -> bool {
+    text.split(|c: char| !c.is_alphanumeric()).any(|word| {
+        let word = word.to_ascii_lowercase();
+        word.starts_with(|c: char| c.is_ascii_digit())
+            || UNITS[1..].contains(&word.as_str())
+            || TENS.contains(&word.as_str())
+            || drugs.is_some_and(|d| d.contains(&word))
+    })
+}
+
 /// Share of a conversation's statement words a letter keeps: clinicians' notes run to about
 /// half the words of the visit's talk once questions and fillers are gone.
 const CONVERSATION_SHARE: f32 = 0.6;
 
 /// Which statements go into the letter. A dictation is the letter's content: all of it. Of a
 /// conversation, the statements the model rates most letter-like, up to [`CONVERSATION_SHARE`]
-/// of the words, and every statement that carries a number whatever its rating.
-fn keep(statements: &[Statement], likeness: &[f32]) -> Vec<bool> {
+/// of the words, and every statement that carries a number (in digits or words) or names a
+/// medication, whatever its rating.
+fn keep(statements: &[Statement], likeness: &[f32], drugs: Option<&DrugLexicon>) -> Vec<bool> {
     if !statements.iter().any(|s| s.conversation) {
         return vec![true; statements.len()];
     }
@@ -611,8 +627,7 @@ fn keep(statements: &[Statement], likeness: &[f32]) -> Vec<bool> {
     let mut kept = vec![false; statements.len()];
     let mut used = 0;
     for i in order {
-        let carries_number = statements[i].text.chars().any(|c| c.is_ascii_digit());
-        if used < budget || carries_number {
+        if used < budget || carries_fact(&statements[i].text, drugs) {
             kept[i] = true;
             used += words(&statements[i]);
         }

@@ -185,7 +185,14 @@ pub fn write_letter(
     let mut truncated = false;
     let parts = if request.style == PromptStyle::Grounded {
         // Statements one at a time: any transcript length fits the context.
-        let texts = grounded::draft(loaded, template, request.transcript, cancel, on_event)?;
+        let texts = grounded::draft(
+            loaded,
+            template,
+            request.transcript,
+            request.drugs,
+            cancel,
+            on_event,
+        )?;
         drafts.push(
             template
                 .sections
