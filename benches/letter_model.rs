@@ -1,6 +1,7 @@
 //! Speed of the default letter model (Gemma 3 270M Q4_K_M GGUF, installed by setup) on candle's
 //! quantized kernels: prefill of a 128-token prompt and decoding of 32 tokens; and the letter
-//! constraint's masks for 32 tokens, to compare with the decoding.
+//! constraint's masks for 32 tokens, to compare with the decoding; and the clinical-fact guard on
+//! a whole letter, to compare with the seconds a letter takes.
 //! `scripts/bench-gemma3-vs-llamacpp.sh` compares with llama.cpp on the same file in one run.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -52,6 +53,27 @@ fn letter_model(c: &mut Criterion) {
             for _ in 0..32 {
                 constraint.mask(&mut logits, 500);
             }
+        })
+    });
+    // The clinical-fact guard on a whole ACI-sized letter (about 600 words) against a 1,500-word
+    // visit, with setup's drug lexicon: to set against the seconds a letter takes to write.
+    let lexicon = medscribe_llm::letter::facts::DrugLexicon::load(&models::drug_lexicon(
+        &DataDir::from_env(),
+    ))
+    .expect("the drug lexicon from setup");
+    let visit = "The patient reports chest pain for three weeks, worse on exertion. Blood \
+                 pressure one fifty over ninety, pulse seventy two. She takes amlodipine five \
+                 milligrams daily and metformin five hundred milligrams twice a day. Pain in \
+                 the left knee since Monday. "
+        .repeat(30);
+    let letter = "Chest pain for 3 weeks. BP 150/90, HR 72. Amlodipine 5 mg daily; metformin \
+                  500 mg BID; aspirin 75 mg. Left knee pain. Temperature 38.4. "
+        .repeat(20);
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("fact_guard_letter", |b| {
+        b.iter(|| {
+            let said = medscribe_llm::letter::facts::TranscriptFacts::new(&visit, Some(&lexicon));
+            medscribe_llm::letter::facts::guard(&letter, &said, Some(&lexicon))
         })
     });
     group.finish();
