@@ -403,3 +403,28 @@ impl Gemma3Vision {
         self.project(&self.vision_output(pixels)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(heads: usize, layers: usize, image: usize) -> siglip::VisionConfig {
+        serde_json::from_value(serde_json::json!({
+            "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": layers,
+            "num_attention_heads": heads, "num_channels": 3, "image_size": image,
+            "patch_size": 8, "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn vision_sizes_from_files_are_checked_before_the_tower_divides_by_them() {
+        assert!(Geometry::new(&config(4, 2, 32), 2).is_ok());
+        // Zero heads divided by zero inside the tower (issue 15); absurd sizes allocate.
+        let err = Geometry::new(&config(0, 2, 32), 2).err().unwrap();
+        assert!(err.contains("attention heads"), "{err}");
+        assert!(Geometry::new(&config(3, 2, 32), 2).is_err());
+        assert!(Geometry::new(&config(4, 1 << 40, 32), 2).is_err());
+        assert!(Geometry::new(&config(4, 2, 1 << 20), 2).is_err());
+    }
+}
