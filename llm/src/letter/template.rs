@@ -32,7 +32,16 @@ pub struct Section {
     /// What belongs in the section, for the model.
     #[serde(default)]
     pub instructions: String,
+    /// Words and phrases that mark a statement as belonging here ("on examination", "please
+    /// arrange"); `{medication}` stands for any medication name. Grounded drafting weighs them
+    /// with the model's own judgement, which a small model makes poorly.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cues: Vec<String>,
 }
+
+/// Most cues one section may have, and the longest cue: a template is a small hand-written file.
+const MAX_CUES: usize = 64;
+const MAX_CUE_CHARS: usize = 64;
 
 /// A worked example: a short transcript and the letter written from it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +113,23 @@ impl Template {
             }
             if !seen.insert(section.key.as_str()) {
                 return Err(format!("section key {:?} appears twice", section.key));
+            }
+            if section.cues.len() > MAX_CUES {
+                return Err(format!(
+                    "section {:?} has {} cues; at most {MAX_CUES}",
+                    section.key,
+                    section.cues.len()
+                ));
+            }
+            if let Some(cue) = section.cues.iter().find(|c| {
+                c.trim().is_empty()
+                    || c.chars().count() > MAX_CUE_CHARS
+                    || c.chars().any(char::is_control)
+            }) {
+                return Err(format!(
+                    "section {:?}: cue {cue:?} must be a word or phrase of at most {MAX_CUE_CHARS} characters",
+                    section.key
+                ));
             }
         }
         if let Some(example) = &self.example {
@@ -319,6 +345,28 @@ mod tests {
         }
         soap["name"] = "my-referral_2".into();
         assert!(Template::from_json(&soap.to_string(), "test").is_ok());
+    }
+
+    #[test]
+    fn cues_are_short_words_or_phrases() {
+        let mut referral: serde_json::Value = serde_json::from_str(BUILT_IN[0].1).unwrap();
+        assert_eq!(referral["name"], "referral");
+        let parsed = Template::from_json(&referral.to_string(), "test").unwrap();
+        assert!(parsed
+            .sections
+            .iter()
+            .any(|s| s.cues.iter().any(|c| c == "{medication}")));
+        for bad in [
+            serde_json::json!([""]),
+            serde_json::json!(["  "]),
+            serde_json::json!(["a\nb"]),
+            serde_json::json!(["x".repeat(65)]),
+            serde_json::Value::Array(vec!["cue".into(); 65]),
+        ] {
+            referral["sections"][0]["cues"] = bad.clone();
+            let err = Template::from_json(&referral.to_string(), "test").unwrap_err();
+            assert!(err.contains("cue"), "{bad}: {err}");
+        }
     }
 
     #[test]
