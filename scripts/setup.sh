@@ -134,11 +134,13 @@ prepare_models() {
 }
 
 build_drug_lexicon() {
-    # Rebuilt when missing or older than its sources (the UNII list or the builder).
+    # Rebuilt when missing or older than its sources (the UNII list or the builder). The
+    # builder also writes english-words.txt beside it (drug-name mending leaves English alone).
     local names=$DATA/lexicon/UNII_Names.txt out=$DATA/lexicon/drugs.tsv
     local builder=$ROOT/models/scripts/build_drug_lexicon.py
     [ -f "$names" ] || die "$names is missing (models/manifest.tsv installs it)"
-    if [ -f "$out" ] && [ "$out" -nt "$names" ] && [ "$out" -nt "$builder" ]; then
+    if [ -f "$out" ] && [ -f "$DATA/lexicon/english-words.txt" ] && [ "$out" -nt "$names" ] \
+        && [ "$out" -nt "$builder" ]; then
         return 0
     fi
     "$PYTHON" "$builder" "$names" /usr/share/dict/american-english "$out" \

@@ -194,6 +194,12 @@ struct TranscribeArgs {
     #[arg(long, default_value_t = 1, value_name = "N")]
     threads: usize,
 
+    /// Leave medication names as the speech model wrote them. By default a name the model split
+    /// or misspelt ("amla-depine") is written as the drug lexicon installed by setup spells it,
+    /// where only one name is that close; json output keeps the model's words in raw_text.
+    #[arg(long)]
+    no_drug_correction: bool,
+
     /// WAV files and folders to transcribe.
     #[arg(required = true, value_name = "FILE_OR_DIR")]
     inputs: Vec<PathBuf>,
@@ -424,6 +430,11 @@ fn transcribe(args: TranscribeArgs, ort_lib: Option<&Path>) -> Result<ExitCode> 
         formats: args.format.clone(),
         force: args.force,
         segmentation,
+        drugs: if args.no_drug_correction {
+            None
+        } else {
+            letter_cmd::drug_lexicon(&data)?
+        },
     };
     let batch_mode =
         args.output.is_some() || args.inputs.len() > 1 || args.inputs.iter().any(|p| p.is_dir());

@@ -72,6 +72,20 @@ fn the_sample_dictation_is_transcribed_by_the_default_model() {
         let (start, end) = (s["start_s"].as_f64().unwrap(), s["end_s"].as_f64().unwrap());
         assert!(0.0 <= start && start < end && end <= duration);
     }
+    // Issue 12: the medication is written as the drug lexicon spells it, in the text and its
+    // segments; raw_text keeps what the speech model wrote ("amla-depine"), and
+    // --no-drug-correction prints that.
+    assert!(said.contains("amlodipine 5 mg"), "{said}");
+    assert!(segments
+        .iter()
+        .any(|s| s["text"].as_str().unwrap().contains("amlodipine")));
+    let raw = object["raw_text"].as_str().unwrap();
+    let uncorrected = medscribe(&["transcribe", "--no-drug-correction", p(&sample())]);
+    assert!(uncorrected.status.success());
+    assert_eq!(text(&uncorrected.stdout).trim(), raw.trim());
+    if raw != object["text"].as_str().unwrap() {
+        assert!(!raw.contains("amlodipine"), "{raw}");
+    }
 }
 
 #[test]

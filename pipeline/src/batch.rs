@@ -6,9 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use medscribe_asr::SpeechRecognizer;
+use medscribe_llm::letter::facts::DrugLexicon;
 
 use crate::error::{PipelineError, Result};
-use crate::job::{transcribe_wav, FileTranscript, Segmentation};
+use crate::job::{correct_drug_names, transcribe_wav, FileTranscript, Segmentation};
 use crate::output::write_private_atomically;
 use crate::render::{render, TranscriptFormat};
 use crate::segmenter::SpeechProbability;
@@ -27,6 +28,9 @@ pub struct BatchRequest {
     pub force: bool,
     /// How recordings are cut for the model.
     pub segmentation: Segmentation,
+    /// Medication names to mend in transcripts ([`crate::job::correct_drug_names`]); `None`
+    /// leaves them as the speech model wrote them.
+    pub drugs: Option<DrugLexicon>,
 }
 
 /// A recording to transcribe and its output name (relative, without extension).
@@ -337,7 +341,10 @@ pub fn run_batch(
             vad.as_deref_mut(),
             &mut |done_s, total_s| on_event(BatchEvent::Progress { done_s, total_s }),
         )
-        .and_then(|done| {
+        .and_then(|mut done| {
+            if let Some(drugs) = &request.drugs {
+                correct_drug_names(&mut done.transcript, drugs);
+            }
             write_outputs(&done, &outputs, &request.formats)?;
             Ok(done)
         });

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use medscribe_asr::{Segment, SpeechRecognizer, Transcript};
+use medscribe_llm::letter::facts::DrugLexicon;
 
 use crate::error::{PipelineError, Result};
 use crate::segmenter::{Segmenter, SegmenterConfig, SpeechProbability, SpeechSegment};
@@ -144,6 +145,22 @@ pub(crate) fn by_utterance(
         segments,
         duration_s: done as f64 / f64::from(TARGET_RATE),
     })
+}
+
+/// Writes the medication names that the speech model split or misspelt as the lexicon spells
+/// them ([`DrugLexicon::correct`]: "amla-depine" -> "amlodipine"), in the whole text and in every
+/// segment; `raw_text` keeps what the model wrote. Returns the corrections (as written, as
+/// corrected) of the whole text.
+pub fn correct_drug_names(
+    transcript: &mut Transcript,
+    drugs: &DrugLexicon,
+) -> Vec<(String, String)> {
+    for segment in &mut transcript.segments {
+        segment.text = drugs.correct(&segment.text).0;
+    }
+    let (text, corrections) = drugs.correct(&transcript.text);
+    transcript.text = text;
+    corrections
 }
 
 macro_rules! forward_speech_probability {

@@ -15,6 +15,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use super::drug_spelling::{edit_distance, SoundIndex};
 use crate::error::{LlmError, Result};
 
 /// What kind of fact was removed (the fact itself is patient data and stays out of messages).
@@ -60,7 +61,11 @@ pub struct UnsupportedFact {
 #[derive(Debug, Clone, Default)]
 pub struct DrugLexicon {
     names: HashSet<String>,
+    sounds: SoundIndex,
 }
+
+/// Largest English word list read (setup's is about 0.6 MB).
+const MAX_ENGLISH_BYTES: u64 = 16 << 20;
 
 /// Largest lexicon file read (setup's is about 0.7 MB).
 const MAX_LEXICON_BYTES: u64 = 64 << 20;
@@ -75,18 +80,51 @@ impl DrugLexicon {
                 reason: format!("cannot read the drug lexicon: {e}"),
             }
         })?;
-        let lexicon = Self::from_names(
-            text.lines()
-                .filter(|l| !l.starts_with('#'))
-                .map(|l| l.split('\t').next().unwrap_or("")),
-        );
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split('\t').collect())
+            .collect();
+        let mut lexicon = Self::from_names(rows.iter().map(|r| r[0]));
         if lexicon.names.is_empty() {
             return Err(LlmError::BadFile {
                 path: path.to_path_buf(),
                 reason: "the drug lexicon is empty".into(),
             });
         }
+        // Misheard names are mended only towards generic names, and only with the English word
+        // list setup writes beside the lexicon (without it, any word could be English).
+        let english_path = path.with_file_name("english-words.txt");
+        if english_path.exists() {
+            let english = crate::files::read_text_bounded(&english_path, MAX_ENGLISH_BYTES)
+                .map_err(|e| LlmError::BadFile {
+                    path: english_path.clone(),
+                    reason: format!("cannot read the English word list: {e}"),
+                })?;
+            let generic: Vec<String> = rows
+                .iter()
+                .filter(|r| r.get(2).is_none_or(|kind| kind.trim() != "brand"))
+                .map(|r| r[0].trim().to_lowercase())
+                .collect();
+            lexicon.sounds = SoundIndex::new(
+                generic.iter().map(String::as_str),
+                english.lines().map(str::trim),
+            );
+        }
         Ok(lexicon)
+    }
+
+    /// The lexicon, able to mend misheard names towards `generic` ones, with `english` the
+    /// words a transcript may use freely ([`SoundIndex`]).
+    pub fn with_sounds<'a>(
+        self,
+        generic: impl IntoIterator<Item = &'a str>,
+        english: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        Self {
+            sounds: SoundIndex::new(generic, english),
+            ..self
+        }
     }
 
     /// A lexicon of `names` (any case; empty ones skipped).
@@ -97,6 +135,7 @@ impl DrugLexicon {
                 .map(|n| n.trim().to_lowercase())
                 .filter(|n| !n.is_empty())
                 .collect(),
+            sounds: SoundIndex::default(),
         }
     }
 
@@ -107,9 +146,11 @@ impl DrugLexicon {
 
     /// `text` with medication names a speech model split or misspelt written as the lexicon
     /// spells them ("amla-depine" -> "amlodipine"), and the corrections made (as written, as
-    /// corrected). Only words broken by a hyphen, the way speech models write a word they do
-    /// not know, are considered, and only when exactly one name is close in spelling (at most
-    /// one edit in four letters) and starts with the same letter.
+    /// corrected). Words broken by a hyphen, the way speech models write a word they do not
+    /// know, are mended when exactly one name is close in spelling (at most one edit in four
+    /// letters) and starts with the same letter; with an English word list (setup's, or
+    /// [`DrugLexicon::with_sounds`]) so are names heard as other words, under the strict rules
+    /// of [`SoundIndex`].
     pub fn correct(&self, text: &str) -> (String, Vec<(String, String)>) {
         let mut out = String::with_capacity(text.len());
         let mut corrections = Vec::new();
@@ -131,6 +172,12 @@ impl DrugLexicon {
             rest = &rest[consumed..];
         }
         out.push_str(rest);
+        let mut mends = self.sounds.mend(&out, &|word| self.names.contains(word));
+        mends.reverse();
+        for (start, end, written, name) in mends {
+            out.replace_range(start..end, &name);
+            corrections.push((written, name));
+        }
         (out, corrections)
     }
 
@@ -184,22 +231,6 @@ impl DrugLexicon {
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
-}
-
-/// Levenshtein distance of two lower-case words.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1; b.len() + 1];
-        for (j, &cb) in b.iter().enumerate() {
-            current[j + 1] = (previous[j] + usize::from(ca != cb))
-                .min(previous[j + 1] + 1)
-                .min(current[j] + 1);
-        }
-        previous = current;
-    }
-    previous[b.len()]
 }
 
 /// A word of text: lower-cased, with its byte span in the original.

@@ -3,6 +3,7 @@
 //! the transcript, and renderers (JSON, Markdown, text, FHIR R4).
 
 pub mod constrain;
+pub mod drug_spelling;
 pub mod facts;
 pub mod grounded;
 pub mod grounding;
