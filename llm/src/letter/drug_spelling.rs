@@ -465,6 +465,20 @@ mod tests {
         ] {
             assert!(mended(text).is_empty(), "{text}: {:?}", mended(text));
         }
+        // Any text, any script: no panic, and spans fall on character boundaries.
+        for text in [
+            "",
+            "takes",
+            "takes Gavapentin",
+            "takes Gävapëntin 5 mg",
+            "takes 😀 Gavapentin 😀 mg",
+            "İstanbul takes ﬁgabapentin mg",
+            "takes Gava-pentin, 5mg",
+        ] {
+            for (start, end, _, _) in index().mend(text, &|_| false) {
+                assert!(text.is_char_boundary(start) && text.is_char_boundary(end));
+            }
+        }
         // Without an English word list nothing is mended: every word could be one.
         let bare = SoundIndex::new(["gabapentin"], []);
         assert!(bare
