@@ -672,6 +672,17 @@ fn a_transcript_longer_than_the_context_is_written_in_parts_with_bounded_memory(
     assert!(err.contains("context of 1024"), "{err}");
 }
 
+/// The text (lower case) of a JSON letter's section.
+fn section_text(letter: &serde_json::Value, key: &str) -> String {
+    letter["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == key)
+        .map(|s| s["text"].as_str().unwrap().to_lowercase())
+        .unwrap_or_else(|| panic!("no section {key} in {letter}"))
+}
+
 #[test]
 fn the_sample_letter_states_no_number_or_medication_that_was_not_dictated() {
     // Issue 12: the main job's letter added aspirin, a blood pressure of 150/90 and an
@@ -738,6 +749,15 @@ fn the_sample_letter_states_no_number_or_medication_that_was_not_dictated() {
     for dictated in ["amlodipine", "5 mg", "62", "3 weeks", "stable angina"] {
         assert!(text.contains(dictated), "{dictated} missing from {text}");
     }
+    // In the right section: the request under the reason for referral (it ends the dictation,
+    // after the findings), the dose under the medications.
+    let section = |key: &str| section_text(&letter, key);
+    assert!(
+        section("reason_for_referral").contains("stable angina"),
+        "{text}"
+    );
+    assert!(section("medications").contains("amlodipine 5 mg"), "{text}");
+    assert!(section("findings").contains("electrocardiogram"), "{text}");
     let transcript = letter["transcript"].as_array().unwrap();
     assert!(
         transcript.iter().any(|s| s["raw_text"].is_string()),
@@ -784,5 +804,64 @@ fn a_checkpoint_returns_the_model_to_its_prompt_and_restricted_logits_match_the_
                 full[id as usize]
             );
         }
+    }
+}
+
+#[test]
+fn the_discharge_sample_keeps_every_dictated_number_and_invents_none() {
+    // Issue 12, item 4: a second dictation with more numbers. Every number in the letter is one
+    // that was dictated, every dictated value is there, and the drug and its dose are filed
+    // under the medications, the repeat x-ray under follow-up.
+    let result = medscribe()
+        .args([
+            "letter",
+            "--template",
+            "discharge",
+            "--format",
+            "json",
+            "--audio",
+        ])
+        .arg(repo().join("samples/discharge-dictation.wav"))
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let letter: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    let section = |key: &str| section_text(&letter, key);
+    let text: String = letter["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["text"].as_str().unwrap().to_lowercase() + "\n")
+        .collect();
+    let dictated = [
+        "74", "38.4", "110", "120", "75", "96", "14.2", "500", "3", "6",
+    ];
+    let mut number = String::new();
+    for c in text.chars().chain([' ']) {
+        if c.is_ascii_digit() || (c == '.' && !number.is_empty()) {
+            number.push(c);
+        } else if !number.is_empty() {
+            let value = number.trim_end_matches('.');
+            assert!(dictated.contains(&value), "{value} in {text}");
+            number.clear();
+        }
+    }
+    for value in ["74", "38.4", "110", "120", "75", "96", "14.2", "500 mg"] {
+        assert!(text.contains(value), "{value} missing from {text}");
+    }
+    for finding in ["pneumonia", "consolidation", "paracetamol"] {
+        assert!(text.contains(finding), "{finding} missing from {text}");
+    }
+    assert!(
+        section("medications").contains("metformin 500 mg"),
+        "{text}"
+    );
+    assert!(section("follow_up").contains("repeat"), "{text}");
+    for medicine in ["aspirin", "amoxicillin", "ramipril", "insulin", "ibuprofen"] {
+        assert!(!text.contains(medicine), "{medicine} in {text}");
     }
 }

@@ -313,9 +313,32 @@ fn content_words(text: &str) -> usize {
 
 /// The clean statements of a transcript, in order.
 pub fn statements(transcript: &[TranscriptSegment]) -> Vec<Statement> {
-    let mut out = Vec::new();
+    // Lines with the segment they start in. A voice activity detector cuts a dictation at
+    // pauses, mid-sentence too ("Her C reactive protein | was 96"): an untagged line that does
+    // not end a sentence runs on into the next segment's untagged first line.
+    let mut lines: Vec<(usize, String)> = Vec::new();
     for (index, segment) in transcript.iter().enumerate() {
-        for line in segment.text.lines() {
+        for (n, line) in segment.text.lines().enumerate() {
+            if let Some((_, previous)) = lines.last_mut() {
+                let runs_on = n == 0
+                    && speaker_tag(line).0.is_none()
+                    && speaker_tag(previous).0.is_none()
+                    && !previous.trim_end().ends_with(['.', '?', '!', ':'])
+                    && !previous.trim().is_empty()
+                    && line.starts_with(|c: char| !c.is_whitespace());
+                if runs_on {
+                    previous.push(' ');
+                    previous.push_str(line);
+                    continue;
+                }
+            }
+            lines.push((index, line.to_string()));
+        }
+    }
+    let mut out = Vec::new();
+    for (index, line) in &lines {
+        let index = *index;
+        {
             let (speaker, rest) = speaker_tag(line);
             let speaker = speaker.unwrap_or(Speaker::Clinician);
             let dialogue = speaker_tag(line).0.is_some();
@@ -750,6 +773,28 @@ mod tests {
             text: text.into(),
             raw_text: None,
         }
+    }
+
+    #[test]
+    fn a_sentence_cut_by_a_pause_is_one_statement() {
+        let transcript = [
+            segment("Her C reactive protein"),
+            segment("was 96 and her white cell count was 14.2."),
+            segment("Please repeat the x-ray."),
+        ];
+        let texts: Vec<String> = statements(&transcript)
+            .into_iter()
+            .map(|s| s.text)
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "Her C reactive protein was 96 and her white cell count was 14.2.",
+                "Please repeat the x-ray."
+            ]
+        );
+        let sources: Vec<usize> = statements(&transcript).iter().map(|s| s.segment).collect();
+        assert_eq!(sources, [0, 2]);
     }
 
     #[test]
