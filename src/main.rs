@@ -9,15 +9,17 @@ mod live_cmd;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use medscribe_asr::vad::SileroVad;
 use medscribe_asr::ModelFamily;
+use medscribe_llm::letter::facts::DrugLexicon;
 use medscribe_pipeline::batch::{run_batch, BatchEvent, BatchRequest, BatchSummary};
 use medscribe_pipeline::models::{self, FileStatus};
 use medscribe_pipeline::segmenter::SpeechProbability;
-use medscribe_pipeline::{render, DataDir, Segmentation, TranscriptFormat};
+use medscribe_pipeline::{render, DataDir, Segmentation, TextCorrector, TranscriptFormat};
 
 /// Local, private speech-to-report for doctors: transcription on ONNX Runtime (Moonshine by
 /// default, Google's MedASR when you export it) and text generation with Gemma 3 / MedGemma on
@@ -430,10 +432,11 @@ fn transcribe(args: TranscribeArgs, ort_lib: Option<&Path>) -> Result<ExitCode> 
         formats: args.format.clone(),
         force: args.force,
         segmentation,
-        drugs: if args.no_drug_correction {
+        corrector: if args.no_drug_correction {
             None
         } else {
             letter_cmd::drug_lexicon(&data)?
+                .map(|drugs| Arc::new(DrugNames(drugs)) as Arc<dyn TextCorrector>)
         },
     };
     let batch_mode =
@@ -461,6 +464,16 @@ fn transcribe(args: TranscribeArgs, ort_lib: Option<&Path>) -> Result<ExitCode> 
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The letter guard's drug lexicon mending transcripts.
+#[derive(Debug)]
+struct DrugNames(DrugLexicon);
+
+impl TextCorrector for DrugNames {
+    fn correct(&self, text: &str) -> String {
+        self.0.correct(text).0
+    }
 }
 
 /// The speech model (given or default), its segmentation, and the VAD it needs.

@@ -6,10 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use medscribe_asr::SpeechRecognizer;
-use medscribe_llm::letter::facts::DrugLexicon;
 
 use crate::error::{PipelineError, Result};
-use crate::job::{correct_drug_names, transcribe_wav, FileTranscript, Segmentation};
+use crate::job::{correct_transcript, transcribe_wav, FileTranscript, Segmentation, TextCorrector};
 use crate::output::write_private_atomically;
 use crate::render::{render, TranscriptFormat};
 use crate::segmenter::SpeechProbability;
@@ -28,9 +27,9 @@ pub struct BatchRequest {
     pub force: bool,
     /// How recordings are cut for the model.
     pub segmentation: Segmentation,
-    /// Medication names to mend in transcripts ([`crate::job::correct_drug_names`]); `None`
-    /// leaves them as the speech model wrote them.
-    pub drugs: Option<DrugLexicon>,
+    /// What mends transcripts (medication names, [`TextCorrector`]); `None` leaves them as the
+    /// speech model wrote them.
+    pub corrector: Option<std::sync::Arc<dyn TextCorrector>>,
 }
 
 /// A recording to transcribe and its output name (relative, without extension).
@@ -342,8 +341,8 @@ pub fn run_batch(
             &mut |done_s, total_s| on_event(BatchEvent::Progress { done_s, total_s }),
         )
         .and_then(|mut done| {
-            if let Some(drugs) = &request.drugs {
-                correct_drug_names(&mut done.transcript, drugs);
+            if let Some(corrector) = &request.corrector {
+                correct_transcript(&mut done.transcript, corrector.as_ref());
             }
             write_outputs(&done, &outputs, &request.formats)?;
             Ok(done)

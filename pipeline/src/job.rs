@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use medscribe_asr::{Segment, SpeechRecognizer, Transcript};
-use medscribe_llm::letter::facts::DrugLexicon;
 
 use crate::error::{PipelineError, Result};
 use crate::segmenter::{Segmenter, SegmenterConfig, SpeechProbability, SpeechSegment};
@@ -147,20 +146,21 @@ pub(crate) fn by_utterance(
     })
 }
 
-/// Writes the medication names that the speech model split or misspelt as the lexicon spells
-/// them ([`DrugLexicon::correct`]: "amla-depine" -> "amlodipine"), in the whole text and in every
-/// segment; `raw_text` keeps what the model wrote. Returns the corrections (as written, as
-/// corrected) of the whole text.
-pub fn correct_drug_names(
-    transcript: &mut Transcript,
-    drugs: &DrugLexicon,
-) -> Vec<(String, String)> {
+/// Mends the words of a transcript that a speech model gets wrong in a known way, such as
+/// medication names it split or misheard ("amla-depine" -> "amlodipine"). The binary wires in the
+/// letter model crate's drug lexicon; pipeline itself knows no drugs.
+pub trait TextCorrector: Send + Sync + std::fmt::Debug {
+    /// `text` corrected.
+    fn correct(&self, text: &str) -> String;
+}
+
+/// Applies `corrector` to the whole text and to every segment; `raw_text` keeps what the model
+/// wrote.
+pub fn correct_transcript(transcript: &mut Transcript, corrector: &dyn TextCorrector) {
     for segment in &mut transcript.segments {
-        segment.text = drugs.correct(&segment.text).0;
+        segment.text = corrector.correct(&segment.text);
     }
-    let (text, corrections) = drugs.correct(&transcript.text);
-    transcript.text = text;
-    corrections
+    transcript.text = corrector.correct(&transcript.text);
 }
 
 macro_rules! forward_speech_probability {

@@ -26,6 +26,6 @@ pub mod wav;
 
 pub use datadir::DataDir;
 pub use error::{PipelineError, Result};
-pub use job::{transcribe_wav, FileTranscript, Segmentation};
+pub use job::{correct_transcript, transcribe_wav, FileTranscript, Segmentation, TextCorrector};
 pub use render::{render, TranscriptFormat};
 pub use wav::{WavInfo, WavSource};

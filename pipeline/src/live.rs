@@ -250,7 +250,7 @@ impl LiveSession {
         let meta = SessionMeta {
             id: session.id(),
             kind: config.kind.clone(),
-            created: medscribe_llm::letter::now_rfc3339(),
+            created: crate::session::now_rfc3339(),
             source: source_name.clone(),
             sample_rate: format.sample_rate,
             channels: format.channels,

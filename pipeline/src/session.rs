@@ -142,6 +142,20 @@ fn create_private_dir(path: &Path) -> std::io::Result<()> {
     builder.create(path)
 }
 
+/// Current time as RFC 3339 UTC to the second (`2026-11-25T20:31:25Z`): session creation
+/// times and session names.
+pub fn now_rfc3339() -> String {
+    // Whole seconds, so that the format writes no fraction.
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+}
+
 /// A time as `HH:MM:SS` (recording lengths and segment starts).
 pub fn clock(seconds: f64) -> String {
     let whole = seconds.max(0.0) as u64;

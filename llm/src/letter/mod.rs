@@ -110,26 +110,20 @@ pub enum LetterEvent {
 
 /// Current time as RFC 3339 UTC (seconds).
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    rfc3339_seconds(time::OffsetDateTime::now_utc())
+}
+
+/// `at` as RFC 3339 UTC to the second: `2026-11-25T20:31:25Z`.
+fn rfc3339_seconds(at: time::OffsetDateTime) -> String {
+    // Whole seconds, so that the format writes no fraction.
+    at.to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
 }
 
 /// Writes a letter with `loaded` (its conversation is reset first). `table` is the tokenizer's
@@ -475,5 +469,7 @@ mod tests {
         let now = now_rfc3339();
         assert_eq!(now.len(), 20, "{now}");
         assert!(now.starts_with("20") && now.ends_with('Z') && &now[10..11] == "T");
+        let leap_day = time::OffsetDateTime::from_unix_timestamp(951_782_400 + 86_399).unwrap();
+        assert_eq!(rfc3339_seconds(leap_day), "2000-02-29T23:59:59Z");
     }
 }
