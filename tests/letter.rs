@@ -672,6 +672,36 @@ fn a_transcript_longer_than_the_context_is_written_in_parts_with_bounded_memory(
     assert!(err.contains("context of 1024"), "{err}");
 }
 
+/// The JSON letter the default models write from a committed sample dictation, and all its
+/// section texts in lower case.
+fn sample_letter_json(template: &str, sample: &str) -> (serde_json::Value, String) {
+    let result = medscribe()
+        .args([
+            "letter",
+            "--template",
+            template,
+            "--format",
+            "json",
+            "--audio",
+        ])
+        .arg(repo().join("samples").join(sample))
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let letter: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    let text = letter["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["text"].as_str().unwrap().to_lowercase() + "\n")
+        .collect();
+    (letter, text)
+}
+
 /// The text (lower case) of a JSON letter's section.
 fn section_text(letter: &serde_json::Value, key: &str) -> String {
     letter["sections"]
@@ -689,30 +719,7 @@ fn the_sample_letter_states_no_number_or_medication_that_was_not_dictated() {
     // examination. Checked here independently of the guard's own code: every number in the
     // letter is one of those dictated (62, 5, three weeks), and of a list of common medicines
     // only the dictated amlodipine may appear.
-    let result = medscribe()
-        .args([
-            "letter",
-            "--template",
-            "referral",
-            "--format",
-            "json",
-            "--audio",
-        ])
-        .arg(repo().join("samples/referral-dictation.wav"))
-        .output()
-        .unwrap();
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    let letter: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
-    let text: String = letter["sections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["text"].as_str().unwrap().to_lowercase() + "\n")
-        .collect();
+    let (letter, text) = sample_letter_json("referral", "referral-dictation.wav");
     let numbers: Vec<String> = text
         .split(|c: char| !c.is_ascii_digit())
         .filter(|n| !n.is_empty())
@@ -812,31 +819,8 @@ fn the_discharge_sample_keeps_every_dictated_number_and_invents_none() {
     // Issue 12, item 4: a second dictation with more numbers. Every number in the letter is one
     // that was dictated, every dictated value is there, and the drug and its dose are filed
     // under the medications, the repeat x-ray under follow-up.
-    let result = medscribe()
-        .args([
-            "letter",
-            "--template",
-            "discharge",
-            "--format",
-            "json",
-            "--audio",
-        ])
-        .arg(repo().join("samples/discharge-dictation.wav"))
-        .output()
-        .unwrap();
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    let letter: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    let (letter, text) = sample_letter_json("discharge", "discharge-dictation.wav");
     let section = |key: &str| section_text(&letter, key);
-    let text: String = letter["sections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["text"].as_str().unwrap().to_lowercase() + "\n")
-        .collect();
     let dictated = [
         "74", "38.4", "110", "120", "75", "96", "14.2", "500", "3", "6",
     ];

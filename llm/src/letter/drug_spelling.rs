@@ -15,6 +15,12 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::grounding::{TENS, UNITS};
+
+fn is_number_word(word: &str) -> bool {
+    UNITS.contains(&word) || TENS.contains(&word)
+}
+
 /// Words before a medication name in dictation.
 const VERBS_BEFORE: [&str; 22] = [
     "takes",
@@ -75,38 +81,6 @@ const FUNCTION_WORDS: [&str; 45] = [
     "and", "or", "but", "your", "my", "me", "his", "her", "its", "our", "their", "this", "that",
     "for", "with", "from", "as", "it", "he", "she", "we", "they", "you", "i", "send", "if", "not",
     "no", "take", "takes",
-];
-
-/// Number words: a dose, never part of a name.
-const NUMBER_WORDS: [&str; 28] = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-    "twenty",
-    "thirty",
-    "forty",
-    "fifty",
-    "sixty",
-    "seventy",
-    "eighty",
-    "ninety",
 ];
 
 /// The sound of a word, roughly: voicing merged (b/p, d/t, g/k, v/f), c/s/z/x by their sound,
@@ -344,7 +318,8 @@ impl SoundIndex {
                     || run.iter().skip(1).any(|w| !w.gap_is_space)
                     || run.iter().all(|w| english(&w.lower))
                     || run.iter().any(|w| is_name(&w.lower))
-                    || run.iter().any(|w| NUMBER_WORDS.contains(&w.lower.as_str()))
+                    // A number word is a dose, never part of a name.
+                    || run.iter().any(|w| is_number_word(&w.lower))
                     || (span > 1 && FUNCTION_WORDS.contains(&run[0].lower.as_str()))
                 {
                     continue;
