@@ -286,8 +286,10 @@ fn two_hours_of_recording_keep_memory_flat() {
     let (long_kb, session) = peak_rss_of_record(home.path(), 7_200);
     let growth_mb = (long_kb as f64 - short_kb as f64) / 1024.0;
     eprintln!("peak RSS: 1 min {short_kb} kB, 2 h {long_kb} kB, growth {growth_mb:.1} MB");
+    // Measured 0.7-1.4 MB. Holding the audio would take 460 MB (16 kHz float, two hours); the limit
+    // leaves room for allocator noise on other machines, not for anything that grows with time.
     assert!(
-        growth_mb < 50.0,
+        growth_mb < 16.0,
         "memory grew {growth_mb:.1} MB over two hours"
     );
     let wav = hound::WavReader::open(session.join("audio.wav")).unwrap();
