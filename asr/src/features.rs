@@ -1,5 +1,5 @@
 //! MedASR's log-mel front end, identical to Hugging Face's `LasrFeatureExtractor`
-//! (shared/specs/medasr.md, "Front end"): 400-sample symmetric Hann frames every 160 samples,
+//! (transformers' `models/lasr/`, "Front end"): 400-sample symmetric Hann frames every 160 samples,
 //! no centring or padding, a 512-point real FFT, power spectrum, a 128-band mel filterbank on the
 //! Kaldi mel scale between 125 and 7500 Hz, natural log with a 1e-5 floor. Everything is computed
 //! in f64 and cast to f32 at the end, as the reference does.

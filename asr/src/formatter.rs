@@ -1,4 +1,4 @@
-//! Turns MedASR's spoken commands into written text (shared/specs/medasr.md, "Output text
+//! Turns MedASR's spoken commands into written text (transformers' `models/lasr/`, "Output text
 //! conventions"): `{period}` -> ".", `{new paragraph}` -> a blank line, `[FINDINGS]` -> a
 //! "FINDINGS:" heading, and so on. Command spelling varies (`{Period}`, `{new_paragraph}`,
 //! `{ period }`), so commands are matched after normalisation. An unknown `{...}` command is kept

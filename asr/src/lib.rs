@@ -24,7 +24,7 @@ pub use medasr::{MedAsr, MedAsrOptions};
 pub const SAMPLE_RATE: u32 = features::SAMPLE_RATE;
 
 /// A stretch of a recording and what was said in it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Segment {
     /// Start, seconds from the beginning of the recording.
     pub start_s: f64,

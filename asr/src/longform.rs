@@ -1,5 +1,5 @@
 //! Long recordings through a CTC model, streamed, with the Hugging Face pipeline's semantics
-//! (`chunk_length_s=20, stride_length_s=2`, shared/specs/medasr.md): 20 s windows that overlap by
+//! (`chunk_length_s=20, stride_length_s=2`, transformers' `models/lasr/`): 20 s windows that overlap by
 //! 2 s on each side, the logits of the overlaps cut, the kept ids of all windows concatenated and
 //! decoded once. Samples arrive in blocks; only one window of audio is held at a time.
 

@@ -1,5 +1,5 @@
 //! Google MedASR (Conformer + CTC) on ONNX Runtime, for both export signatures
-//! (shared/specs/medasr.md, "ONNX signatures we must accept").
+//! (transformers' `models/lasr/`, "ONNX signatures we must accept").
 
 use std::path::{Path, PathBuf};
 

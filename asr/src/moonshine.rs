@@ -1,6 +1,6 @@
 //! Moonshine base-en (Useful Sensors, MIT), the default English recogniser that runs anywhere:
 //! an encoder on raw 16 kHz samples and a merged decoder with a key/value cache, decoded greedily
-//! (shared/specs/default-models.md). The files ship inside the PyPI package `moonshine-cpp` and
+//! (models/manifest.tsv). The files ship inside the PyPI package `moonshine-cpp` and
 //! setup installs them; ONNX Runtime loads the `.ort` format like `.onnx`.
 
 use std::borrow::Cow;

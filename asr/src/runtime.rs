@@ -1,7 +1,7 @@
 //! Finding and loading the ONNX Runtime shared library, once per process.
 //!
 //! `ort` is built with `load-dynamic`: the library comes from the PyPI `onnxruntime` wheel that
-//! setup installs into the data directory (shared/specs/build.md). Plain `ort::init()` panics when
+//! setup installs into the data directory (no prebuilt download: the CDN `ort` fetches from is out of reach). Plain `ort::init()` panics when
 //! no library is found, so every path here goes through `ort::init_from` and returns an error.
 
 use std::path::{Path, PathBuf};

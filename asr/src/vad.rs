@@ -1,6 +1,6 @@
 //! Silero VAD v6 (MIT) on ONNX Runtime: the speech probability of each 32 ms chunk of 16 kHz
 //! audio, with the model's recurrent state and 64-sample context carried from chunk to chunk
-//! (shared/specs/default-models.md). Turning probabilities into segments is the pipeline's job.
+//! (models/manifest.tsv). Turning probabilities into segments is the pipeline's job.
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
 //! The vocabulary of a CTC model and turning token ids into text.
 //!
-//! Two file forms are accepted (shared/specs/medasr.md): a Hugging Face `tokenizer.json`
+//! Two file forms are accepted (transformers' `models/lasr/`): a Hugging Face `tokenizer.json`
 //! (decoded with the `tokenizers` library, so the text is exactly what transformers produces) or
 //! sherpa-onnx's `tokens.txt` (`piece id` per line). Special and blank ids are read from the
 //! files, never hard-coded.

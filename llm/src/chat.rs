@@ -1,4 +1,4 @@
-//! Gemma's tokenizer and chat template (shared/specs/medgemma.md, "Chat template"):
+//! Gemma's tokenizer and chat template (transformers' `models/gemma3/`, "Chat template"):
 //! `<bos><start_of_turn>user\n{system\n\n}{content}<end_of_turn>\n<start_of_turn>model\n`.
 //! Special-token ids are read from the tokenizer, never hard-coded (test models use other ids).
 

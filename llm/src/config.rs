@@ -1,5 +1,5 @@
 //! Gemma 3 text configuration, read from a Hugging Face `config.json` with HF's defaults for every
-//! key a file leaves out (the real MedGemma 4B/27B files list only a few; shared/specs/medgemma.md).
+//! key a file leaves out (the real MedGemma 4B/27B files list only a few; transformers' `models/gemma3/`).
 //! Accepts the multimodal form (`text_config` nested) and the text-only form, and both spellings
 //! of RoPE settings: transformers 4.x (`rope_theta`, `rope_local_base_freq`, `rope_scaling`,
 //! `sliding_window_pattern`) and 5.x (`rope_parameters` per layer type, `layer_types`).
@@ -284,6 +284,112 @@ impl Gemma3TextConfig {
         } else {
             self.final_logit_softcapping
         }
+    }
+}
+
+impl Gemma3TextConfig {
+    /// The text configuration from GGUF metadata (llama.cpp's `gemma3` keys). What llama.cpp does not
+    /// store follows llama.cpp: every sixth layer is global, the local RoPE base is 10000, and the
+    /// attention scale uses head_dim, except for the 27B shape (hidden 5376), whose
+    /// query_pre_attn_scalar is 168.
+    pub(crate) fn from_gguf(
+        content: &candle_core::quantized::gguf_file::Content,
+    ) -> std::result::Result<Self, String> {
+        let meta = &content.metadata;
+        let arch = meta
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
+        if arch != "gemma3" {
+            return Err(format!("architecture `{arch}` is not Gemma 3 (gemma3)"));
+        }
+        let number = |key: &str| -> std::result::Result<usize, String> {
+            let value = meta
+                .get(&format!("gemma3.{key}"))
+                .ok_or_else(|| format!("metadata gemma3.{key} is missing"))?;
+            value
+                .to_u32()
+                .map(|n| n as usize)
+                .or_else(|_| value.to_u64().map(|n| n as usize))
+                .map_err(|_| format!("metadata gemma3.{key} is not a number"))
+        };
+        let float = |key: &str, default: f64| -> f64 {
+            meta.get(&format!("gemma3.{key}"))
+                .and_then(|v| v.to_f32().ok())
+                .map_or(default, f64::from)
+        };
+        let hidden = number("embedding_length")?;
+        let heads = number("attention.head_count")?;
+        let head_dim = number("attention.key_length").unwrap_or(hidden / heads.max(1));
+        let layers = number("block_count")?;
+        if layers == 0 || layers > crate::config::MAX_LAYERS {
+            return Err(format!(
+                "block_count {layers} is not between 1 and {}",
+                crate::config::MAX_LAYERS
+            ));
+        }
+        let embedding = content
+            .tensor_infos
+            .get("token_embd.weight")
+            .ok_or("no token_embd.weight tensor")?;
+        let vocab = match embedding.shape.dims() {
+            [rows, width] if *width == hidden => *rows,
+            dims => {
+                return Err(format!(
+                    "token_embd.weight has shape {dims:?}, expected [vocabulary, {hidden}]"
+                ))
+            }
+        };
+        let scaling_type = meta
+            .get("gemma3.rope.scaling.type")
+            .and_then(|v| v.to_string().ok())
+            .cloned();
+        let linear_factor = match scaling_type.as_deref() {
+            None | Some("none") => 1.0,
+            Some("linear") => float("rope.scaling.factor", 1.0),
+            Some(other) => return Err(format!("RoPE scaling `{other}` is not supported")),
+        };
+        let config = Self {
+            vocab_size: vocab,
+            hidden_size: hidden,
+            intermediate_size: number("feed_forward_length")?,
+            layers: (0..layers)
+                .map(|i| {
+                    if (i + 1) % 6 != 0 {
+                        LayerKind::Sliding
+                    } else {
+                        LayerKind::Full
+                    }
+                })
+                .collect(),
+            num_attention_heads: heads,
+            num_key_value_heads: number("attention.head_count_kv").unwrap_or(heads),
+            head_dim,
+            query_pre_attn_scalar: if hidden == 5376 {
+                168.0
+            } else {
+                head_dim as f64
+            },
+            sliding_window: number("attention.sliding_window").unwrap_or(4096),
+            rope_local: RopeSettings {
+                theta: 10_000.0,
+                linear_factor: 1.0,
+            },
+            rope_global: RopeSettings {
+                theta: float("rope.freq_base", 1_000_000.0),
+                linear_factor,
+            },
+            rms_norm_eps: float("attention.layer_norm_rms_epsilon", 1e-6),
+            final_logit_softcapping: meta
+                .get("gemma3.final_logit_softcapping")
+                .and_then(|v| v.to_f32().ok())
+                .map(f64::from),
+            multimodal: false,
+            context_length: number("context_length").unwrap_or(131_072),
+        };
+        config.check_sizes()?;
+        Ok(config)
     }
 }
 

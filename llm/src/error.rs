@@ -40,6 +40,23 @@ pub enum LlmError {
     /// The prompt cannot be run (too long, empty, unknown token).
     #[error("prompt: {0}")]
     Prompt(String),
+    /// No template has this name, or the template cannot be written within its limits.
+    #[error("{0}")]
+    Template(String),
+    /// The model's files do not fit together or lack what a feature needs (a tokenizer with no
+    /// image token, a vision projector of another width).
+    #[error("{0}")]
+    Incompatible(String),
+    /// Settings that cannot be used (sampling out of range, an unknown device).
+    #[error("{0}")]
+    Setting(String),
+    /// The work was cancelled. Public entry points that take a cancel flag report cancelling
+    /// as an outcome ([`crate::letter::LetterOutcome::Cancelled`]), not as this error.
+    #[error("cancelled")]
+    Cancelled,
+    /// An invariant of medscribe's own code was broken: a bug, to be reported.
+    #[error("internal error (a bug in medscribe): {0}")]
+    Internal(String),
     /// A tensor operation failed.
     #[error("model computation failed: {0}")]
     Compute(#[from] candle_core::Error),

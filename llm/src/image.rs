@@ -1,5 +1,5 @@
 //! Images for the vision tower: PNG or JPEG files decoded to RGB and preprocessed as Hugging
-//! Face's Gemma 3 image processor does (shared/specs/medgemma.md, "Image preprocessing"): resized
+//! Face's Gemma 3 image processor does (transformers' `models/gemma3/`, "Image preprocessing"): resized
 //! to the model's square size with PIL's bilinear filter (antialiased when shrinking, rounded to
 //! 8 bits after each pass), scaled to 0..1, normalised with mean 0.5 and deviation 0.5, CHW.
 

@@ -1,6 +1,6 @@
 //! Letter writing for medscribe: the Gemma 3 / MedGemma language model on candle with Hugging
 //! Face semantics (our own implementation: candle-transformers' Gemma 3 is numerically wrong for
-//! MedGemma, shared/specs/medgemma.md), configuration parsing, safetensors loading across the
+//! MedGemma, transformers' `models/gemma3/`), configuration parsing, safetensors loading across the
 //! transformers name layouts and GGUF loading (quantized weights stay quantized), Gemma's
 //! tokenizer and chat template, generation, and MedGemma's vision path (image preprocessing, the
 //! SigLIP tower, the projector, merging image features into the prompt). It knows nothing about
@@ -8,22 +8,19 @@
 //! generation, grounding and renderers (`letter`).
 #![deny(missing_docs)]
 
-mod bf16;
 pub mod chat;
 pub mod config;
+mod cpu;
 pub mod error;
 pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
-mod gelu;
 pub mod gemma3;
 pub mod generate;
 mod gguf_check;
 pub mod image;
 pub mod letter;
 pub mod loader;
-mod packed;
-mod requant;
 mod tokenizer_file;
 pub mod vision;
 

@@ -147,7 +147,7 @@ impl LoadedModel {
             .tokenizer
             .token_id("<image_soft_token>")
             .ok_or_else(|| {
-                LlmError::Prompt("the tokenizer has no <image_soft_token> token".into())
+                LlmError::Incompatible("the tokenizer has no <image_soft_token> token".into())
             })?;
         let device = self.model.device();
         let pixels = images

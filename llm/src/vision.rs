@@ -1,4 +1,4 @@
-//! MedGemma's eyes (shared/specs/medgemma.md, "Vision and merge"): the SigLIP vision tower
+//! MedGemma's eyes (transformers' `models/gemma3/`, "Vision and merge"): the SigLIP vision tower
 //! (candle-transformers' `siglip::VisionModel` without its pooling head, which matches Hugging
 //! Face's `last_hidden_state`) and Gemma 3's multimodal projector: average pooling of the patch
 //! grid down to `mm_tokens_per_image` soft tokens, RMSNorm with gain 1 + w, and the raw
@@ -369,7 +369,7 @@ impl Gemma3Vision {
     pub fn vision_output(&self, pixels: &Tensor) -> Result<Tensor> {
         let (_, channels, height, width) = pixels.dims4()?;
         if channels != 3 || height != self.image_size || width != self.image_size {
-            return Err(LlmError::Prompt(format!(
+            return Err(LlmError::Internal(format!(
                 "pixel values of shape {:?}, the vision tower takes [n, 3, {s}, {s}]",
                 pixels.dims(),
                 s = self.image_size

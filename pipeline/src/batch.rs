@@ -5,13 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use medscribe_asr::SpeechRecognizer;
-
 use crate::error::{PipelineError, Result};
-use crate::job::{correct_transcript, transcribe_wav, FileTranscript, Segmentation, TextCorrector};
+use crate::job::{correct_transcript, FileTranscript, TextCorrector};
 use crate::output::write_private_atomically;
 use crate::render::{render, TranscriptFormat};
-use crate::segmenter::SpeechProbability;
+use crate::speech::Speech;
 use crate::wav::WavSource;
 
 /// What to transcribe and where the results go.
@@ -25,8 +23,6 @@ pub struct BatchRequest {
     pub formats: Vec<TranscriptFormat>,
     /// Redo recordings whose outputs exist.
     pub force: bool,
-    /// How recordings are cut for the model.
-    pub segmentation: Segmentation,
     /// What mends transcripts (medication names, [`TextCorrector`]); `None` leaves them as the
     /// speech model wrote them.
     pub corrector: Option<std::sync::Arc<dyn TextCorrector>>,
@@ -279,8 +275,7 @@ pub fn output_paths(dir: &Path, input: &BatchInput, formats: &[TranscriptFormat]
 /// Runs a batch. Events go to `on_event`; the summary is returned.
 pub fn run_batch(
     request: &BatchRequest,
-    recognizer: &mut dyn SpeechRecognizer,
-    mut vad: Option<&mut (dyn SpeechProbability + '_)>,
+    speech: &mut Speech,
     on_event: &mut dyn FnMut(BatchEvent<'_>),
 ) -> BatchSummary {
     let mut summary = BatchSummary::default();
@@ -333,20 +328,17 @@ pub fn run_batch(
             index,
             path: &input.path,
         });
-        let result = transcribe_wav(
-            &input.path,
-            recognizer,
-            request.segmentation,
-            vad.as_deref_mut(),
-            &mut |done_s, total_s| on_event(BatchEvent::Progress { done_s, total_s }),
-        )
-        .and_then(|mut done| {
-            if let Some(corrector) = &request.corrector {
-                correct_transcript(&mut done.transcript, corrector.as_ref());
-            }
-            write_outputs(&done, &outputs, &request.formats)?;
-            Ok(done)
-        });
+        let result = speech
+            .transcribe_wav(&input.path, &mut |done_s, total_s| {
+                on_event(BatchEvent::Progress { done_s, total_s })
+            })
+            .and_then(|mut done| {
+                if let Some(corrector) = &request.corrector {
+                    correct_transcript(&mut done.transcript, corrector.as_ref());
+                }
+                write_outputs(&done, &outputs, &request.formats)?;
+                Ok(done)
+            });
         match result {
             Ok(done) => {
                 summary.transcribed += 1;

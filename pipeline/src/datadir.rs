@@ -5,6 +5,14 @@ use std::path::{Path, PathBuf};
 /// Environment variable that moves the data directory.
 pub const HOME_ENV: &str = "MEDSCRIBE_HOME";
 
+/// An environment variable's value as a path, unless unset or empty (XDG says empty means
+/// unset).
+fn non_empty(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
 /// The medscribe data directory: `$MEDSCRIBE_HOME`, else `$XDG_DATA_HOME/medscribe`, else
 /// `~/.local/share/medscribe` (the same rule as `scripts/setup.sh`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,11 +23,6 @@ pub struct DataDir {
 impl DataDir {
     /// The directory the environment selects.
     pub fn from_env() -> Self {
-        let non_empty = |name: &str| {
-            std::env::var_os(name)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
         let root = non_empty(HOME_ENV).unwrap_or_else(|| {
             non_empty("XDG_DATA_HOME")
                 .or_else(|| non_empty("HOME").map(|home| home.join(".local").join("share")))
@@ -27,6 +30,16 @@ impl DataDir {
                 .join("medscribe")
         });
         Self { root }
+    }
+
+    /// Where the user's own letter templates live: `$XDG_CONFIG_HOME/medscribe/templates`, else
+    /// `~/.config/medscribe/templates`.
+    pub fn user_templates_dir() -> PathBuf {
+        non_empty("XDG_CONFIG_HOME")
+            .or_else(|| non_empty("HOME").map(|home| home.join(".config")))
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("medscribe")
+            .join("templates")
     }
 
     /// A data directory at an explicit place.

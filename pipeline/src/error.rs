@@ -29,6 +29,30 @@ pub enum PipelineError {
         /// What is wrong.
         reason: String,
     },
+    /// A model that was not named is not where setup installs it.
+    #[error(
+        "the default {what} is not installed ({path}); run scripts/setup.sh, or name another one"
+    )]
+    NotInstalled {
+        /// Which model, in words ("speech model").
+        what: &'static str,
+        /// Where setup puts it.
+        path: PathBuf,
+    },
+    /// A model could not be loaded.
+    #[error("cannot load {what} {path}: {source}")]
+    ModelLoad {
+        /// Which model, in words.
+        what: &'static str,
+        /// The model file or directory.
+        path: PathBuf,
+        /// Why.
+        source: AsrError,
+    },
+    /// Settings that cannot work together, such as fixed windows for a model that needs
+    /// utterances.
+    #[error("{0}")]
+    Setting(String),
     /// Writing an output file failed.
     #[error("cannot write {path}: {source}")]
     Output {

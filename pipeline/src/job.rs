@@ -10,13 +10,22 @@ use crate::error::{PipelineError, Result};
 use crate::segmenter::{Segmenter, SegmenterConfig, SpeechProbability, SpeechSegment};
 use crate::wav::{WavSource, TARGET_RATE};
 
-/// How a recording is cut for the recogniser.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Segmentation {
-    /// Utterances found by voice activity detection (every model; silence gives no text).
-    Vad,
+/// How a recording is cut for the recogniser, holding what that cutting needs: a voice
+/// activity detector cannot be asked for without one.
+pub enum Cutting {
+    /// Utterances found by this voice activity detector (every model; silence gives no text).
+    Vad(Box<dyn SpeechProbability + Send>),
     /// 20 s windows overlapping by 2 s, as MedASR's reference pipeline (CTC models only).
     FixedWindows,
+}
+
+impl std::fmt::Debug for Cutting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Vad(_) => "Cutting::Vad",
+            Self::FixedWindows => "Cutting::FixedWindows",
+        })
+    }
 }
 
 /// The transcript of one file, with what produced it.
@@ -37,28 +46,20 @@ pub struct FileTranscript {
 /// Progress of one file: (audio seconds done, audio seconds in the file).
 pub type Progress<'a> = &'a mut dyn FnMut(f64, f64);
 
-/// Transcribes one WAV file, streaming it block by block. `vad` is needed for
-/// [`Segmentation::Vad`].
+/// Transcribes one WAV file, streaming it block by block.
 pub fn transcribe_wav(
     path: &Path,
     recognizer: &mut dyn SpeechRecognizer,
-    segmentation: Segmentation,
-    vad: Option<&mut (dyn SpeechProbability + '_)>,
+    cutting: &mut Cutting,
     progress: Progress<'_>,
 ) -> Result<FileTranscript> {
     let started = Instant::now();
     let mut source = WavSource::open(path)?;
     let total_s = source.info().duration_s();
     let warnings = source.warnings().to_vec();
-    let transcript = match segmentation {
-        Segmentation::FixedWindows => fixed_windows(&mut source, recognizer, total_s, progress)?,
-        Segmentation::Vad => {
-            let vad = vad.ok_or_else(|| PipelineError::Audio {
-                path: path.to_path_buf(),
-                reason: "voice activity detection was asked for but no VAD model is loaded".into(),
-            })?;
-            by_utterance(&mut source, recognizer, vad, 0, total_s, progress)?
-        }
+    let transcript = match cutting {
+        Cutting::FixedWindows => fixed_windows(&mut source, recognizer, total_s, progress)?,
+        Cutting::Vad(vad) => by_utterance(&mut source, recognizer, vad, 0, total_s, progress)?,
     };
     Ok(FileTranscript {
         file: path.to_path_buf(),

@@ -22,10 +22,12 @@ pub mod resample;
 pub mod segmenter;
 pub mod session;
 pub mod source;
+pub mod speech;
 pub mod wav;
 
 pub use datadir::DataDir;
 pub use error::{PipelineError, Result};
-pub use job::{correct_transcript, transcribe_wav, FileTranscript, Segmentation, TextCorrector};
+pub use job::{correct_transcript, transcribe_wav, Cutting, FileTranscript, TextCorrector};
 pub use render::{render, TranscriptFormat};
+pub use speech::{Segmentation, Speech, SpeechOptions};
 pub use wav::{WavInfo, WavSource};

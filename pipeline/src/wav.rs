@@ -281,7 +281,7 @@ impl WavSource {
         let float = spec.sample_format == SampleFormat::Float;
         let scale = match (spec.sample_format, spec.bits_per_sample) {
             (SampleFormat::Float, 32) => 1.0,
-            // int16 / 32768 as HF, ffmpeg and soundfile do (shared/specs/medasr.md).
+            // int16 / 32768 as HF, ffmpeg and soundfile do (transformers' `models/lasr/`).
             (SampleFormat::Int, bits @ (8 | 16 | 24 | 32)) => 1.0 / (1u64 << (bits - 1)) as f32,
             (format, bits) => {
                 return Err(audio_error(

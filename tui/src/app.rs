@@ -255,7 +255,7 @@ impl App {
                 self.partial = None;
                 self.level_dbfs = -100.0;
                 if let Some(error) = error {
-                    self.message = Some(error);
+                    self.message = Some(error.to_string());
                 }
             }
         }
@@ -299,6 +299,10 @@ impl App {
                 self.letter_scroll = 0;
             }
             LetterUpdate::Failed(reason) => self.letter = LetterPane::Failed(reason),
+            LetterUpdate::Cancelled => {
+                self.letter = LetterPane::Idle;
+                self.message = Some("letter cancelled".into());
+            }
         }
     }
 

@@ -37,8 +37,10 @@ pub enum LetterUpdate {
     Text(String),
     /// The letter is finished.
     Done(FinishedLetter),
-    /// Writing failed or was cancelled.
+    /// Writing failed: why.
     Failed(String),
+    /// The user cancelled the letter; nothing was written.
+    Cancelled,
 }
 
 /// A finished letter, rendered.
@@ -54,6 +56,18 @@ pub struct FinishedLetter {
     pub warnings: Vec<String>,
 }
 
+/// How writing a letter ended, when nothing failed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOutcome {
+    /// The letter.
+    Finished(FinishedLetter),
+    /// `cancel` was set before it was finished.
+    Cancelled,
+}
+
+/// Why a letter could not be written: the writer's own error, kept with its causes.
+pub type WriteError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Writes letters; runs on a worker thread, never on the UI thread.
 pub trait LetterWriter: Send {
     /// Writes one letter, reporting progress through `updates`; stops early when `cancel` is set.
@@ -62,5 +76,5 @@ pub trait LetterWriter: Send {
         job: &LetterJob,
         cancel: &AtomicBool,
         updates: &mut dyn FnMut(LetterUpdate),
-    ) -> Result<FinishedLetter, String>;
+    ) -> Result<WriteOutcome, WriteError>;
 }

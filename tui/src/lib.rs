@@ -9,5 +9,7 @@ pub mod run;
 pub mod view;
 
 pub use app::App;
-pub use letter::{FinishedLetter, LetterJob, LetterUpdate, LetterWriter, TemplateChoice};
+pub use letter::{
+    FinishedLetter, LetterJob, LetterUpdate, LetterWriter, TemplateChoice, WriteError, WriteOutcome,
+};
 pub use run::{run, Dictation, TuiError};

@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use medscribe_pipeline::live::LiveSession;
-use medscribe_pipeline::output::write_private_atomically;
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
 
 use crate::app::{Action, App, Capture, LetterPane};
-use crate::letter::{LetterUpdate, LetterWriter, TemplateChoice};
+use crate::letter::{LetterUpdate, LetterWriter, TemplateChoice, WriteOutcome};
 use crate::view::draw;
 
 /// What can stop the TUI.
@@ -197,13 +196,7 @@ fn write_edit(
     line: &medscribe_pipeline::session::TranscriptLine,
     app: &mut App,
 ) {
-    let result = session.transcript().and_then(|mut lines| {
-        if let Some(saved) = lines.iter_mut().find(|l| l.start_s == line.start_s) {
-            saved.text = line.text.clone();
-        }
-        session.write_transcript(&lines)
-    });
-    if let Err(error) = result {
+    if let Err(error) = session.correct_line(line.start_s, &line.text) {
         app.message = Some(format!("cannot save the correction: {error}"));
     }
 }
@@ -247,8 +240,9 @@ fn start_letter(
                 Err(_) => Err("the letter writer failed earlier".into()),
             };
             let _ = sender.send(match result {
-                Ok(letter) => LetterUpdate::Done(letter),
-                Err(reason) => LetterUpdate::Failed(reason),
+                Ok(WriteOutcome::Finished(letter)) => LetterUpdate::Done(letter),
+                Ok(WriteOutcome::Cancelled) => LetterUpdate::Cancelled,
+                Err(error) => LetterUpdate::Failed(error_chain(error.as_ref())),
             });
         });
     if let Err(error) = spawned {
@@ -259,6 +253,18 @@ fn start_letter(
         return LetterTask { updates, cancel };
     }
     LetterTask { updates, cancel }
+}
+
+/// An error and its causes on one line.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
 }
 
 fn save_letter(
@@ -273,20 +279,8 @@ fn save_letter(
     let LetterPane::Done { letter, saved } = &mut app.letter else {
         return;
     };
-    let dir = session.letters_dir();
-    let mut n = 1;
-    let mut markdown = dir.join(format!("{name}.md"));
-    while markdown.exists() {
-        n += 1;
-        markdown = dir.join(format!("{name}-{n}.md"));
-    }
-    let json = markdown.with_extension("json");
-    let fhir = markdown.with_extension("fhir.json");
-    let result = write_private_atomically(&markdown, letter.markdown.as_bytes())
-        .and_then(|()| write_private_atomically(&json, letter.json.as_bytes()))
-        .and_then(|()| write_private_atomically(&fhir, letter.fhir.as_bytes()));
-    match result {
-        Ok(()) => {
+    match session.save_letter(&name, &letter.markdown, &letter.json, &letter.fhir) {
+        Ok(markdown) => {
             app.message = Some(format!("saved {}", markdown.display()));
             *saved = Some(markdown.clone());
             saved_letters.push(markdown);

@@ -307,7 +307,9 @@ fn stopped_with_an_error_and_letters_unavailable() {
     app.letter = LetterPane::Unavailable("the default letter model is not installed".into());
     app.apply(LiveEvent::Stopped {
         recorded_s: 80.0,
-        error: Some("audio capture failed: USB Microphone: device unplugged".into()),
+        error: Some(medscribe_pipeline::live::LiveFailure::Capture(
+            "USB Microphone: device unplugged".into(),
+        )),
     });
     assert_snapshot(&app, "stopped");
     assert_eq!(press(&mut app, "g"), vec![]);
@@ -333,4 +335,25 @@ fn every_size_draws_without_panicking() {
     // A resize keeps the newest text in view.
     let text = screen_text(&render(&recording_app(), 60, 12));
     assert!(text.contains("He takes"), "{text}");
+}
+
+/// Cancelling a letter (Esc) is not a failure: the pane goes back to where it was, and says so.
+#[test]
+fn a_cancelled_letter_is_not_shown_as_failed() {
+    let mut app = recording_app();
+    let actions = press(&mut app, "g");
+    assert!(
+        matches!(actions.as_slice(), [Action::Generate(_)]),
+        "{actions:?}"
+    );
+    app.apply_letter(LetterUpdate::Text("Exertional".into()));
+    assert_eq!(app.key(key(KeyCode::Esc)), vec![Action::CancelLetter]);
+    app.apply_letter(LetterUpdate::Cancelled);
+    assert_eq!(app.letter, LetterPane::Idle);
+    assert_eq!(app.message.as_deref(), Some("letter cancelled"));
+    let actions = press(&mut app, "g");
+    assert!(
+        matches!(actions.as_slice(), [Action::Generate(_)]),
+        "a new letter can start"
+    );
 }

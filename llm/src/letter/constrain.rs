@@ -104,7 +104,7 @@ impl TokenTable {
                 .rev()
                 .find_map(|len| self.by_piece.get(&text[at..at + len]).map(|&id| (id, len)));
             let Some((id, len)) = id else {
-                return Err(LlmError::Prompt(format!(
+                return Err(LlmError::Incompatible(format!(
                     "the tokenizer cannot spell {:?} of the letter's JSON",
                     String::from_utf8_lossy(&text[at..])
                 )));
@@ -155,7 +155,7 @@ impl<'a> LetterConstraint<'a> {
         max_value_tokens: usize,
     ) -> Result<Self> {
         if keys.is_empty() {
-            return Err(LlmError::Prompt(
+            return Err(LlmError::Template(
                 "a letter needs at least one section".into(),
             ));
         }
@@ -164,7 +164,7 @@ impl<'a> LetterConstraint<'a> {
         let mut forced = Vec::with_capacity(keys.len() + 1);
         for (i, (key, _)) in keys.iter().enumerate() {
             let key_json = serde_json::to_string(key)
-                .map_err(|e| LlmError::Prompt(format!("section key: {e}")))?;
+                .map_err(|e| LlmError::Internal(format!("section key: {e}")))?;
             let text = if i == 0 {
                 format!("{{{key_json}:\"")
             } else {
@@ -174,7 +174,7 @@ impl<'a> LetterConstraint<'a> {
         }
         forced.push(table.spell(b"}")?);
         if !table.class.contains(&TokenClass::BlankCloser) {
-            return Err(LlmError::Prompt(
+            return Err(LlmError::Incompatible(
                 "the tokenizer has no token for a closing quote".into(),
             ));
         }
@@ -282,7 +282,7 @@ impl<'a> LetterConstraint<'a> {
     /// Takes the model's token (one the mask allowed).
     pub fn accept(&mut self, id: u32, remaining: usize) -> Result<()> {
         let State::InValue { section } = self.state else {
-            return Err(LlmError::Prompt(
+            return Err(LlmError::Internal(
                 "constrained decoding: a token outside a value".into(),
             ));
         };
@@ -302,7 +302,7 @@ impl<'a> LetterConstraint<'a> {
                 true
             }
             _ => {
-                return Err(LlmError::Prompt(format!(
+                return Err(LlmError::Internal(format!(
                     "constrained decoding: token {id} is not allowed here"
                 )))
             }

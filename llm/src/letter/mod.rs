@@ -10,6 +10,9 @@ pub mod grounding;
 pub mod prompt;
 pub mod render;
 pub mod template;
+mod writer;
+
+pub use writer::{DeviceName, LetterSettings, StyleChoice, Writer};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -39,6 +42,28 @@ pub struct TranscriptSegment {
     /// mended from the drug lexicon).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_text: Option<String>,
+}
+
+impl TranscriptSegment {
+    /// A stretch of a recording, `start_s` to `end_s` seconds.
+    pub fn timed(start_s: f64, end_s: f64, text: impl Into<String>) -> Self {
+        Self {
+            start_s: Some(start_s),
+            end_s: Some(end_s),
+            text: text.into(),
+            raw_text: None,
+        }
+    }
+
+    /// A line of typed text, with no times.
+    pub fn untimed(text: impl Into<String>) -> Self {
+        Self {
+            start_s: None,
+            end_s: None,
+            text: text.into(),
+            raw_text: None,
+        }
+    }
 }
 
 /// A written section.
@@ -95,11 +120,15 @@ pub struct LetterRequest<'a> {
     /// Medication names for the fact guard; without it, medications are not checked (and the
     /// letter says so).
     pub drugs: Option<&'a DrugLexicon>,
+    /// When the letter is written, RFC 3339: the caller's clock (a server stamps its request).
+    pub created: &'a str,
 }
 
 /// Progress while writing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LetterEvent {
+    /// The model at this path is being loaded (first use of a [`Writer`]).
+    Loading(std::path::PathBuf),
     /// The prompt is being read: its length in tokens.
     Prompt(usize),
     /// A section starts.
@@ -108,31 +137,54 @@ pub enum LetterEvent {
     Text(String),
 }
 
-/// Current time as RFC 3339 UTC (seconds).
-pub fn now_rfc3339() -> String {
-    rfc3339_seconds(time::OffsetDateTime::now_utc())
-}
-
-/// `at` as RFC 3339 UTC to the second: `2026-11-25T20:31:25Z`.
-fn rfc3339_seconds(at: time::OffsetDateTime) -> String {
-    // Whole seconds, so that the format writes no fraction.
-    at.to_offset(time::UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
-}
-
 /// Writes a letter with `loaded` (its conversation is reset first). `table` is the tokenizer's
 /// [`TokenTable`] (build it once per model). The JSON always parses and has every template key.
 ///
 /// A transcript too long for the model's context (a two-hour case conference) is split at line,
 /// then sentence, then word boundaries into parts that fit; a draft is written from each part
 /// and their sections are joined in order, with a warning saying so.
+///
+/// Setting `cancel` stops the writing soon after; that is the [`LetterOutcome::Cancelled`]
+/// outcome, not an error.
 pub fn write_letter(
+    loaded: &mut LoadedModel,
+    table: &TokenTable,
+    request: &LetterRequest<'_>,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(LetterEvent),
+) -> Result<LetterOutcome> {
+    if cancel.load(Ordering::SeqCst) {
+        return Ok(LetterOutcome::Cancelled);
+    }
+    match compose_letter(loaded, table, request, cancel, on_event) {
+        Ok(letter) => Ok(LetterOutcome::Written(letter)),
+        Err(LlmError::Cancelled) => Ok(LetterOutcome::Cancelled),
+        Err(error) => Err(error),
+    }
+}
+
+/// How writing a letter ended, when nothing failed.
+#[derive(Debug, Clone, PartialEq)]
+// Made once per letter, after minutes of generation: boxing would gain nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum LetterOutcome {
+    /// The letter.
+    Written(Letter),
+    /// The cancel flag was set before the letter was finished; nothing was written.
+    Cancelled,
+}
+
+impl LetterOutcome {
+    /// The letter, unless writing was cancelled.
+    pub fn letter(self) -> Option<Letter> {
+        match self {
+            Self::Written(letter) => Some(letter),
+            Self::Cancelled => None,
+        }
+    }
+}
+
+fn compose_letter(
     loaded: &mut LoadedModel,
     table: &TokenTable,
     request: &LetterRequest<'_>,
@@ -281,7 +333,7 @@ pub fn write_letter(
             || loaded.source.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         ),
-        created: now_rfc3339(),
+        created: request.created.to_owned(),
         sections,
         warnings,
         transcript: request.transcript.to_vec(),
@@ -309,7 +361,7 @@ fn parts_that_fit(
     let budget = request.sampling.max_new_tokens;
     let overhead = tokens("")?;
     if overhead + budget >= context {
-        return Err(LlmError::Prompt(format!(
+        return Err(LlmError::Template(format!(
             "the model's context of {context} tokens cannot hold this template's prompt \
              ({overhead} tokens) and a letter of {budget} tokens: lower --max-new-tokens"
         )));
@@ -395,7 +447,7 @@ fn draft(
     let mut constraint = LetterConstraint::new(table, &keys, request.max_section_tokens)?;
     let budget = request.sampling.max_new_tokens;
     if budget < constraint.minimum_tokens() {
-        return Err(LlmError::Prompt(format!(
+        return Err(LlmError::Template(format!(
             "{budget} tokens cannot hold a {} ({} at least)",
             template.title,
             constraint.minimum_tokens()
@@ -419,7 +471,7 @@ fn draft(
     let mut generated: Vec<u32> = Vec::new();
     while !constraint.is_done() {
         if cancel.load(Ordering::Relaxed) {
-            return Err(LlmError::Prompt("cancelled".into()));
+            return Err(LlmError::Cancelled);
         }
         let remaining = budget.saturating_sub(used);
         let mut row: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
@@ -456,20 +508,6 @@ fn draft(
 
     let json = String::from_utf8_lossy(constraint.text()).into_owned();
     let values: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&json)
-        .map_err(|e| LlmError::Prompt(format!("constrained output is not JSON ({e}): a bug")))?;
+        .map_err(|e| LlmError::Internal(format!("constrained output is not JSON ({e}): a bug")))?;
     Ok((values, constraint.truncated()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_time_is_well_formed() {
-        let now = now_rfc3339();
-        assert_eq!(now.len(), 20, "{now}");
-        assert!(now.starts_with("20") && now.ends_with('Z') && &now[10..11] == "T");
-        let leap_day = time::OffsetDateTime::from_unix_timestamp(951_782_400 + 86_399).unwrap();
-        assert_eq!(rfc3339_seconds(leap_day), "2000-02-29T23:59:59Z");
-    }
 }

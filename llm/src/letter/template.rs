@@ -262,7 +262,7 @@ impl TemplateSet {
             } else {
                 format!(" ({} user template file(s) skipped)", self.warnings.len())
             };
-            LlmError::Prompt(format!(
+            LlmError::Template(format!(
                 "no template {name:?}; templates: {}{skipped}",
                 names.join(", ")
             ))

@@ -1,0 +1,153 @@
+//! Reading llama.cpp GGUF files: the header, the vocabulary, and tensors checked against the
+//! configuration, quantized weights kept quantized (or packed for our Q8_0 kernels).
+
+use super::*;
+
+/// Reads tensors of one GGUF file, checking their shapes.
+pub(super) struct GgufReader<'a> {
+    pub(super) content: &'a gguf_file::Content,
+    pub(super) reader: std::io::BufReader<std::fs::File>,
+    pub(super) path: &'a Path,
+    pub(super) device: &'a Device,
+    pub(super) weights: GgufWeights,
+}
+
+impl GgufReader<'_> {
+    pub(super) fn weights_error(&self, reason: String) -> LlmError {
+        LlmError::Weights {
+            path: self.path.to_path_buf(),
+            reason,
+        }
+    }
+
+    pub(super) fn qtensor(&mut self, name: &str) -> Result<candle_core::quantized::QTensor> {
+        self.content
+            .tensor(&mut self.reader, name, self.device)
+            .map_err(|e| self.weights_error(format!("tensor {name}: {e}")))
+    }
+
+    pub(super) fn matrix(&mut self, name: &str, shape: [usize; 2]) -> Result<Matrix> {
+        let q = self.qtensor(name)?;
+        if q.shape().dims() != shape {
+            return Err(self.weights_error(format!(
+                "tensor {name} has shape {:?}, the metadata needs {shape:?}",
+                q.shape().dims()
+            )));
+        }
+        if self.weights == GgufWeights::Dequantized {
+            return Ok(Matrix::Float(q.dequantize(self.device)?));
+        }
+        // Q5_0 is re-encoded exactly as Q8_0, which both kernels multiply faster.
+        let q8_0: std::borrow::Cow<[u8]> = match q.dtype() {
+            GgmlDType::Q8_0 if self.packs() => q.data()?,
+            GgmlDType::Q5_0 => q5_0_to_q8_0(&q.data()?)
+                .ok_or_else(|| self.weights_error(format!("tensor {name}: torn Q5_0 data")))?
+                .into(),
+            _ => return Ok(Matrix::Quantized(QMatMul::from_qtensor(q)?)),
+        };
+        if self.packs() {
+            let packed = PackedQ8_0::pack(&q8_0, shape[0], shape[1]).ok_or_else(|| {
+                self.weights_error(format!("tensor {name}: Q8_0 data of the wrong size"))
+            })?;
+            return Ok(Matrix::Packed(std::sync::Arc::new(packed)));
+        }
+        Ok(Matrix::Quantized(QMatMul::from_qtensor(
+            qtensor_from_ggml(GgmlDType::Q8_0, &q8_0, shape.to_vec(), self.device)?,
+        )?))
+    }
+
+    /// Whether Q8_0 (and re-encoded Q5_0) matrices go to the packed kernel.
+    pub(super) fn packs(&self) -> bool {
+        self.weights == GgufWeights::Quantized
+            && self.device.is_cpu()
+            && crate::cpu::packed::supported()
+    }
+
+    /// A Q8_0 matrix packed while it is read from the file, 16 rows at a time; `None` when the
+    /// tensor is of another type or the packed kernel is not used here.
+    pub(super) fn packed_from_file(
+        &mut self,
+        name: &str,
+        shape: [usize; 2],
+    ) -> Result<Option<PackedQ8_0>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let Some(info) = self.content.tensor_infos.get(name) else {
+            return Err(self.weights_error(format!("tensor {name} is missing")));
+        };
+        if !self.packs() || info.ggml_dtype != GgmlDType::Q8_0 {
+            return Ok(None);
+        }
+        if info.shape.dims() != shape {
+            return Err(self.weights_error(format!(
+                "tensor {name} has shape {:?}, the metadata needs {shape:?}",
+                info.shape.dims()
+            )));
+        }
+        let start = self.content.tensor_data_offset + info.offset;
+        self.reader
+            .seek(SeekFrom::Start(start))
+            .map_err(|e| self.weights_error(format!("tensor {name}: {e}")))?;
+        let reader = &mut self.reader;
+        let packed = PackedQ8_0::pack_with(shape[0], shape[1], |_, rows: &mut [u8]| {
+            reader.read_exact(rows)
+        })
+        .ok_or_else(|| {
+            self.weights_error(format!("tensor {name}: rows are not whole Q8_0 blocks"))
+        })?
+        .map_err(|e| self.weights_error(format!("tensor {name}: {e}")))?;
+        Ok(Some(packed))
+    }
+
+    /// A norm gain (llama.cpp stores 1 + w already).
+    pub(super) fn gain(&mut self, name: &str, size: usize) -> Result<Tensor> {
+        let t = self.qtensor(name)?.dequantize(self.device)?;
+        if t.dims() != [size] {
+            return Err(self.weights_error(format!(
+                "norm {name} has shape {:?}, expected [{size}]",
+                t.dims()
+            )));
+        }
+        Ok(t)
+    }
+}
+
+/// Opens a GGUF file and parses its header (metadata and tensor table).
+pub(crate) fn read_gguf(
+    path: &Path,
+) -> Result<(gguf_file::Content, std::io::BufReader<std::fs::File>)> {
+    let bad = |reason: String| LlmError::BadFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = crate::files::open_regular(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+    let file_len = file
+        .metadata()
+        .map_err(|e| bad(format!("cannot open: {e}")))?
+        .len();
+    // The header holds the whole vocabulary as ~800,000 small fields: unbuffered, each would be
+    // a system call (most of the load time).
+    let mut file = std::io::BufReader::with_capacity(1 << 20, file);
+    crate::gguf_check::check_header(&mut file)
+        .map_err(|e| bad(format!("not a readable GGUF file: {e}")))?;
+    std::io::Seek::rewind(&mut file).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|e| bad(format!("not a readable GGUF file: {e}")))?;
+    crate::gguf_check::check_tensors(&content, file_len).map_err(bad)?;
+    Ok((content, file))
+}
+
+/// The vocabulary stored in a GGUF header (`tokenizer.ggml.tokens`), to check a tokenizer against.
+pub(crate) fn gguf_vocabulary(content: &gguf_file::Content, path: &Path) -> Result<Vec<String>> {
+    let tokens = content
+        .metadata
+        .get("tokenizer.ggml.tokens")
+        .and_then(|v| v.to_vec().ok())
+        .ok_or_else(|| LlmError::BadFile {
+            path: path.to_path_buf(),
+            reason: "no tokenizer.ggml.tokens in the metadata".into(),
+        })?;
+    Ok(tokens
+        .iter()
+        .map(|t| t.to_string().cloned().unwrap_or_default())
+        .collect())
+}

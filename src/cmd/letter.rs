@@ -1,0 +1,303 @@
+//! `medscribe letter`: dictation or transcript in, structured letter out.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use medscribe_llm::letter::render::{render, Format};
+use medscribe_llm::letter::{DeviceName, LetterEvent, LetterOutcome, TranscriptSegment, Writer};
+use medscribe_pipeline::{DataDir, Speech, SpeechOptions};
+
+use super::{LetterModelArgs, SegmentArg};
+
+#[derive(Debug, clap::Args)]
+pub struct LetterArgs {
+    /// Dictation recordings (WAV), transcribed in order as one dictation.
+    #[arg(
+        long,
+        value_name = "WAV",
+        required_unless_present = "transcript",
+        conflicts_with = "transcript"
+    )]
+    audio: Vec<PathBuf>,
+
+    /// Start from a transcript (text file, or - for stdin) instead of audio.
+    #[arg(long, value_name = "FILE")]
+    transcript: Option<PathBuf>,
+
+    /// Letter template (see `medscribe templates`): referral, discharge, radiology, soap,
+    /// case-conference, or one of your own.
+    #[arg(long, short, value_name = "NAME")]
+    template: String,
+
+    /// Images (PNG or JPEG) for the model to look at; needs a multimodal model (MedGemma 4B).
+    #[arg(long, value_name = "IMG")]
+    image: Vec<PathBuf>,
+
+    /// Write the letter without the images when the model cannot see them.
+    #[arg(long)]
+    no_images: bool,
+
+    /// Letter model: a Hugging Face directory or a .gguf file. Default: Gemma 3 270M from setup.
+    #[arg(long, short, value_name = "PATH")]
+    model: Option<PathBuf>,
+
+    /// Speech model directory (Moonshine or a MedASR export). Default: Moonshine base-en.
+    #[arg(long, value_name = "DIR")]
+    asr_model: Option<PathBuf>,
+
+    /// How the audio is cut before recognition (default: vad, fixed for MedASR).
+    #[arg(long, value_enum, value_name = "HOW")]
+    segment: Option<SegmentArg>,
+
+    /// Output format: md (Markdown), json (the structured letter), txt, fhir (FHIR R4 document
+    /// Bundle).
+    #[arg(long, short, default_value = "md", value_name = "FORMAT")]
+    format: String,
+
+    /// Write the letter to FILE (readable by you only) instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    out: Option<PathBuf>,
+
+    /// Replace --out if it exists.
+    #[arg(long)]
+    force: bool,
+
+    /// Where the letter model runs: cpu, cuda, cuda:N.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    device: DeviceName,
+
+    #[command(flatten)]
+    writing: LetterModelArgs,
+}
+
+fn transcript_from_text(path: &Path) -> Result<Vec<TranscriptSegment>> {
+    let text = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the transcript from stdin")?;
+        text
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read transcript {}", path.display()))?
+    };
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(TranscriptSegment::untimed)
+        .collect())
+}
+
+impl LetterArgs {
+    /// How these arguments have letters written.
+    pub fn writer_settings(&self) -> medscribe_llm::letter::LetterSettings {
+        self.writing.settings(self.device)
+    }
+}
+
+/// Writes the letter.
+pub fn letter(args: LetterArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> {
+    let started = Instant::now();
+    let data = DataDir::from_env();
+    let interactive = std::io::stderr().is_terminal();
+    let Some(format) = Format::parse(&args.format) else {
+        bail!("--format {}: expected md, json, txt or fhir", args.format);
+    };
+    if let Some(out) = &args.out {
+        if out.exists() && !args.force {
+            bail!("{} exists; pass --force to replace it", out.display());
+        }
+    }
+    let template = super::load_templates().find(&args.template)?.clone();
+    let model_path = super::letter_model_path(args.model.as_deref(), &data)?;
+    let mut writer = Writer::new(
+        model_path.clone(),
+        args.writer_settings(),
+        super::drug_lexicon(&data)?,
+    )?;
+
+    let transcript = match &args.transcript {
+        Some(path) => transcript_from_text(path)?,
+        None => transcribe(&args, ort_lib, &data, interactive)?,
+    };
+    if transcript.iter().all(|s| s.text.trim().is_empty()) {
+        bail!("the transcript is empty: no speech was recognised, so there is nothing to write");
+    }
+
+    if interactive {
+        eprintln!("medscribe: loading letter model {}", model_path.display());
+    }
+    let images: &[PathBuf] = if !args.image.is_empty() && !writer.sees_images()? {
+        if !args.no_images {
+            bail!(
+                "{} has no vision tower, so it cannot look at the images; pass --no-images to write the letter without them, or use a multimodal model (MedGemma 4B)",
+                model_path.display()
+            );
+        }
+        eprintln!(
+            "medscribe: the letter model cannot see images; writing without them (--no-images)"
+        );
+        &[]
+    } else {
+        &args.image
+    };
+    let mut err = std::io::stderr().lock();
+    let mut tokens = 0usize;
+    let writing = Instant::now();
+    let outcome = writer.write(
+        &template,
+        &transcript,
+        images,
+        &medscribe_pipeline::session::now_rfc3339(),
+        &AtomicBool::new(false),
+        &mut |event| {
+            if !interactive {
+                return;
+            }
+            let _ = match event {
+                LetterEvent::Loading(_) => Ok(()),
+                LetterEvent::Prompt(n) => write!(
+                    err,
+                    "medscribe: writing a {} ({n} prompt tokens)",
+                    template.title.to_lowercase()
+                ),
+                LetterEvent::Section(key) => {
+                    let title = template
+                        .section(&key)
+                        .map_or(key.clone(), |s| s.title.clone());
+                    write!(err, "\n\n## {title}\n")
+                }
+                LetterEvent::Text(text) => {
+                    tokens += 1;
+                    write!(err, "{text}")
+                }
+            };
+            let _ = err.flush();
+        },
+    )?;
+    // Nothing here sets the cancel flag.
+    let LetterOutcome::Written(letter) = outcome else {
+        bail!("the letter was cancelled");
+    };
+    if interactive {
+        let _ = writeln!(
+            err,
+            "\n\nmedscribe: {tokens} tokens in {:.1} s; {:.1} s in all",
+            writing.elapsed().as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    for warning in &letter.warnings {
+        let _ = writeln!(err, "medscribe: warning: {warning}");
+    }
+    let rendered = render(&letter, format);
+    match &args.out {
+        Some(out) => {
+            if let Err(error) =
+                medscribe_pipeline::output::write_private_atomically(out, rendered.as_bytes())
+            {
+                // Minutes of generation are not thrown away with a full or read-only disk.
+                let kept = keep_unsaved_letter(&data, out, &rendered);
+                bail!("{error}; {kept}");
+            }
+            if interactive {
+                let _ = writeln!(err, "medscribe: letter written to {}", out.display());
+            }
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(rendered.as_bytes())?;
+            stdout.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Saves a letter that could not be written where the user asked, under `letters/` in the data
+/// directory (mode 0600), or failing that prints it on stdout; says where it went.
+fn keep_unsaved_letter(data: &DataDir, wanted: &Path, rendered: &str) -> String {
+    let dir = data.root().join("letters");
+    let name = format!(
+        "unsaved-{}-{}",
+        medscribe_pipeline::session::now_rfc3339().replace(':', "-"),
+        wanted
+            .file_name()
+            .map_or("letter".into(), |n| n.to_string_lossy().into_owned())
+    );
+    let fallback = dir.join(name);
+    let saved = medscribe_pipeline::output::create_private_dir_all(&dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            medscribe_pipeline::output::write_private_atomically(&fallback, rendered.as_bytes())
+                .map_err(|e| e.to_string())
+        });
+    match saved {
+        Ok(()) => format!("the letter was kept in {}", fallback.display()),
+        Err(_) => {
+            let mut stdout = std::io::stdout().lock();
+            let printed = stdout
+                .write_all(rendered.as_bytes())
+                .and_then(|()| stdout.flush());
+            match printed {
+                Ok(()) => "the letter was printed on standard output instead".into(),
+                Err(_) => "the letter could not be kept anywhere".into(),
+            }
+        }
+    }
+}
+
+/// A recognised segment as the letter writer takes it, `offset_s` later (dictations in several
+/// files run on in time).
+pub fn letter_segment(segment: &medscribe_asr::Segment, offset_s: f64) -> TranscriptSegment {
+    TranscriptSegment::timed(
+        offset_s + segment.start_s,
+        offset_s + segment.end_s,
+        segment.text.trim(),
+    )
+}
+
+/// Transcribes the dictation files in order into one transcript, times running on across files.
+fn transcribe(
+    args: &LetterArgs,
+    ort_lib: Option<PathBuf>,
+    data: &DataDir,
+    interactive: bool,
+) -> Result<Vec<TranscriptSegment>> {
+    let mut speech = Speech::open(
+        &SpeechOptions {
+            model: args.asr_model.clone(),
+            segmentation: args.segment.map(Into::into),
+            ort_lib,
+            ..SpeechOptions::default()
+        },
+        data,
+    )?;
+    let mut segments = Vec::new();
+    let mut offset = 0.0;
+    for path in &args.audio {
+        if interactive {
+            eprint!("medscribe: transcribing {}", path.display());
+        }
+        // The pipeline's errors already name the file.
+        let file = speech.transcribe_wav(path, &mut |_, _| {})?;
+        if interactive {
+            eprintln!(
+                " ({:.1} s of audio in {:.1} s)",
+                file.transcript.duration_s, file.processing_s
+            );
+        }
+        segments.extend(
+            file.transcript
+                .segments
+                .iter()
+                .map(|s| letter_segment(s, offset)),
+        );
+        offset += file.transcript.duration_s;
+    }
+    Ok(segments)
+}

@@ -1,0 +1,208 @@
+//! The dictation TUI end to end (issue 6): the real binary inside tmux at 80x24, a recording
+//! played as the microphone, keys sent as a user would, and the screen and session files checked.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn command(&self) -> Command {
+        let mut command = Command::new("tmux");
+        command.args(["-L", &self.socket]);
+        command
+    }
+
+    fn screen(&self) -> String {
+        let out = self
+            .command()
+            .args(["capture-pane", "-p", "-t", "dictate"])
+            .output()
+            .expect("tmux runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let status = self
+            .command()
+            .args(["send-keys", "-t", "dictate"])
+            .args(keys)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits until the screen shows `text`; fails with the screen after `seconds`.
+    fn wait_for(&self, text: &str, seconds: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{text:?} did not appear within {seconds} s; the screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.command().arg("kill-server").status();
+    }
+}
+
+fn wait_for_file(path: &Path, seconds: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if !text.is_empty() {
+                return text;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{} was not written within {seconds} s", path.display());
+}
+
+/// Starts `medscribe dictate` on the sample dictation in a fresh tmux server at 80x24; its exit
+/// status lands in the returned file.
+fn launch(home: &Path) -> (Tmux, PathBuf) {
+    let rc = home.join("rc");
+    let script = format!(
+        "MEDSCRIBE_HOME='{}' '{}' dictate --input-file '{}'; echo $? > '{}'; sleep 60",
+        home.display(),
+        env!("CARGO_BIN_EXE_medscribe"),
+        repo().join("samples/referral-dictation.wav").display(),
+        rc.display()
+    );
+    let tmux = Tmux {
+        socket: format!(
+            "medscribe-test-{}-{}",
+            std::process::id(),
+            home.file_name().unwrap().to_string_lossy()
+        ),
+    };
+    let started = tmux
+        .command()
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "dictate",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            &script,
+        ])
+        .status()
+        .expect("tmux is installed (scripts/setup.sh installs it)");
+    assert!(started.success());
+    (tmux, rc)
+}
+
+#[test]
+fn dictate_edit_write_and_save_a_letter_in_tmux() {
+    if !common::slow_tier() {
+        return;
+    }
+    let home = data_home_with_models();
+    let (tmux, rc) = launch(home.path());
+    tmux.wait_for("Press space and speak.", 30);
+    tmux.keys(&["Space"]);
+    tmux.wait_for("REC", 10);
+    // Words appear while the recording plays, then the segment settles when it ends.
+    let screen = tmux.wait_for("cardiology", 60);
+    assert!(screen.contains("Transcript"), "{screen}");
+    tmux.wait_for("STOPPED", 60);
+    tmux.wait_for("00:00 Referral", 10);
+
+    // Correct the segment in place.
+    tmux.keys(&["e", "End", " Thank you", "Enter"]);
+    tmux.wait_for("Thank you", 10);
+    let session = only_session(home.path());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(session.join("transcript.jsonl"))
+        .unwrap()
+        .contains("Thank you")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the correction reaches transcript.jsonl"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Write the letter with the default model, save it, quit.
+    tmux.keys(&["g"]);
+    tmux.wait_for("done, s saves", 180);
+    tmux.keys(&["s"]);
+    tmux.wait_for("saved", 10);
+    tmux.keys(&["q"]);
+    assert_eq!(wait_for_file(&rc, 30).trim(), "0");
+
+    let letter = std::fs::read_to_string(session.join("letters/referral.md")).unwrap();
+    assert!(letter.starts_with("# Referral letter"), "{letter}");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(session.join("letters/referral.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["template"], "referral");
+    let fhir: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(session.join("letters/referral.fhir.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(fhir["resourceType"], "Bundle");
+    assert_eq!(fhir["type"], "document");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(session.join("session.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["state"], "complete");
+    assert_eq!(meta["kind"], "dictation");
+    let wav = hound::WavReader::open(session.join("audio.wav")).unwrap();
+    assert!(wav.duration() > 19 * 16_000);
+}
+
+#[test]
+fn sigterm_finishes_the_session_and_restores_the_terminal() {
+    if !common::slow_tier() {
+        return;
+    }
+    let home = data_home_with_models();
+    let (tmux, rc) = launch(home.path());
+    tmux.wait_for("Press space and speak.", 30);
+    tmux.keys(&["Space"]);
+    tmux.wait_for("cardiology", 60);
+    let session = only_session(home.path());
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(session.join("session.json")).unwrap())
+            .unwrap();
+    let pid = meta["pid"].as_u64().unwrap().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(wait_for_file(&rc, 30).trim(), "0");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(session.join("session.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["state"], "complete");
+    let screen = tmux.wait_for("medscribe: session", 10);
+    assert!(
+        !screen.contains("Transcript"),
+        "the terminal is back: {screen}"
+    );
+    assert!(hound::WavReader::open(session.join("audio.wav")).is_ok());
+}
