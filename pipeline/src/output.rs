@@ -2,9 +2,31 @@
 //! since they hold patient information.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::datadir::DataDir;
 use crate::error::{PipelineError, Result};
+
+/// Keeps an output that could not be written where the user asked (a full or read-only disk):
+/// `letters/unsaved-TIME-NAME` in the data directory, mode 0600, where NAME is the wanted file's
+/// own name (one path component, never a path). Returns where it went.
+pub fn keep_unsaved(data: &DataDir, wanted: &Path, contents: &[u8]) -> Result<PathBuf> {
+    let dir = data.root().join("letters");
+    let name = format!(
+        "unsaved-{}-{}",
+        crate::session::now_rfc3339().replace(':', "-"),
+        wanted
+            .file_name()
+            .map_or("letter".into(), |n| n.to_string_lossy().into_owned())
+    );
+    let kept = dir.join(name);
+    create_private_dir_all(&dir).map_err(|source| PipelineError::Output {
+        path: dir.clone(),
+        source,
+    })?;
+    write_private_atomically(&kept, contents)?;
+    Ok(kept)
+}
 
 /// Options for opening a file that is created readable by the user only (mode 0600 on Unix);
 /// the caller adds how it is opened.
@@ -150,6 +172,27 @@ pub fn own_private_dir(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsaved_outputs_are_kept_privately_under_their_own_name_only() {
+        let home = tempfile::tempdir().unwrap();
+        let data = DataDir::at(home.path());
+        let kept =
+            keep_unsaved(&data, Path::new("/full/disk/../../letter.md"), b"# Letter").unwrap();
+        assert_eq!(kept.parent(), Some(home.path().join("letters").as_path()));
+        let name = kept.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with("unsaved-") && name.ends_with("-letter.md"),
+            "{name}"
+        );
+        assert_eq!(std::fs::read(&kept).unwrap(), b"# Letter");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
 
     #[test]
     fn writes_whole_file_with_private_mode() {

@@ -218,26 +218,12 @@ pub fn letter(args: LetterArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Saves a letter that could not be written where the user asked, under `letters/` in the data
-/// directory (mode 0600), or failing that prints it on stdout; says where it went.
+/// Keeps a letter that could not be written where the user asked (see
+/// [`medscribe_pipeline::output::keep_unsaved`]), or failing that prints it on stdout; says where
+/// it went.
 fn keep_unsaved_letter(data: &DataDir, wanted: &Path, rendered: &str) -> String {
-    let dir = data.root().join("letters");
-    let name = format!(
-        "unsaved-{}-{}",
-        medscribe_pipeline::session::now_rfc3339().replace(':', "-"),
-        wanted
-            .file_name()
-            .map_or("letter".into(), |n| n.to_string_lossy().into_owned())
-    );
-    let fallback = dir.join(name);
-    let saved = medscribe_pipeline::output::create_private_dir_all(&dir)
-        .map_err(|e| e.to_string())
-        .and_then(|()| {
-            medscribe_pipeline::output::write_private_atomically(&fallback, rendered.as_bytes())
-                .map_err(|e| e.to_string())
-        });
-    match saved {
-        Ok(()) => format!("the letter was kept in {}", fallback.display()),
+    match medscribe_pipeline::output::keep_unsaved(data, wanted, rendered.as_bytes()) {
+        Ok(kept) => format!("the letter was kept in {}", kept.display()),
         Err(_) => {
             let mut stdout = std::io::stdout().lock();
             let printed = stdout
