@@ -23,6 +23,7 @@ pub mod segmenter;
 pub mod session;
 pub mod source;
 pub mod speech;
+pub mod timestamp;
 pub mod wav;
 
 pub use datadir::DataDir;

@@ -14,7 +14,7 @@ pub fn keep_unsaved(data: &DataDir, wanted: &Path, contents: &[u8]) -> Result<Pa
     let dir = data.root().join("letters");
     let name = format!(
         "unsaved-{}-{}",
-        crate::session::now_rfc3339().replace(':', "-"),
+        crate::timestamp::now_rfc3339().replace(':', "-"),
         wanted
             .file_name()
             .map_or("letter".into(), |n| n.to_string_lossy().into_owned())

@@ -64,7 +64,7 @@ impl LetterWriter for TuiWriter {
             &template,
             &transcript,
             &job.images,
-            &medscribe_pipeline::session::now_rfc3339(),
+            &medscribe_pipeline::timestamp::now_rfc3339(),
             cancel,
             &mut |event| match event {
                 LetterEvent::Loading(_) => {

@@ -153,7 +153,7 @@ pub fn letter(args: LetterArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> {
         &template,
         &transcript,
         images,
-        &medscribe_pipeline::session::now_rfc3339(),
+        &medscribe_pipeline::timestamp::now_rfc3339(),
         &AtomicBool::new(false),
         &mut |event| {
             if !interactive {

@@ -147,7 +147,7 @@ pub fn start_live(
     ),
     config: LiveConfig,
 ) -> Result<LiveSession> {
-    let session = Session::create(data, &medscribe_pipeline::session::now_rfc3339())?;
+    let session = Session::create(data, &medscribe_pipeline::timestamp::now_rfc3339())?;
     LiveSession::start(source, recognizer, vad, session.clone(), config).map_err(|error| {
         let _ = std::fs::remove_dir_all(session.dir());
         error.into()

@@ -14,6 +14,7 @@ use crate::output::{private_file_options, write_private_atomically};
 
 mod work;
 
+pub use crate::timestamp::now_rfc3339;
 pub use work::{Export, SessionStatus};
 
 /// The audio file of a session.
@@ -136,25 +137,6 @@ fn create_private_dir(path: &Path) -> std::io::Result<()> {
         builder.mode(0o700);
     }
     builder.create(path)
-}
-
-/// Current time as RFC 3339 UTC to the second (`2026-11-25T20:31:25Z`): session creation
-/// times and session names.
-pub fn now_rfc3339() -> String {
-    rfc3339_seconds(time::OffsetDateTime::now_utc())
-}
-
-/// `at` as RFC 3339 UTC to the second.
-fn rfc3339_seconds(at: time::OffsetDateTime) -> String {
-    // Whole seconds, so that the format writes no fraction.
-    at.to_offset(time::UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
 }
 
 /// A time as `HH:MM:SS` (recording lengths and segment starts).
@@ -463,15 +445,6 @@ pub fn find_session(data: &DataDir, wanted: &str) -> Result<Session> {
 pub(super) mod tests {
     use super::*;
     use std::fs::OpenOptions;
-
-    #[test]
-    fn rfc3339_time_is_well_formed() {
-        let now = now_rfc3339();
-        assert_eq!(now.len(), 20, "{now}");
-        assert!(now.starts_with("20") && now.ends_with('Z') && &now[10..11] == "T");
-        let leap_day = time::OffsetDateTime::from_unix_timestamp(951_782_400 + 86_399).unwrap();
-        assert_eq!(rfc3339_seconds(leap_day), "2000-02-29T23:59:59Z");
-    }
 
     pub(crate) fn line(start_s: f64, text: &str) -> TranscriptLine {
         TranscriptLine {
