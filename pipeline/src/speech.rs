@@ -73,34 +73,8 @@ impl Speech {
     /// Loads ONNX Runtime, the speech model and, when recordings are cut by voice activity, the
     /// voice activity model.
     pub fn open(options: &SpeechOptions, data: &DataDir) -> Result<Self> {
-        if options.threads == 0 || options.threads > MAX_THREADS {
-            return Err(PipelineError::Setting(format!(
-                "speech model threads must be between 1 and {MAX_THREADS}"
-            )));
-        }
-        let model_dir = match &options.model {
-            Some(dir) => dir.clone(),
-            None => installed(
-                models::default_asr_model(data),
-                "speech model",
-                Path::is_dir,
-            )?,
-        };
-        let runtime = medscribe_asr::runtime::locate_runtime(
-            options.ort_lib.as_deref(),
-            &data.runtime_dir(),
-        )?;
-        medscribe_asr::runtime::init_runtime(&runtime)?;
-        let recognizer =
-            medscribe_asr::load_recognizer(&model_dir, options.threads).map_err(|source| {
-                PipelineError::ModelLoad {
-                    what: "speech model",
-                    path: model_dir.clone(),
-                    source,
-                }
-            })?;
-        let segmentation = settle_segmentation(options.segmentation, recognizer.family())?;
-        let cutting = match segmentation {
+        let recognizer = open_recognizer(options, data)?;
+        let cutting = match settle_segmentation(options.segmentation, recognizer.family())? {
             Segmentation::FixedWindows => Cutting::FixedWindows,
             Segmentation::Vad => Cutting::Vad(Box::new(open_vad(options, data)?)),
         };
@@ -110,24 +84,14 @@ impl Speech {
         })
     }
 
-    /// Loads speech for live use, which always cuts by voice activity: the recogniser and its
-    /// voice activity detector.
+    /// Loads speech for live use, which always cuts by voice activity (every model can): the
+    /// recogniser and its voice activity detector. `options.segmentation` is not consulted.
     pub fn open_live(
         options: &SpeechOptions,
         data: &DataDir,
     ) -> Result<(Box<dyn SpeechRecognizer>, Box<dyn SpeechProbability + Send>)> {
-        let options = SpeechOptions {
-            segmentation: Some(Segmentation::Vad),
-            ..options.clone()
-        };
-        let speech = Self::open(&options, data)?;
-        match speech.cutting {
-            Cutting::Vad(vad) => Ok((speech.recognizer, vad)),
-            // `open` gives fixed windows only when they were asked for, and they were not.
-            Cutting::FixedWindows => Err(PipelineError::Setting(
-                "live transcription needs voice activity segmentation".into(),
-            )),
-        }
+        let recognizer = open_recognizer(options, data)?;
+        Ok((recognizer, Box::new(open_vad(options, data)?)))
     }
 
     /// Transcribes one WAV file (see [`transcribe_wav`]).
@@ -156,6 +120,38 @@ pub fn settle_segmentation(
     }
 }
 
+/// ONNX Runtime and the speech model the options name (or the installed default).
+fn open_recognizer(options: &SpeechOptions, data: &DataDir) -> Result<Box<dyn SpeechRecognizer>> {
+    if options.threads == 0 || options.threads > MAX_THREADS {
+        return Err(PipelineError::Setting(format!(
+            "speech model threads must be between 1 and {MAX_THREADS}"
+        )));
+    }
+    let model_dir = match &options.model {
+        Some(dir) => dir.clone(),
+        None => {
+            let path = models::default_asr_model(data);
+            if !path.is_dir() {
+                return Err(PipelineError::NotInstalled {
+                    what: "speech model",
+                    path,
+                });
+            }
+            path
+        }
+    };
+    let runtime =
+        medscribe_asr::runtime::locate_runtime(options.ort_lib.as_deref(), &data.runtime_dir())?;
+    medscribe_asr::runtime::init_runtime(&runtime)?;
+    medscribe_asr::load_recognizer(&model_dir, options.threads).map_err(|source| {
+        PipelineError::ModelLoad {
+            what: "speech model",
+            path: model_dir,
+            source,
+        }
+    })
+}
+
 fn open_vad(options: &SpeechOptions, data: &DataDir) -> Result<SileroVad> {
     let path = options
         .vad_model
@@ -166,14 +162,6 @@ fn open_vad(options: &SpeechOptions, data: &DataDir) -> Result<SileroVad> {
         path,
         source,
     })
-}
-
-fn installed(path: PathBuf, what: &'static str, present: fn(&Path) -> bool) -> Result<PathBuf> {
-    if present(&path) {
-        Ok(path)
-    } else {
-        Err(PipelineError::NotInstalled { what, path })
-    }
 }
 
 #[cfg(test)]

@@ -66,7 +66,12 @@ fn describe(session: &Session) -> (String, String, String, String) {
         .audio_duration_s()
         .map_or_else(|| "--:--:--".into(), clock);
     match session.meta() {
-        Ok(meta) => (meta.kind, session.status().to_string(), audio, meta.source),
+        Ok(meta) => (
+            meta.kind.clone(),
+            session.status(&meta).to_string(),
+            audio,
+            meta.source,
+        ),
         Err(error) => (
             "?".into(),
             format!("unreadable: {error}"),

@@ -173,26 +173,13 @@ impl Writer {
 
     /// Loads the model now (it loads on first use otherwise).
     pub fn load(&mut self) -> Result<&mut LoadedModel> {
-        let (loaded, _) = self.loaded_model()?;
+        let (loaded, _) = loaded_model(&mut self.loaded, &self.model, &self.settings)?;
         Ok(loaded)
     }
 
     /// Whether the model can look at images (loads it).
     pub fn sees_images(&mut self) -> Result<bool> {
         Ok(self.load()?.vision.is_some())
-    }
-
-    fn loaded_model(&mut self) -> Result<&mut (LoadedModel, TokenTable)> {
-        if self.loaded.is_none() {
-            let device = self.settings.device.open()?;
-            let loaded = load_with_mmproj(&self.model, self.settings.mmproj.as_deref(), &device)
-                .map_err(|error| with_model(&self.model, error))?;
-            let table = TokenTable::new(loaded.tokenizer.text_pieces());
-            self.loaded = Some((loaded, table));
-        }
-        self.loaded
-            .as_mut()
-            .ok_or_else(|| LlmError::Internal("the letter model was not kept".into()))
     }
 
     /// Writes a letter from `transcript` with `template`, looking at `images` (which need a
@@ -207,42 +194,57 @@ impl Writer {
         cancel: &AtomicBool,
         on_event: &mut dyn FnMut(LetterEvent),
     ) -> Result<LetterOutcome> {
-        if self.loaded.is_none() {
-            on_event(LetterEvent::Loading(self.model.clone()));
+        let Self {
+            model,
+            settings,
+            drugs,
+            loaded,
+        } = self;
+        if loaded.is_none() {
+            on_event(LetterEvent::Loading(model.clone()));
         }
-        let style = self.settings.style.for_model(&self.model);
-        let sampling = self.settings.sampling.clone();
-        let max_section_tokens = self.settings.max_section_tokens;
-        let model = self.model.clone();
-        // The lexicon is moved out while the model is borrowed mutably, then put back.
-        let drugs = self.drugs.take();
-        let result = (|| {
-            let (loaded, table) = self.loaded_model()?;
-            let images = if images.is_empty() {
-                None
-            } else if loaded.vision.is_none() {
-                return Err(LlmError::Incompatible(format!(
-                    "{} has no vision tower, so it cannot look at images; write without them or use a multimodal model (MedGemma 4B)",
-                    model.display()
-                )));
-            } else {
-                Some(loaded.encode_images(images)?)
-            };
-            let request = LetterRequest {
-                template,
-                transcript,
-                style,
-                images: images.as_ref(),
-                sampling,
-                max_section_tokens,
-                drugs: drugs.as_ref(),
-                created,
-            };
-            write_letter(loaded, table, &request, cancel, on_event)
-        })();
-        self.drugs = drugs;
-        result
+        let (loaded, table) = loaded_model(loaded, model, settings)?;
+        let images = if images.is_empty() {
+            None
+        } else if loaded.vision.is_none() {
+            return Err(LlmError::Incompatible(format!(
+                "{} has no vision tower, so it cannot look at images; write without them or use a multimodal model (MedGemma 4B)",
+                model.display()
+            )));
+        } else {
+            Some(loaded.encode_images(images)?)
+        };
+        let request = LetterRequest {
+            template,
+            transcript,
+            style: settings.style.for_model(model),
+            images: images.as_ref(),
+            sampling: settings.sampling.clone(),
+            max_section_tokens: settings.max_section_tokens,
+            drugs: drugs.as_ref(),
+            created,
+        };
+        write_letter(loaded, table, &request, cancel, on_event)
     }
+}
+
+/// The model in `slot`, loaded from `model` with `settings` if it is not there yet.
+fn loaded_model<'a>(
+    slot: &'a mut Option<(LoadedModel, TokenTable)>,
+    model: &Path,
+    settings: &LetterSettings,
+) -> Result<&'a mut (LoadedModel, TokenTable)> {
+    let pair = match slot.take() {
+        Some(pair) => pair,
+        None => {
+            let device = settings.device.open()?;
+            let loaded = load_with_mmproj(model, settings.mmproj.as_deref(), &device)
+                .map_err(|error| with_model(model, error))?;
+            let table = TokenTable::new(loaded.tokenizer.text_pieces());
+            (loaded, table)
+        }
+    };
+    Ok(slot.insert(pair))
 }
 
 /// Load errors that do not already name the model get its path.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use medscribe_asr::Transcript;
 
-use super::{session_error, Session, SessionState};
+use super::{session_error, Session, SessionMeta, SessionState};
 use crate::error::Result;
 use crate::job::FileTranscript;
 use crate::output::write_private_atomically;
@@ -22,8 +22,6 @@ pub enum SessionStatus {
     Recording,
     /// The process recording it died; `medscribe sessions recover` finishes it.
     Interrupted,
-    /// Its `session.json` cannot be read: why.
-    Unreadable(String),
 }
 
 impl std::fmt::Display for SessionStatus {
@@ -32,7 +30,6 @@ impl std::fmt::Display for SessionStatus {
             Self::Complete => f.write_str("complete"),
             Self::Recording => f.write_str("recording"),
             Self::Interrupted => f.write_str("interrupted (sessions recover)"),
-            Self::Unreadable(why) => write!(f, "unreadable: {why}"),
         }
     }
 }
@@ -47,13 +44,14 @@ pub struct Export {
 }
 
 impl Session {
-    /// Where the session stands.
-    pub fn status(&self) -> SessionStatus {
-        match self.meta() {
-            Ok(meta) if meta.state == SessionState::Complete => SessionStatus::Complete,
-            Ok(meta) if self.is_interrupted(&meta) => SessionStatus::Interrupted,
-            Ok(_) => SessionStatus::Recording,
-            Err(error) => SessionStatus::Unreadable(error.to_string()),
+    /// Where the session stands, by what its `session.json` says (`meta`) and its lock.
+    pub fn status(&self, meta: &SessionMeta) -> SessionStatus {
+        if meta.state == SessionState::Complete {
+            SessionStatus::Complete
+        } else if self.is_interrupted(meta) {
+            SessionStatus::Interrupted
+        } else {
+            SessionStatus::Recording
         }
     }
 
