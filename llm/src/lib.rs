@@ -19,6 +19,8 @@ pub mod gemma3;
 pub mod generate;
 mod gguf_check;
 pub mod image;
+#[doc(hidden)]
+pub mod kernels;
 pub mod letter;
 pub mod loader;
 mod tokenizer_file;

@@ -7,6 +7,7 @@
 
 pub(crate) mod bf16;
 pub(crate) mod gelu;
+pub(crate) mod kquant;
 pub(crate) mod packed;
 pub(crate) mod requant;
 

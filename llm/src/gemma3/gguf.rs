@@ -27,6 +27,9 @@ impl GgufReader<'_> {
     }
 
     pub(super) fn matrix(&mut self, name: &str, shape: [usize; 2]) -> Result<Matrix> {
+        if let Some(k_quant) = self.k_quant_from_file(name, shape)? {
+            return Ok(Matrix::KQuant(std::sync::Arc::new(k_quant)));
+        }
         let q = self.qtensor(name)?;
         if q.shape().dims() != shape {
             return Err(self.weights_error(format!(
@@ -63,6 +66,65 @@ impl GgufReader<'_> {
             && crate::cpu::packed::supported()
     }
 
+    /// The type of tensor `name`, after checking its shape, with the reader placed at its data.
+    fn seek_tensor(&mut self, name: &str, shape: [usize; 2]) -> Result<GgmlDType> {
+        use std::io::{Seek, SeekFrom};
+        let Some(info) = self.content.tensor_infos.get(name) else {
+            return Err(self.weights_error(format!("tensor {name} is missing")));
+        };
+        if info.shape.dims() != shape {
+            return Err(self.weights_error(format!(
+                "tensor {name} has shape {:?}, the metadata needs {shape:?}",
+                info.shape.dims()
+            )));
+        }
+        let dtype = info.ggml_dtype;
+        // Both checked against the file's length when the header was read (gguf_check).
+        let start = self.content.tensor_data_offset + info.offset;
+        self.reader
+            .seek(SeekFrom::Start(start))
+            .map_err(|e| self.weights_error(format!("tensor {name}: {e}")))?;
+        Ok(dtype)
+    }
+
+    fn tensor_dtype(&self, name: &str) -> Result<GgmlDType> {
+        self.content
+            .tensor_infos
+            .get(name)
+            .map(|info| info.ggml_dtype)
+            .ok_or_else(|| self.weights_error(format!("tensor {name} is missing")))
+    }
+
+    /// A Q4_K or Q6_K matrix read from the file as it is stored, for our K-quant kernels (CPU);
+    /// `None` when the tensor is of another type or the weights are not kept quantized here.
+    pub(super) fn k_quant_from_file(
+        &mut self,
+        name: &str,
+        shape: [usize; 2],
+    ) -> Result<Option<KQuantMatrix>> {
+        use std::io::Read;
+        let Some(kind) = KQuant::of(self.tensor_dtype(name)?) else {
+            return Ok(None);
+        };
+        if self.weights != GgufWeights::Quantized || !self.device.is_cpu() {
+            return Ok(None);
+        }
+        self.seek_tensor(name, shape)?;
+        let len = KQuantMatrix::size_of(kind, shape[0], shape[1]).ok_or_else(|| {
+            self.weights_error(format!("tensor {name}: rows are not whole {kind:?} blocks"))
+        })?;
+        let mut data = Vec::new();
+        data.try_reserve_exact(len)
+            .map_err(|_| self.weights_error(format!("tensor {name}: no memory for {len} bytes")))?;
+        (&mut self.reader)
+            .take(len as u64)
+            .read_to_end(&mut data)
+            .map_err(|e| self.weights_error(format!("tensor {name}: {e}")))?;
+        let matrix = KQuantMatrix::new(kind, shape[0], shape[1], data)
+            .ok_or_else(|| self.weights_error(format!("tensor {name}: the file ends inside it")))?;
+        Ok(Some(matrix))
+    }
+
     /// A Q8_0 matrix packed while it is read from the file, 16 rows at a time; `None` when the
     /// tensor is of another type or the packed kernel is not used here.
     pub(super) fn packed_from_file(
@@ -70,23 +132,11 @@ impl GgufReader<'_> {
         name: &str,
         shape: [usize; 2],
     ) -> Result<Option<PackedQ8_0>> {
-        use std::io::{Read, Seek, SeekFrom};
-        let Some(info) = self.content.tensor_infos.get(name) else {
-            return Err(self.weights_error(format!("tensor {name} is missing")));
-        };
-        if !self.packs() || info.ggml_dtype != GgmlDType::Q8_0 {
+        use std::io::Read;
+        if !self.packs() || self.tensor_dtype(name)? != GgmlDType::Q8_0 {
             return Ok(None);
         }
-        if info.shape.dims() != shape {
-            return Err(self.weights_error(format!(
-                "tensor {name} has shape {:?}, the metadata needs {shape:?}",
-                info.shape.dims()
-            )));
-        }
-        let start = self.content.tensor_data_offset + info.offset;
-        self.reader
-            .seek(SeekFrom::Start(start))
-            .map_err(|e| self.weights_error(format!("tensor {name}: {e}")))?;
+        self.seek_tensor(name, shape)?;
         let reader = &mut self.reader;
         let packed = PackedQ8_0::pack_with(shape[0], shape[1], |_, rows: &mut [u8]| {
             reader.read_exact(rows)

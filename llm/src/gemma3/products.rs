@@ -1,6 +1,8 @@
 //! Weights and their products: float, bf16, quantized and packed matrices, fused projections,
 //! normalisation and softmax, and the token embedding table.
 
+use std::sync::Arc;
+
 use super::*;
 
 /// `x * rsqrt(mean(x^2) + eps) * gain` over the last dimension, where `gain` is `1 + w`.
@@ -30,9 +32,26 @@ pub(crate) enum Matrix {
     Packed(std::sync::Arc<PackedQ8_0>),
     /// bf16 weights kept in bf16, widened exactly in the product (CPU).
     Bf16(Tensor),
+    /// Q4_K or Q6_K weights as stored in the file (CPU).
+    KQuant(std::sync::Arc<KQuantMatrix>),
 }
 
 impl Matrix {
+    /// Output rows.
+    pub(super) fn rows(&self) -> usize {
+        match self {
+            Matrix::Float(t) | Matrix::Bf16(t) => t.dims().first().copied().unwrap_or(0),
+            Matrix::Quantized(q) => match q {
+                QMatMul::QTensor(t) => t.shape().dims().first().copied().unwrap_or(0),
+                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
+                    t.dims().first().copied().unwrap_or(0)
+                }
+            },
+            Matrix::Packed(p) => p.rows(),
+            Matrix::KQuant(k) => k.rows(),
+        }
+    }
+
     /// Bytes its weights occupy in memory.
     pub(super) fn bytes(&self) -> usize {
         let dense = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
@@ -43,6 +62,7 @@ impl Matrix {
                 dense(t)
             }
             Matrix::Packed(p) => p.bytes(),
+            Matrix::KQuant(k) => k.bytes(),
         }
     }
 }
@@ -78,6 +98,11 @@ pub(super) fn linear(x: &Tensor, weight: &Matrix) -> Result<Tensor> {
                 packed.matmul(values, positions)
             })
         }
+        Matrix::KQuant(matrix) => {
+            cpu_product(x, matrix.cols(), matrix.rows(), |values, positions| {
+                matrix.matmul(values, positions)
+            })
+        }
     }
 }
 
@@ -91,19 +116,29 @@ pub(super) enum Projections {
 
 impl Projections {
     pub(super) fn new(matrices: Vec<Matrix>) -> Self {
-        let packed: Vec<&PackedQ8_0> = matrices
+        let widths = matrices.iter().map(Matrix::rows).collect();
+        let packed: Option<Vec<&PackedQ8_0>> = matrices
             .iter()
-            .filter_map(|m| match m {
+            .map(|m| match m {
                 Matrix::Packed(p) => Some(p.as_ref()),
                 _ => None,
             })
             .collect();
-        match PackedQ8_0::join(&packed) {
-            Some(joined) if packed.len() == matrices.len() => Projections::Joined {
-                widths: packed.iter().map(|p| p.rows()).collect(),
-                matrix: Matrix::Packed(std::sync::Arc::new(joined)),
-            },
-            _ => Projections::Separate(matrices),
+        let k_quant: Option<Vec<&KQuantMatrix>> = matrices
+            .iter()
+            .map(|m| match m {
+                Matrix::KQuant(k) => Some(k.as_ref()),
+                _ => None,
+            })
+            .collect();
+        let joined = match (packed, k_quant) {
+            (Some(parts), _) => PackedQ8_0::join(&parts).map(|j| Matrix::Packed(Arc::new(j))),
+            (_, Some(parts)) => KQuantMatrix::join(&parts).map(|j| Matrix::KQuant(Arc::new(j))),
+            _ => None,
+        };
+        match joined {
+            Some(matrix) => Projections::Joined { matrix, widths },
+            None => Projections::Separate(matrices),
         }
     }
 
@@ -145,6 +180,8 @@ pub(super) enum EmbeddingTable {
     Dense(Tensor),
     /// Shared with the packed output head.
     Packed(std::sync::Arc<PackedQ8_0>),
+    /// Q4_K or Q6_K rows, shared with the output head.
+    KQuant(std::sync::Arc<KQuantMatrix>),
     Q8_0 {
         table: std::sync::Arc<candle_core::quantized::QTensor>,
         width: usize,
@@ -166,17 +203,12 @@ impl EmbeddingTable {
                 let ids = Tensor::from_slice(ids, ids.len(), device)?;
                 Ok(table.index_select(&ids, 0)?.to_dtype(DType::F32)?)
             }
-            EmbeddingTable::Packed(table) => {
-                let mut values = Vec::with_capacity(ids.len() * table.cols());
-                for &id in ids {
-                    if !table.dequantize_row_into(id as usize, &mut values) {
-                        return Err(LlmError::Prompt(format!(
-                            "token id {id} is outside the embedding table"
-                        )));
-                    }
-                }
-                Ok(Tensor::from_vec(values, (ids.len(), table.cols()), device)?)
-            }
+            EmbeddingTable::Packed(table) => unpacked_rows(ids, table.cols(), device, |id, out| {
+                table.dequantize_row_into(id, out)
+            }),
+            EmbeddingTable::KQuant(table) => unpacked_rows(ids, table.cols(), device, |id, out| {
+                table.dequantize_row_into(id, out)
+            }),
             EmbeddingTable::Q8_0 { table, width } => {
                 let data = table.data()?;
                 let row_bytes = width / Q8_0_BLOCK_VALUES * Q8_0_BLOCK_BYTES;
@@ -196,6 +228,24 @@ impl EmbeddingTable {
             }
         }
     }
+}
+
+/// Rows `ids` of a quantized table, each appended by `row_into` (`false`: no such row).
+fn unpacked_rows(
+    ids: &[u32],
+    width: usize,
+    device: &Device,
+    row_into: impl Fn(usize, &mut Vec<f32>) -> bool,
+) -> Result<Tensor> {
+    let mut values = Vec::with_capacity(ids.len() * width);
+    for &id in ids {
+        if !row_into(id as usize, &mut values) {
+            return Err(LlmError::Prompt(format!(
+                "token id {id} is outside the embedding table"
+            )));
+        }
+    }
+    Ok(Tensor::from_vec(values, (ids.len(), width), device)?)
 }
 
 #[cfg(test)]

@@ -1,0 +1,154 @@
+use super::*;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+
+/// Values with a spread of magnitudes and signs, deterministic.
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|i| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let unit = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            // Some rows and blocks much larger than others, as real weights and activations are.
+            unit * if i % 977 < 40 { 8.0 } else { 1.0 }
+        })
+        .collect()
+}
+
+/// A matrix quantized by candle (ggml's quantizer) and ours over the same bytes.
+fn quantized(dtype: GgmlDType, rows: usize, cols: usize, seed: u64) -> (QTensor, KQuantMatrix) {
+    let w = Tensor::from_vec(values(rows * cols, seed), (rows, cols), &Device::Cpu).unwrap();
+    let q = QTensor::quantize(&w, dtype).unwrap();
+    let bytes = q.data().unwrap().to_vec();
+    let ours = KQuantMatrix::new(KQuant::of(dtype).unwrap(), rows, cols, bytes).unwrap();
+    (q, ours)
+}
+
+#[test]
+fn rows_dequantize_as_ggml_does() {
+    for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+        let (q, ours) = quantized(dtype, 5, 512, 3);
+        let reference = q
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for (row, expected) in reference.iter().enumerate() {
+            let mut got = Vec::new();
+            assert!(ours.dequantize_row_into(row, &mut got));
+            assert_eq!(&got, expected, "{dtype:?} row {row}");
+        }
+        assert!(!ours.dequantize_row_into(5, &mut Vec::new()));
+    }
+}
+
+#[test]
+fn inputs_quantize_as_ggml_does() {
+    // ggml maps the value of largest magnitude to -127 and rounds the rest to nearest even.
+    let mut x = values(QK_K, 9);
+    x[17] = 127.0; // the scale is exactly -1
+    x[18] = 2.5; // ties go to even: -2, not -3
+    x[19] = -3.5;
+    let mut q = [0i8; QK_K];
+    let d = quantize_q8k(&x, &mut q);
+    assert_eq!((q[17], q[18], q[19]), (-127, -2, 4));
+    assert_eq!(d, -1.0);
+    let zeros = [0f32; QK_K];
+    assert_eq!(quantize_q8k(&zeros, &mut q), 0.0);
+    assert!(q.iter().all(|&v| v == 0));
+}
+
+#[test]
+fn every_instruction_set_gives_the_scalar_result() {
+    let isas = DetectedIsa::all();
+    assert_eq!(isas.last().map(|i| i.isa()), Some(Isa::Scalar));
+    for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+        // 19 rows: a partial work item; 1 to 9 positions: every pass width and a second tile
+        // when combined with the 37-position case.
+        let (_, matrix) = quantized(dtype, 19, 768, 11);
+        for m in [1, 2, 3, 4, 5, 9, 37] {
+            let x = values(m * 768, 100 + m as u64);
+            let reference = matrix.matmul_on(*isas.last().unwrap(), &x, m).unwrap();
+            let scale = reference.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for &isa in &isas {
+                let got = matrix.matmul_on(isa, &x, m).unwrap();
+                // The integer sums are exact; only the order of the f32 additions may differ.
+                let worst = got
+                    .iter()
+                    .zip(&reference)
+                    .fold(0f32, |a, (g, r)| a.max((g - r).abs()));
+                assert!(
+                    worst <= 1e-6 * scale,
+                    "{dtype:?} on {isa:?}, {m} positions: {worst}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn products_match_ggml_through_candle() {
+    // candle's quantized matmul is ggml's algorithm (Q8_K inputs, the same integer sums); only the
+    // order of the f32 additions differs.
+    for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+        let (rows, cols) = (64, 1024);
+        let (q, ours) = quantized(dtype, rows, cols, 21);
+        let candle = QMatMul::from_qtensor(q).unwrap();
+        for m in [1, 7] {
+            let x = values(m * cols, 5 + m as u64);
+            let input = Tensor::from_vec(x.clone(), (m, cols), &Device::Cpu).unwrap();
+            let expected = candle.forward(&input).unwrap().flatten_all().unwrap();
+            let expected = expected.to_vec1::<f32>().unwrap();
+            let got = ours.matmul(&x, m).unwrap();
+            let scale = expected.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for (i, (a, b)) in got.iter().zip(&expected).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 * scale,
+                    "{dtype:?}, {m} positions, output {i}: {a} against ggml's {b}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn products_are_close_to_the_float_product() {
+    // The bound on what quantizing the inputs to 8 bits may cost, against the exact product of
+    // the dequantised weights.
+    for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+        let (rows, cols, m) = (32, 512, 3);
+        let (q, ours) = quantized(dtype, rows, cols, 31);
+        let w = q.dequantize(&Device::Cpu).unwrap();
+        let x = values(m * cols, 77);
+        let input = Tensor::from_vec(x.clone(), (m, cols), &Device::Cpu).unwrap();
+        let exact = input
+            .matmul(&w.t().unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap();
+        let exact = exact.to_vec1::<f32>().unwrap();
+        let got = ours.matmul(&x, m).unwrap();
+        let scale = exact.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let worst = got
+            .iter()
+            .zip(&exact)
+            .fold(0f32, |a, (g, e)| a.max((g - e).abs()));
+        assert!(worst <= 0.01 * scale, "{dtype:?}: {worst} of {scale}");
+    }
+}
+
+#[test]
+fn wrong_sizes_are_refused_not_read_past() {
+    let bytes = vec![0u8; KQuant::Q4K.block_bytes() * 2];
+    assert!(KQuantMatrix::new(KQuant::Q4K, 2, 256, bytes.clone()).is_some());
+    assert!(KQuantMatrix::new(KQuant::Q4K, 3, 256, bytes.clone()).is_none());
+    assert!(KQuantMatrix::new(KQuant::Q4K, 1, 300, bytes).is_none());
+    assert!(KQuantMatrix::size_of(KQuant::Q6K, usize::MAX, 256).is_none());
+    let matrix = KQuantMatrix::new(KQuant::Q6K, 1, 256, vec![0u8; 210]).unwrap();
+    assert!(matrix.matmul(&[0.0; 255], 1).is_none());
+    assert_eq!(matrix.matmul(&[1.0; 512], 2), Some(vec![0.0, 0.0]));
+}
