@@ -20,7 +20,7 @@ impl KQuantProducts {
         let weights = Tensor::randn(0f32, 0.02, (rows, cols), &Device::Cpu)?;
         let q = QTensor::quantize(&weights, dtype)?;
         let kind = KQuant::of(dtype).ok_or_else(|| LlmError::Internal("not a K-quant".into()))?;
-        let ours = KQuantMatrix::new(kind, rows, cols, q.data()?.to_vec())
+        let ours = KQuantMatrix::from_file_bytes(kind, rows, cols, &q.data()?)
             .ok_or_else(|| LlmError::Internal("cols are not whole super-blocks".into()))?;
         Ok(Self {
             ours,

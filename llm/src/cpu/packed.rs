@@ -31,60 +31,7 @@ const MAX_ROWS_PER_PASS: usize = 4;
 pub(crate) struct PackedQ8_0 {
     rows: usize,
     cols: usize,
-    data: TileMemory,
-}
-
-/// Zeroed bytes for packed tiles. Large buffers are aligned to 2 MiB and, on Linux, asked to be
-/// backed by transparent huge pages: a decode step streams the whole 178 MB output head, and with
-/// 4 KiB pages that is 45,000 TLB misses per token.
-#[derive(Debug)]
-struct TileMemory {
-    storage: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl TileMemory {
-    const HUGE_PAGE: usize = 2 << 20;
-
-    fn zeroed(len: usize) -> Self {
-        if len < 4 * Self::HUGE_PAGE {
-            return Self {
-                storage: vec![0; len],
-                start: 0,
-                len,
-            };
-        }
-        // calloc maps fresh pages for a buffer this size: nothing is touched before the advice.
-        let storage = vec![0u8; len + Self::HUGE_PAGE];
-        let start = storage
-            .as_ptr()
-            .align_offset(Self::HUGE_PAGE)
-            .min(Self::HUGE_PAGE);
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: the range lies inside `storage`; the advice changes no contents, only how the
-        // kernel backs the pages, and failure is harmless (it stays on small pages).
-        unsafe {
-            libc::madvise(
-                storage.as_ptr().add(start) as *mut libc::c_void,
-                len / Self::HUGE_PAGE * Self::HUGE_PAGE,
-                libc::MADV_HUGEPAGE,
-            );
-        }
-        Self {
-            storage,
-            start,
-            len,
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.storage[self.start..self.start + self.len]
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.storage[self.start..self.start + self.len]
-    }
+    data: super::TileMemory,
 }
 
 /// The instructions a packed product runs on.
@@ -177,7 +124,7 @@ impl PackedQ8_0 {
     ) -> Option<std::result::Result<Self, E>> {
         let (tile_bytes, row_bytes) = packed_sizes(rows, cols)?;
         let blocks = cols / BLOCK;
-        let mut data = TileMemory::zeroed(tile_bytes);
+        let mut data = super::TileMemory::zeroed(tile_bytes);
         let mut source = vec![0u8; TILE_ROWS * row_bytes];
         for (tile, packed) in data
             .bytes_mut()
@@ -233,12 +180,12 @@ impl PackedQ8_0 {
         }
         let total = parts
             .iter()
-            .try_fold(0usize, |sum, p| sum.checked_add(p.data.len))?;
-        let mut data = TileMemory::zeroed(total);
+            .try_fold(0usize, |sum, p| sum.checked_add(p.data.len()))?;
+        let mut data = super::TileMemory::zeroed(total);
         let mut start = 0;
         for part in parts {
-            data.bytes_mut()[start..start + part.data.len].copy_from_slice(part.data.bytes());
-            start += part.data.len;
+            data.bytes_mut()[start..start + part.data.len()].copy_from_slice(part.data.bytes());
+            start += part.data.len();
         }
         Some(Self {
             rows: parts.iter().map(|p| p.rows).sum(),
@@ -249,7 +196,7 @@ impl PackedQ8_0 {
 
     /// Bytes of the packed tiles.
     pub(crate) fn bytes(&self) -> usize {
-        self.data.len
+        self.data.len()
     }
 
     /// Output rows.
@@ -306,7 +253,7 @@ impl PackedQ8_0 {
         let inputs = QuantizedInputs::new(x, m, self.cols);
         // What the unsafe kernel below reads: `blocks` tile blocks per tile, `blocks` input blocks
         // per position. Checked here, once, whatever built this matrix.
-        if Some(self.data.len) != tiles.checked_mul(blocks)?.checked_mul(TILE_BLOCK_BYTES)
+        if Some(self.data.len()) != tiles.checked_mul(blocks)?.checked_mul(TILE_BLOCK_BYTES)
             || inputs.values.len() != m * blocks * BLOCK
             || inputs.scales.len() != m * blocks
             || inputs.offsets.len() != m * blocks

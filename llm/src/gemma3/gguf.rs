@@ -110,19 +110,53 @@ impl GgufReader<'_> {
             return Ok(None);
         }
         self.seek_tensor(name, shape)?;
-        let len = KQuantMatrix::size_of(kind, shape[0], shape[1]).ok_or_else(|| {
+        let reader = &mut self.reader;
+        let matrix = KQuantMatrix::tile_with(kind, shape[0], shape[1], |_, rows: &mut [u8]| {
+            reader.read_exact(rows)
+        })
+        .ok_or_else(|| {
             self.weights_error(format!("tensor {name}: rows are not whole {kind:?} blocks"))
-        })?;
-        let mut data = Vec::new();
-        data.try_reserve_exact(len)
-            .map_err(|_| self.weights_error(format!("tensor {name}: no memory for {len} bytes")))?;
-        (&mut self.reader)
-            .take(len as u64)
-            .read_to_end(&mut data)
-            .map_err(|e| self.weights_error(format!("tensor {name}: {e}")))?;
-        let matrix = KQuantMatrix::new(kind, shape[0], shape[1], data)
-            .ok_or_else(|| self.weights_error(format!("tensor {name}: the file ends inside it")))?;
+        })?
+        .map_err(|e| self.weights_error(format!("tensor {name}: {e}")))?;
         Ok(Some(matrix))
+    }
+
+    /// Matrices of one K-quant type and width read from the file straight into one tiled matrix
+    /// (with each part's rows); `None` when they are not, or do not tile as one.
+    pub(super) fn k_quant_joined(
+        &mut self,
+        parts: &[(String, [usize; 2])],
+    ) -> Result<Option<(KQuantMatrix, Vec<usize>)>> {
+        use std::io::Read;
+        if self.weights != GgufWeights::Quantized || !self.device.is_cpu() || parts.len() < 2 {
+            return Ok(None);
+        }
+        let mut kinds = Vec::with_capacity(parts.len());
+        for (name, _) in parts {
+            kinds.push(KQuant::of(self.tensor_dtype(name)?));
+        }
+        let (Some(kind), cols) = (kinds[0], parts[0].1[1]) else {
+            return Ok(None);
+        };
+        if kinds.iter().any(|k| *k != Some(kind)) || parts.iter().any(|(_, s)| s[1] != cols) {
+            return Ok(None);
+        }
+        let widths: Vec<usize> = parts.iter().map(|(_, shape)| shape[0]).collect();
+        let tiled =
+            KQuantMatrix::tile_parts(kind, &widths, cols, |part, first, rows: &mut [u8]| {
+                let (name, shape) = &parts[part];
+                if first == 0 {
+                    self.seek_tensor(name, *shape)?;
+                }
+                self.reader
+                    .read_exact(rows)
+                    .map_err(|e| self.weights_error(format!("tensor {name}: {e}")))
+            });
+        match tiled {
+            None => Ok(None),
+            Some(Err(e)) => Err(e),
+            Some(Ok(matrix)) => Ok(Some((matrix, widths))),
+        }
     }
 
     /// A Q8_0 matrix packed while it is read from the file, 16 rows at a time; `None` when the

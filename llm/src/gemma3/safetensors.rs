@@ -37,6 +37,18 @@ pub(super) trait LayerWeights {
     fn gain(&mut self, layer: usize, name: &TensorName, size: usize) -> Result<Tensor>;
     /// A projection `[out, in]`.
     fn matrix(&mut self, layer: usize, name: &TensorName, shape: [usize; 2]) -> Result<Matrix>;
+    /// Projections of the same input, joined where their kernels can take them as one.
+    fn projections(
+        &mut self,
+        layer: usize,
+        parts: &[(TensorName, [usize; 2])],
+    ) -> Result<Projections> {
+        let matrices = parts
+            .iter()
+            .map(|(name, shape)| self.matrix(layer, name, *shape))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Projections::new(matrices))
+    }
 }
 
 /// The decoder layers of `config`, read through `w`.
@@ -72,20 +84,26 @@ pub(super) fn build_layers(
             )?,
             q_norm: w.gain(n, &name("self_attn.q_norm.weight", "attn_q_norm"), hd)?,
             k_norm: w.gain(n, &name("self_attn.k_norm.weight", "attn_k_norm"), hd)?,
-            qkv: Projections::new(vec![
-                w.matrix(n, &name("self_attn.q_proj.weight", "attn_q"), [nh * hd, h])?,
-                w.matrix(n, &name("self_attn.k_proj.weight", "attn_k"), [nkv * hd, h])?,
-                w.matrix(n, &name("self_attn.v_proj.weight", "attn_v"), [nkv * hd, h])?,
-            ]),
+            qkv: w.projections(
+                n,
+                &[
+                    (name("self_attn.q_proj.weight", "attn_q"), [nh * hd, h]),
+                    (name("self_attn.k_proj.weight", "attn_k"), [nkv * hd, h]),
+                    (name("self_attn.v_proj.weight", "attn_v"), [nkv * hd, h]),
+                ],
+            )?,
             o_proj: w.matrix(
                 n,
                 &name("self_attn.o_proj.weight", "attn_output"),
                 [h, nh * hd],
             )?,
-            gate_up: Projections::new(vec![
-                w.matrix(n, &name("mlp.gate_proj.weight", "ffn_gate"), [i, h])?,
-                w.matrix(n, &name("mlp.up_proj.weight", "ffn_up"), [i, h])?,
-            ]),
+            gate_up: w.projections(
+                n,
+                &[
+                    (name("mlp.gate_proj.weight", "ffn_gate"), [i, h]),
+                    (name("mlp.up_proj.weight", "ffn_up"), [i, h]),
+                ],
+            )?,
             down_proj: w.matrix(n, &name("mlp.down_proj.weight", "ffn_down"), [h, i])?,
             cache: KvCache::default(),
         });
@@ -111,6 +129,28 @@ impl LayerWeights for GgufReader<'_> {
 
     fn matrix(&mut self, layer: usize, name: &TensorName, shape: [usize; 2]) -> Result<Matrix> {
         GgufReader::matrix(self, &format!("blk.{layer}.{}.weight", name.gguf), shape)
+    }
+
+    fn projections(
+        &mut self,
+        layer: usize,
+        parts: &[(TensorName, [usize; 2])],
+    ) -> Result<Projections> {
+        let named: Vec<(String, [usize; 2])> = parts
+            .iter()
+            .map(|(name, shape)| (format!("blk.{layer}.{}.weight", name.gguf), *shape))
+            .collect();
+        if let Some((joined, widths)) = self.k_quant_joined(&named)? {
+            return Ok(Projections::Joined {
+                matrix: Matrix::KQuant(std::sync::Arc::new(joined)),
+                widths,
+            });
+        }
+        let matrices = named
+            .iter()
+            .map(|(name, shape)| GgufReader::matrix(self, name, *shape))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Projections::new(matrices))
     }
 }
 

@@ -1,274 +1,291 @@
-//! The K-quant kernels on AVX2: ggml's `vec_dot_q{4,6}_K_q8_K` (arch/x86/quants.c), with a
-//! row's unpacked weights shared by up to four input positions, and the integer sums reduced per
-//! super-block so that the f32 steps are exactly the scalar kernel's.
+//! The tile products on AVX2. Each 32-byte weight vector holds four weights of each of eight
+//! rows; four input bytes broadcast across it make `vpmaddubsw` give every row its pair sums,
+//! so eight outputs accumulate side by side and nothing is summed across lanes.
+//!
+//! i16 partial sums stay exact: a Q4_K product pair is at most 2 * 15 * 127 = 3810, and eight
+//! of them (one 32-value sub-block) 30480; a Q6_K pair at most 2 * 63 * 127 = 16002, and two of
+//! them 32004. They widen to i32 when multiplied by the sub-block scales (`vpmaddwd`).
 
 use std::arch::x86_64::*;
 
-use super::{f16_at, InputBlocks, KQuant, QK_K};
+use super::tile::{
+    TileLayout, Q4K_D, Q4K_DMIN, Q4K_MINS, Q4K_QUANTS, Q4K_SCALES, Q4K_TILE_BLOCK, Q6K_D, Q6K_HIGH,
+    Q6K_LOW, Q6K_SCALES, Q6K_TILE_BLOCK, TILE_ROWS,
+};
+use super::{InputBlocks, KQuant, POSITIONS_PER_PASS, QK_K};
 
-/// `weights`: whole Q4_K super-blocks of one row; `sums[p]` gets its dot product with input
-/// position `p` (`inputs.count` of them, at most four).
+type Sums = [[f32; TILE_ROWS]; POSITIONS_PER_PASS];
+
+/// `sums[p][r]`: row `r` of a Q4_K tile times input position `p` (`inputs.count` of them).
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn q4k(weights: &[u8], inputs: &InputBlocks, sums: &mut [f32]) {
-    match inputs.count {
-        1 => q4k_positions::<1>(weights, inputs, sums),
-        2 => q4k_positions::<2>(weights, inputs, sums),
-        3 => q4k_positions::<3>(weights, inputs, sums),
-        _ => q4k_positions::<4>(weights, inputs, sums),
+/// The CPU has AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q4k(tile: &[u8], inputs: &InputBlocks, sums: &mut Sums) {
+    if !covers(KQuant::Q4K, tile, inputs) {
+        return super::scalar::tile(KQuant::Q4K, tile, inputs, sums);
+    }
+    // SAFETY: `covers` checked the lengths the kernels read.
+    unsafe {
+        match inputs.count {
+            1 => q4k_positions::<1>(tile, inputs, sums),
+            2 => q4k_positions::<2>(tile, inputs, sums),
+            3 => q4k_positions::<3>(tile, inputs, sums),
+            _ => q4k_positions::<4>(tile, inputs, sums),
+        }
     }
 }
 
-/// As [`q4k`] for Q6_K super-blocks.
+/// As [`q4k`] for a Q6_K tile.
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn q6k(weights: &[u8], inputs: &InputBlocks, sums: &mut [f32]) {
-    match inputs.count {
-        1 => q6k_positions::<1>(weights, inputs, sums),
-        2 => q6k_positions::<2>(weights, inputs, sums),
-        3 => q6k_positions::<3>(weights, inputs, sums),
-        _ => q6k_positions::<4>(weights, inputs, sums),
+/// The CPU has AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q6k(tile: &[u8], inputs: &InputBlocks, sums: &mut Sums) {
+    if !covers(KQuant::Q6K, tile, inputs) {
+        return super::scalar::tile(KQuant::Q6K, tile, inputs, sums);
     }
-}
-
-/// Whether the slices hold what a kernel for `P` positions reads: `inputs.blocks` weight blocks
-/// and that many input blocks (values and 16-sums) for each position.
-fn covers<const P: usize>(
-    kind: KQuant,
-    weights: &[u8],
-    inputs: &InputBlocks,
-    sums: &[f32],
-) -> bool {
-    let blocks = inputs.blocks;
-    (1..=4).contains(&P)
-        && inputs.count == P
-        && sums.len() >= P
-        && weights.len() >= blocks * kind.block_bytes()
-        && inputs.scales.len() >= P * blocks
-        && inputs.values.len() >= P * blocks * QK_K
-        && inputs.sums16.len() >= P * blocks * 16
-}
-
-/// The two low bits of each byte, moved up to bits 4 and 5.
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-fn top_bits(bits: __m256i) -> __m256i {
-    _mm256_slli_epi16::<4>(_mm256_and_si256(bits, _mm256_set1_epi8(3)))
-}
-
-/// Selects i16 lane `i` of each 128-bit half into every lane.
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-fn pick_i16(i: i16) -> __m256i {
-    _mm256_set1_epi16(((2 * i + 1) << 8) | (2 * i))
-}
-
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-fn hsum_f32(v: __m256) -> f32 {
-    hsum_f32_128(_mm_add_ps(
-        _mm256_castps256_ps128(v),
-        _mm256_extractf128_ps::<1>(v),
-    ))
-}
-
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-fn hsum_f32_128(x: __m128) -> f32 {
-    let x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-    let x = _mm_add_ss(x, _mm_movehdup_ps(x));
-    _mm_cvtss_f32(x)
-}
-
-#[target_feature(enable = "avx2,fma")]
-unsafe fn q4k_positions<const P: usize>(weights: &[u8], inputs: &InputBlocks, sums: &mut [f32]) {
-    if !covers::<P>(KQuant::Q4K, weights, inputs, sums) {
-        return super::scalar::q4k(weights, inputs, sums);
-    }
-    let blocks = inputs.blocks;
-    let bytes = KQuant::Q4K.block_bytes();
-    let low_nibbles = _mm256_set1_epi8(0xF);
-    let mut acc = [_mm256_setzero_ps(); P];
-    let mut acc_mins = [_mm_setzero_ps(); P];
-    for b in 0..blocks {
-        let block = &weights[b * bytes..(b + 1) * bytes];
-        // ggml's unpacking of the 12 scale bytes: eight 6-bit scales, then eight minimums.
-        let mut packed = [0u32; 3];
-        for (word, chunk) in packed.iter_mut().zip(block[4..16].chunks_exact(4)) {
-            *word = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        }
-        const KMASK1: u32 = 0x3f3f_3f3f;
-        const KMASK2: u32 = 0x0f0f_0f0f;
-        const KMASK3: u32 = 0x0303_0303;
-        let scales_lo = packed[0] & KMASK1;
-        let scales_hi = (packed[2] & KMASK2) | (((packed[0] >> 6) & KMASK3) << 4);
-        let mins_lo = packed[1] & KMASK1;
-        let mins_hi = ((packed[2] >> 4) & KMASK2) | (((packed[1] >> 6) & KMASK3) << 4);
-        let scales_and_mins = _mm256_cvtepu8_epi16(_mm_set_epi32(
-            mins_hi as i32,
-            mins_lo as i32,
-            scales_hi as i32,
-            scales_lo as i32,
-        ));
-        let scales128 = _mm256_castsi256_si128(scales_and_mins);
-        let scales = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(scales128), scales128);
-        let mins = _mm256_extracti128_si256::<1>(scales_and_mins);
-
-        // SAFETY (all `add`s on `y` below): `covers` checked that each position has `blocks`
-        // blocks of 256 input bytes.
-        let y: [*const u8; P] = std::array::from_fn(|p| unsafe {
-            inputs.values.as_ptr().add((p * blocks + b) * QK_K) as *const u8
-        });
-        let mut dots = [_mm256_setzero_si256(); P];
-        for j in 0..4 {
-            let scale_low = _mm256_shuffle_epi8(scales, pick_i16(2 * j as i16));
-            let scale_high = _mm256_shuffle_epi8(scales, pick_i16(2 * j as i16 + 1));
-            // SAFETY: bytes 16 + 32j .. 48 + 32j of a 144-byte block.
-            let q4 =
-                unsafe { _mm256_loadu_si256(block.as_ptr().add(16 + 32 * j) as *const __m256i) };
-            let q4_low = _mm256_and_si256(q4, low_nibbles);
-            let q4_high = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), low_nibbles);
-            for p in 0..P {
-                let (y_low, y_high) = unsafe {
-                    (
-                        _mm256_loadu_si256(y[p].add(64 * j) as *const __m256i),
-                        _mm256_loadu_si256(y[p].add(64 * j + 32) as *const __m256i),
-                    )
-                };
-                let low = _mm256_madd_epi16(scale_low, _mm256_maddubs_epi16(q4_low, y_low));
-                let high = _mm256_madd_epi16(scale_high, _mm256_maddubs_epi16(q4_high, y_high));
-                dots[p] = _mm256_add_epi32(dots[p], _mm256_add_epi32(low, high));
-            }
-        }
-        let (d, dmin) = (f16_at(block, 0), f16_at(block, 2));
-        for p in 0..P {
-            let at = p * blocks + b;
-            // SAFETY: `covers` checked that each position has 16 sums per block.
-            let (first, second) = unsafe {
-                let y_sums = inputs.sums16.as_ptr().add(at * 16);
-                (
-                    _mm_loadu_si128(y_sums as *const __m128i),
-                    _mm_loadu_si128(y_sums.add(8) as *const __m128i),
-                )
-            };
-            // Sums of each 32 inputs, the span of one minimum.
-            let sums32 = _mm_hadd_epi16(first, second);
-            let y_scale = inputs.scales[at];
-            acc_mins[p] = _mm_fmadd_ps(
-                _mm_set1_ps(-y_scale * dmin),
-                _mm_cvtepi32_ps(_mm_madd_epi16(mins, sums32)),
-                acc_mins[p],
-            );
-            acc[p] = _mm256_fmadd_ps(
-                _mm256_set1_ps(y_scale * d),
-                _mm256_cvtepi32_ps(dots[p]),
-                acc[p],
-            );
+    // SAFETY: `covers` checked the lengths the kernels read.
+    unsafe {
+        match inputs.count {
+            1 => q6k_positions::<1>(tile, inputs, sums),
+            2 => q6k_positions::<2>(tile, inputs, sums),
+            3 => q6k_positions::<3>(tile, inputs, sums),
+            _ => q6k_positions::<4>(tile, inputs, sums),
         }
     }
-    for p in 0..P {
-        sums[p] = hsum_f32(acc[p]) + hsum_f32_128(acc_mins[p]);
+}
+
+/// Whether the tile holds `inputs.blocks` tile blocks and the inputs are complete.
+fn covers(kind: KQuant, tile: &[u8], inputs: &InputBlocks) -> bool {
+    inputs.complete() && tile.len() >= inputs.blocks * TileLayout::block_bytes(kind)
+}
+
+/// Four input bytes (or two i16) at `at`, in every 32-bit lane.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn broadcast4<T>(at: *const T) -> __m256i {
+    // SAFETY: the caller's pointer has four readable bytes.
+    _mm256_set1_epi32(unsafe { (at as *const i32).read_unaligned() })
+}
+
+/// Eight bytes at `at` (one per row) as 16 i16 lanes, each row's value twice: the multipliers of
+/// `vpmaddwd` for one sub-block.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn row_bytes_twice(at: *const u8, signed: bool) -> __m256i {
+    // SAFETY: the caller's pointer has eight readable bytes.
+    let eight = unsafe { _mm_loadl_epi64(at as *const __m128i) };
+    let twice = _mm_unpacklo_epi8(eight, eight);
+    if signed {
+        _mm256_cvtepi8_epi16(twice)
+    } else {
+        _mm256_cvtepu8_epi16(twice)
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
-unsafe fn q6k_positions<const P: usize>(weights: &[u8], inputs: &InputBlocks, sums: &mut [f32]) {
-    if !covers::<P>(KQuant::Q6K, weights, inputs, sums) {
-        return super::scalar::q6k(weights, inputs, sums);
+/// Two sub-blocks' bytes (eight rows each, at `first` and `second`) interleaved per row as 16 i16
+/// lanes `[first[r], second[r]]`: the multipliers of `vpmaddwd` against a pair of input sums.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn row_byte_pairs(first: *const u8, second: *const u8, signed: bool) -> __m256i {
+    // SAFETY: the caller's pointers have eight readable bytes each.
+    let (a, b) = unsafe {
+        (
+            _mm_loadl_epi64(first as *const __m128i),
+            _mm_loadl_epi64(second as *const __m128i),
+        )
+    };
+    let pairs = _mm_unpacklo_epi8(a, b);
+    if signed {
+        _mm256_cvtepi8_epi16(pairs)
+    } else {
+        _mm256_cvtepu8_epi16(pairs)
     }
+}
+
+/// Asks for the tile block two ahead of `block` (`len` bytes each), so that a matrix streams from
+/// memory at the rate the kernel computes instead of waiting for every block; a hint, harmless
+/// past the end of a tile (the next tile's bytes, or nothing if none).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn prefetch_ahead(block: *const u8, len: usize) {
+    for line in (0..len).step_by(64) {
+        // A prefetch never faults, whatever the address.
+        _mm_prefetch::<_MM_HINT_T0>(block.wrapping_add(2 * len + line) as *const i8);
+    }
+}
+
+/// The eight rows' f16 scales at `at` as f32.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn row_scales(at: *const u8) -> __m256 {
+    // SAFETY: the caller's pointer has 16 readable bytes.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(at as *const __m128i) })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k_positions<const P: usize>(tile: &[u8], inputs: &InputBlocks, sums: &mut Sums) {
     let blocks = inputs.blocks;
-    let bytes = KQuant::Q6K.block_bytes();
     let low_nibbles = _mm256_set1_epi8(0xF);
     let mut acc = [_mm256_setzero_ps(); P];
     for b in 0..blocks {
-        let block = &weights[b * bytes..(b + 1) * bytes];
-        // SAFETY: bytes 192..208 of a 210-byte block.
-        let scales = unsafe { _mm_loadu_si128(block.as_ptr().add(192) as *const __m128i) };
-        // SAFETY (all `add`s on `y` below): `covers` checked that each position has `blocks`
-        // blocks of 256 input bytes.
-        let y: [*const u8; P] = std::array::from_fn(|p| unsafe {
-            inputs.values.as_ptr().add((p * blocks + b) * QK_K) as *const u8
-        });
-        let mut dots = [_mm256_setzero_si256(); P];
-        for half in 0..2 {
-            // SAFETY: bytes 64h..64h+64 (low nibbles) and 128+32h..160+32h (high bits).
-            let (ql1, ql2, qh) = unsafe {
-                let base = block.as_ptr();
-                (
-                    _mm256_loadu_si256(base.add(64 * half) as *const __m256i),
-                    _mm256_loadu_si256(base.add(64 * half + 32) as *const __m256i),
-                    _mm256_loadu_si256(base.add(128 + 32 * half) as *const __m256i),
-                )
-            };
-            let quarters = [
-                _mm256_or_si256(_mm256_and_si256(ql1, low_nibbles), top_bits(qh)),
-                _mm256_or_si256(
-                    _mm256_and_si256(ql2, low_nibbles),
-                    top_bits(_mm256_srli_epi16::<2>(qh)),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low_nibbles),
-                    top_bits(_mm256_srli_epi16::<4>(qh)),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql2), low_nibbles),
-                    top_bits(_mm256_srli_epi16::<6>(qh)),
-                ),
-            ];
-            for (quarter, q6) in quarters.iter().enumerate() {
-                // 16 i16 lanes: the first 8 cover values of scale 2i, the next 8 of 2i + 1.
-                let i = (8 * half + 2 * quarter) as i8;
-                let pick = _mm_set_epi8(
-                    i + 1,
-                    i + 1,
-                    i + 1,
-                    i + 1,
-                    i + 1,
-                    i + 1,
-                    i + 1,
-                    i + 1,
-                    i,
-                    i,
-                    i,
-                    i,
-                    i,
-                    i,
-                    i,
-                    i,
-                );
-                let scale = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick));
-                for p in 0..P {
-                    let y = unsafe {
-                        _mm256_loadu_si256(y[p].add(128 * half + 32 * quarter) as *const __m256i)
+        // SAFETY (every pointer below): the tile has `blocks` tile blocks and the inputs
+        // `blocks` super-blocks per position (`covers`); offsets stay inside one of each.
+        unsafe {
+            let block = tile.as_ptr().add(b * Q4K_TILE_BLOCK);
+            prefetch_ahead(block, Q4K_TILE_BLOCK);
+            let y: [*const i8; P] =
+                std::array::from_fn(|p| inputs.values.as_ptr().add((p * blocks + b) * QK_K));
+            let mut dots = [_mm256_setzero_si256(); P];
+            for s in 0..8 {
+                // Sub-block s: the low nibbles of vectors 8(s/2).. for even s, high for odd.
+                let (j, high) = (s / 2, s % 2);
+                let mut pairs = [_mm256_setzero_si256(); P];
+                for g in 0..8 {
+                    let w = _mm256_loadu_si256(
+                        block.add(Q4K_QUANTS + 32 * (8 * j + g)) as *const __m256i
+                    );
+                    let w = if high == 1 {
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(w), low_nibbles)
+                    } else {
+                        _mm256_and_si256(w, low_nibbles)
                     };
-                    let products = _mm256_madd_epi16(scale, _mm256_maddubs_epi16(*q6, y));
-                    dots[p] = _mm256_add_epi32(dots[p], products);
+                    for p in 0..P {
+                        let x = broadcast4(y[p].add(32 * s + 4 * g));
+                        pairs[p] = _mm256_add_epi16(pairs[p], _mm256_maddubs_epi16(w, x));
+                    }
+                }
+                let scale = row_bytes_twice(block.add(Q4K_SCALES + 8 * s), false);
+                for p in 0..P {
+                    dots[p] = _mm256_add_epi32(dots[p], _mm256_madd_epi16(pairs[p], scale));
                 }
             }
-        }
-        // The stored values are q + 32: take 32 * scale * (sum of inputs) back off, per 16.
-        let scales16 = _mm256_cvtepi8_epi16(scales);
-        let d = f16_at(block, 208);
-        for p in 0..P {
-            let at = p * blocks + b;
-            // SAFETY: `covers` checked that each position has 16 sums per block.
-            let y_sums = unsafe {
-                _mm256_loadu_si256(inputs.sums16.as_ptr().add(at * 16) as *const __m256i)
-            };
-            let offsets = _mm256_slli_epi32::<5>(_mm256_madd_epi16(scales16, y_sums));
-            let dot = _mm256_sub_epi32(dots[p], offsets);
-            acc[p] = _mm256_fmadd_ps(
-                _mm256_set1_ps(inputs.scales[at] * d),
-                _mm256_cvtepi32_ps(dot),
-                acc[p],
-            );
+            let mins: [__m256i; 4] = std::array::from_fn(|k| {
+                row_byte_pairs(
+                    block.add(Q4K_MINS + 16 * k),
+                    block.add(Q4K_MINS + 16 * k + 8),
+                    false,
+                )
+            });
+            let d = row_scales(block.add(Q4K_D));
+            let dmin = row_scales(block.add(Q4K_DMIN));
+            for p in 0..P {
+                let at = p * blocks + b;
+                let sums32 = inputs.sums32.as_ptr().add(at * 8);
+                let mut min_dot = _mm256_setzero_si256();
+                for (k, pair) in mins.iter().enumerate() {
+                    let x = broadcast4(sums32.add(2 * k));
+                    min_dot = _mm256_add_epi32(min_dot, _mm256_madd_epi16(*pair, x));
+                }
+                let y_scale = _mm256_set1_ps(inputs.scales[at]);
+                acc[p] = _mm256_fmadd_ps(
+                    _mm256_mul_ps(d, y_scale),
+                    _mm256_cvtepi32_ps(dots[p]),
+                    acc[p],
+                );
+                acc[p] = _mm256_fnmadd_ps(
+                    _mm256_mul_ps(dmin, y_scale),
+                    _mm256_cvtepi32_ps(min_dot),
+                    acc[p],
+                );
+            }
         }
     }
     for p in 0..P {
-        sums[p] = hsum_f32(acc[p]);
+        // SAFETY: a row of `sums` holds eight f32.
+        unsafe { _mm256_storeu_ps(sums[p].as_mut_ptr(), acc[p]) };
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_positions<const P: usize>(tile: &[u8], inputs: &InputBlocks, sums: &mut Sums) {
+    let blocks = inputs.blocks;
+    let low_nibbles = _mm256_set1_epi8(0xF);
+    let bits45 = _mm256_set1_epi8(0x30);
+    let mut acc = [_mm256_setzero_ps(); P];
+    for b in 0..blocks {
+        // SAFETY (every pointer below): as in the Q4_K kernel.
+        unsafe {
+            let block = tile.as_ptr().add(b * Q6K_TILE_BLOCK);
+            prefetch_ahead(block, Q6K_TILE_BLOCK);
+            let y: [*const i8; P] =
+                std::array::from_fn(|p| inputs.values.as_ptr().add((p * blocks + b) * QK_K));
+            let mut dots = [_mm256_setzero_si256(); P];
+            for sub in 0..8 {
+                // Sub-blocks `sub` (values 16 sub..+16) and `8 + sub` (128 + 16 sub..+16): two
+                // top-bit vectors, four low-nibble vectors.
+                let scale_first = row_bytes_twice(block.add(Q6K_SCALES + 8 * sub), true);
+                let scale_second = row_bytes_twice(block.add(Q6K_SCALES + 8 * (8 + sub)), true);
+                for k in 2 * sub..2 * sub + 2 {
+                    let top = _mm256_loadu_si256(block.add(Q6K_HIGH + 32 * k) as *const __m256i);
+                    let low0 = _mm256_loadu_si256(block.add(Q6K_LOW + 64 * k) as *const __m256i);
+                    let low1 =
+                        _mm256_loadu_si256(block.add(Q6K_LOW + 64 * k + 32) as *const __m256i);
+                    // Values 8k..8k+8 (first half) and 128 + 8k..+8 (second half), four per
+                    // vector; each top-bit pair moved to bits 4 and 5 (16-bit shifts carry bits
+                    // across bytes only where the mask drops them).
+                    let first0 = _mm256_or_si256(
+                        _mm256_and_si256(low0, low_nibbles),
+                        _mm256_and_si256(_mm256_slli_epi16::<4>(top), bits45),
+                    );
+                    let second0 = _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(low0), low_nibbles),
+                        _mm256_and_si256(_mm256_slli_epi16::<2>(top), bits45),
+                    );
+                    let first1 = _mm256_or_si256(
+                        _mm256_and_si256(low1, low_nibbles),
+                        _mm256_and_si256(top, bits45),
+                    );
+                    let second1 = _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(low1), low_nibbles),
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(top), bits45),
+                    );
+                    for p in 0..P {
+                        let first = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(first0, broadcast4(y[p].add(8 * k))),
+                            _mm256_maddubs_epi16(first1, broadcast4(y[p].add(8 * k + 4))),
+                        );
+                        let second = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(second0, broadcast4(y[p].add(128 + 8 * k))),
+                            _mm256_maddubs_epi16(second1, broadcast4(y[p].add(128 + 8 * k + 4))),
+                        );
+                        dots[p] = _mm256_add_epi32(
+                            dots[p],
+                            _mm256_add_epi32(
+                                _mm256_madd_epi16(first, scale_first),
+                                _mm256_madd_epi16(second, scale_second),
+                            ),
+                        );
+                    }
+                }
+            }
+            // The stored values are q + 32: take 32 * scale * (sum of inputs) back off, per 16.
+            let scale_pairs: [__m256i; 8] = std::array::from_fn(|m| {
+                row_byte_pairs(
+                    block.add(Q6K_SCALES + 16 * m),
+                    block.add(Q6K_SCALES + 16 * m + 8),
+                    true,
+                )
+            });
+            let d = row_scales(block.add(Q6K_D));
+            for p in 0..P {
+                let at = p * blocks + b;
+                let sums16 = inputs.sums16.as_ptr().add(at * 16);
+                let mut offset = _mm256_setzero_si256();
+                for (m, pair) in scale_pairs.iter().enumerate() {
+                    let x = broadcast4(sums16.add(2 * m));
+                    offset = _mm256_add_epi32(offset, _mm256_madd_epi16(*pair, x));
+                }
+                let dot = _mm256_sub_epi32(dots[p], _mm256_slli_epi32::<5>(offset));
+                let y_scale = _mm256_set1_ps(inputs.scales[at]);
+                acc[p] =
+                    _mm256_fmadd_ps(_mm256_mul_ps(d, y_scale), _mm256_cvtepi32_ps(dot), acc[p]);
+            }
+        }
+    }
+    for p in 0..P {
+        // SAFETY: a row of `sums` holds eight f32.
+        unsafe { _mm256_storeu_ps(sums[p].as_mut_ptr(), acc[p]) };
     }
 }

@@ -1,32 +1,39 @@
 //! llama.cpp's K-quant weight matrices (Q4_K and Q6_K: 256 values per super-block, the types of
-//! every public Q4_K_M / Q5_K_M MedGemma GGUF's large matrices) multiplied straight from the
-//! file's bytes, with the instructions this CPU has, picked at run time.
+//! every public Q4_K_M / Q5_K_M MedGemma GGUF's large matrices) and their products, with the
+//! instructions this CPU has, picked at run time.
 //!
 //! The arithmetic is ggml's `vec_dot_q{4,6}_K_q8_K`: the inputs are quantized per 256 values to
 //! signed bytes with an f32 scale and 16-value sums (`quantize_row_q8_K`), each super-block's
 //! integer dot product is exact, and the f32 result adds `d_weight * d_input * sum` (minus the
 //! Q4_K minimums) block by block. The integer sums are the same whatever the instructions; only
-//! the order of the f32 additions differs between kernels (the AVX2 Q4_K kernel's is ggml's).
-//! The scalar kernel runs on any CPU and is the tests' reference.
+//! the order of the f32 additions differs between kernels and from ggml. The scalar kernel runs
+//! on any CPU and is the tests' reference.
 //!
-//! Nothing is repacked or copied: the matrix is the file's bytes, so the weights cost their file
-//! size once. In a prompt, a row's weights are unpacked once for four positions.
+//! The rows are regrouped at load into tiles of eight ([`tile`]), the same bytes in another order
+//! (Q6_K exactly as large, Q4_K 3% larger for its unpacked 6-bit scales), so that one 32-byte
+//! load holds four weights of each of eight rows. A broadcast input then feeds eight outputs at
+//! once, with no horizontal sums, for one token as for a prompt. The file's own copy is never
+//! held: tiles are built from rows as they are read.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+mod scalar;
 #[cfg(test)]
 mod tests;
+pub(crate) mod tile;
 
-use half::f16;
+use tile::{TileLayout, TILE_ROWS};
 
 /// Values per super-block.
 pub(crate) const QK_K: usize = 256;
-/// Prompt positions one pass over a weight row serves.
+/// Prompt positions one pass over a tile serves.
 const POSITIONS_PER_PASS: usize = 4;
-/// Prompt positions whose quantized inputs stay in cache while rows stream past them.
+/// Prompt positions whose quantized inputs stay in cache while tiles stream past them.
 const POSITION_TILE: usize = 32;
-/// Weight rows per work item handed to a thread.
-const ROWS_PER_ITEM: usize = 8;
+/// Tiles read from a file before the threads tile them (about 1 MB of a 4B model's rows).
+const LOAD_BATCH_TILES: usize = 64;
+/// Tiles per work item handed to a thread.
+const TILES_PER_ITEM: usize = 2;
 
 /// A K-quant weight type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +45,7 @@ pub(crate) enum KQuant {
 }
 
 impl KQuant {
-    /// Bytes of one super-block.
+    /// Bytes of one super-block of one row in a GGUF file.
     pub(crate) const fn block_bytes(self) -> usize {
         match self {
             KQuant::Q4K => 144,
@@ -60,7 +67,7 @@ impl KQuant {
 /// The instructions a product runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Isa {
-    /// AVX2 with FMA (x86-64-v3: Intel since Haswell, AMD since Zen).
+    /// AVX2 with FMA and F16C (x86-64-v3: Intel since Haswell, AMD since Zen).
     Avx2,
     /// Plain Rust, any CPU.
     Scalar,
@@ -103,6 +110,7 @@ mod detected {
             Isa::Avx2 => {
                 std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
+                    && std::arch::is_x86_feature_detected!("f16c")
             }
             #[cfg(not(target_arch = "x86_64"))]
             Isa::Avx2 => false,
@@ -112,19 +120,19 @@ mod detected {
 
 use detected::DetectedIsa;
 
-/// A `[rows, cols]` matrix of K-quant super-blocks, row after row, as in the GGUF file.
+/// A `[rows, cols]` K-quant matrix in tiles of eight rows (the last padded with zero rows).
 #[derive(Debug)]
 pub(crate) struct KQuantMatrix {
-    kind: KQuant,
+    layout: TileLayout,
     rows: usize,
     cols: usize,
-    data: Vec<u8>,
+    data: super::TileMemory,
 }
 
 impl KQuantMatrix {
-    /// Bytes of a `[rows, cols]` matrix of `kind`; `None` when `cols` is not whole super-blocks or
-    /// the size does not fit the address space (sizes come from files).
-    pub(crate) fn size_of(kind: KQuant, rows: usize, cols: usize) -> Option<usize> {
+    /// Bytes of a `[rows, cols]` matrix in a GGUF file; `None` when `cols` is not whole
+    /// super-blocks or the size does not fit the address space (sizes come from files).
+    pub(crate) fn file_size(kind: KQuant, rows: usize, cols: usize) -> Option<usize> {
         if cols == 0 || !cols.is_multiple_of(QK_K) {
             return None;
         }
@@ -134,37 +142,138 @@ impl KQuantMatrix {
         (bytes <= isize::MAX as usize).then_some(bytes)
     }
 
-    /// The matrix of these bytes; `None` when their length is not that of `[rows, cols]`.
-    pub(crate) fn new(kind: KQuant, rows: usize, cols: usize, data: Vec<u8>) -> Option<Self> {
-        (Some(data.len()) == Self::size_of(kind, rows, cols)).then_some(Self {
-            kind,
-            rows,
-            cols,
-            data,
+    /// Tiles a matrix whose GGUF rows `read_rows(first, bytes)` supplies, up to eight at a time
+    /// (`bytes.len()` is a whole number of rows). `None` when `cols` is not whole super-blocks or
+    /// the sizes do not fit in memory.
+    pub(crate) fn tile_with<E>(
+        kind: KQuant,
+        rows: usize,
+        cols: usize,
+        mut read_rows: impl FnMut(usize, &mut [u8]) -> std::result::Result<(), E>,
+    ) -> Option<std::result::Result<Self, E>> {
+        Self::tile_parts(kind, &[rows], cols, |_, first, bytes| {
+            read_rows(first, bytes)
         })
     }
 
-    /// One matrix with the rows of `parts` in order (their bytes one after another); `None`
-    /// unless there are at least two, all of one type and width.
+    /// One matrix of the rows of several, tiled as `read_rows(part, first, bytes)` supplies each
+    /// part's GGUF rows in order: projections of the same input (q, k, v; gate, up) multiplied
+    /// as one. `None` when `cols` is not whole super-blocks, a part but the last does not fill
+    /// whole tiles, or the sizes do not fit in memory.
+    pub(crate) fn tile_parts<E>(
+        kind: KQuant,
+        part_rows: &[usize],
+        cols: usize,
+        mut read_rows: impl FnMut(usize, usize, &mut [u8]) -> std::result::Result<(), E>,
+    ) -> Option<std::result::Result<Self, E>> {
+        let (_, whole) = part_rows.split_last()?;
+        if whole.iter().any(|rows| !rows.is_multiple_of(TILE_ROWS)) {
+            return None;
+        }
+        let rows = part_rows
+            .iter()
+            .try_fold(0usize, |sum, &r| sum.checked_add(r))?;
+        Self::file_size(kind, rows, cols)?;
+        let layout = TileLayout::new(kind, cols / QK_K);
+        let tile_bytes = layout.tile_bytes();
+        let total = rows.div_ceil(TILE_ROWS).checked_mul(tile_bytes)?;
+        // The file holds the same bytes (Q4_K: 3% fewer), so this is no more than its size.
+        if total > isize::MAX as usize / 2 {
+            return None;
+        }
+        let mut data = super::TileMemory::zeroed(total);
+        let row_bytes = layout.blocks * kind.block_bytes();
+        // Rows are read in batches of tiles, and each batch is tiled by all threads: the first
+        // write to fresh memory is where the kernel zeroes it, a cost worth sharing.
+        let mut source = vec![0u8; LOAD_BATCH_TILES * TILE_ROWS * row_bytes];
+        let mut batch: Vec<(usize, usize)> = Vec::with_capacity(LOAD_BATCH_TILES);
+        let mut next_tile = 0;
+        let mut tiles = part_rows.iter().enumerate().flat_map(|(part, &rows)| {
+            (0..rows)
+                .step_by(TILE_ROWS)
+                .map(move |first| (part, first, TILE_ROWS.min(rows - first)))
+        });
+        loop {
+            batch.clear();
+            let mut filled = 0;
+            for (part, first, present) in tiles.by_ref().take(LOAD_BATCH_TILES) {
+                let len = present * row_bytes;
+                if let Err(e) = read_rows(part, first, &mut source[filled..filled + len]) {
+                    return Some(Err(e));
+                }
+                batch.push((filled, len));
+                filled += len;
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let out = &mut data.bytes_mut()
+                [next_tile * tile_bytes..(next_tile + batch.len()) * tile_bytes];
+            let writes = super::DisjointWrites::new(out);
+            let (source, batch) = (&source, &batch);
+            candle_core::utils::barrier_pool().execute_chunked(batch.len(), |range| {
+                for t in range {
+                    let (start, len) = batch[t];
+                    // SAFETY: tile `t` of the batch is filled by this worker alone, and the batch
+                    // lies inside `out`.
+                    let tile = unsafe { writes.slice(t * tile_bytes, tile_bytes) };
+                    layout.fill(tile, &source[start..start + len]);
+                }
+            });
+            next_tile += batch.len();
+        }
+        Some(Ok(Self {
+            layout,
+            rows,
+            cols,
+            data,
+        }))
+    }
+
+    /// Tiles the GGUF bytes of a `[rows, cols]` matrix; `None` if the sizes disagree.
+    pub(crate) fn from_file_bytes(
+        kind: KQuant,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Option<Self> {
+        if Some(bytes.len()) != Self::file_size(kind, rows, cols) {
+            return None;
+        }
+        let row_bytes = bytes.len() / rows.max(1);
+        Self::tile_with(kind, rows, cols, |first, out: &mut [u8]| {
+            let start = first * row_bytes;
+            out.copy_from_slice(bytes.get(start..start + out.len()).ok_or(())?);
+            Ok::<(), ()>(())
+        })
+        .and_then(|r| r.ok())
+    }
+
+    /// One matrix with the rows of `parts` in order; `None` unless there are at least two, all
+    /// of one type and width, and all but the last fill whole tiles.
     pub(crate) fn join(parts: &[&KQuantMatrix]) -> Option<Self> {
-        let (first, rest) = parts.split_first()?;
+        let (last, rest) = parts.split_last()?;
         if rest.is_empty()
-            || rest
-                .iter()
-                .any(|p| p.kind != first.kind || p.cols != first.cols)
+            || parts.iter().any(|p| p.layout != last.layout)
+            || rest.iter().any(|p| !p.rows.is_multiple_of(TILE_ROWS))
         {
             return None;
         }
-        let rows = parts
+        let total = parts
             .iter()
-            .try_fold(0usize, |sum, p| sum.checked_add(p.rows))?;
-        let mut data = Vec::new();
-        data.try_reserve_exact(Self::size_of(first.kind, rows, first.cols)?)
-            .ok()?;
+            .try_fold(0usize, |sum, p| sum.checked_add(p.data.len()))?;
+        let mut data = super::TileMemory::zeroed(total);
+        let mut start = 0;
         for part in parts {
-            data.extend_from_slice(&part.data);
+            data.bytes_mut()[start..start + part.data.len()].copy_from_slice(part.data.bytes());
+            start += part.data.len();
         }
-        Self::new(first.kind, rows, first.cols, data)
+        Some(Self {
+            layout: last.layout,
+            rows: parts.iter().map(|p| p.rows).sum(),
+            cols: last.cols,
+            data,
+        })
     }
 
     /// Output rows.
@@ -182,13 +291,9 @@ impl KQuantMatrix {
         self.data.len()
     }
 
-    fn blocks(&self) -> usize {
-        self.cols / QK_K
-    }
-
-    fn row(&self, row: usize) -> &[u8] {
-        let len = self.blocks() * self.kind.block_bytes();
-        &self.data[row * len..(row + 1) * len]
+    fn tile(&self, t: usize) -> &[u8] {
+        let len = self.layout.tile_bytes();
+        &self.data.bytes()[t * len..(t + 1) * len]
     }
 
     /// Appends the dequantised row `row` (as ggml's `dequantize_row_q{4,6}_K`) to `out`; `false`
@@ -197,12 +302,8 @@ impl KQuantMatrix {
         if row >= self.rows {
             return false;
         }
-        for block in self.row(row).chunks_exact(self.kind.block_bytes()) {
-            match self.kind {
-                KQuant::Q4K => dequantize_q4k(block, out),
-                KQuant::Q6K => dequantize_q6k(block, out),
-            }
-        }
+        self.layout
+            .dequantize_row(self.tile(row / TILE_ROWS), row % TILE_ROWS, out);
         true
     }
 
@@ -218,80 +319,76 @@ impl KQuantMatrix {
         let rows = self.rows;
         let mut out = vec![0f32; m.checked_mul(rows)?];
         let inputs = Q8KInputs::new(x, m, self.cols);
-        let blocks = self.blocks();
+        let blocks = self.layout.blocks;
         let writes = super::DisjointWrites::new(&mut out);
-        let row_items = rows.div_ceil(ROWS_PER_ITEM);
+        let tiles = rows.div_ceil(TILE_ROWS);
+        let items_per_tile_row = tiles.div_ceil(TILES_PER_ITEM);
         let position_tiles = m.div_ceil(POSITION_TILE);
         let run = |items: std::ops::Range<usize>| {
-            let mut sums = [0f32; POSITIONS_PER_PASS];
+            let mut sums = [[0f32; TILE_ROWS]; POSITIONS_PER_PASS];
             for item in items {
-                let tile = item / row_items;
-                let first_row = item % row_items * ROWS_PER_ITEM;
-                let positions = tile * POSITION_TILE..m.min((tile + 1) * POSITION_TILE);
-                for row in first_row..rows.min(first_row + ROWS_PER_ITEM) {
-                    let weights = self.row(row);
+                let position_tile = item / items_per_tile_row;
+                let first_tile = item % items_per_tile_row * TILES_PER_ITEM;
+                let positions =
+                    position_tile * POSITION_TILE..m.min((position_tile + 1) * POSITION_TILE);
+                for t in first_tile..tiles.min(first_tile + TILES_PER_ITEM) {
+                    let tile = self.tile(t);
+                    let first_row = t * TILE_ROWS;
+                    let present = TILE_ROWS.min(rows - first_row);
                     let mut position = positions.start;
                     while position < positions.end {
                         let pass = POSITIONS_PER_PASS.min(positions.end - position);
                         let inputs = inputs.positions(position, pass, blocks);
-                        dot_rows(isa, self.kind, weights, &inputs, &mut sums[..pass]);
-                        for (p, &sum) in sums[..pass].iter().enumerate() {
+                        dot_tile(isa, self.layout.kind, tile, &inputs, &mut sums);
+                        for (p, row_sums) in sums.iter().enumerate().take(pass) {
                             // SAFETY: each (position, row) is computed by exactly one work item,
                             // and it lies inside `out` (m * rows elements).
-                            let cell = unsafe { writes.slice((position + p) * rows + row, 1) };
-                            cell[0] = sum;
+                            let cells =
+                                unsafe { writes.slice((position + p) * rows + first_row, present) };
+                            cells.copy_from_slice(&row_sums[..present]);
                         }
                         position += pass;
                     }
                 }
             }
         };
-        candle_core::utils::barrier_pool().execute_chunked(position_tiles * row_items, run);
+        candle_core::utils::barrier_pool()
+            .execute_chunked(position_tiles * items_per_tile_row, run);
         Some(out)
     }
 }
 
-/// Dot products of one weight row (whole super-blocks) with up to four quantized inputs.
-fn dot_rows(
+/// The products of one tile (eight rows) with up to four quantized inputs.
+fn dot_tile(
     isa: DetectedIsa,
     kind: KQuant,
-    weights: &[u8],
+    tile: &[u8],
     inputs: &InputBlocks,
-    sums: &mut [f32],
+    sums: &mut [[f32; TILE_ROWS]; POSITIONS_PER_PASS],
 ) {
     match isa.isa() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: a `DetectedIsa` of AVX2 exists only on CPUs with AVX2 and FMA.
+        // SAFETY: a `DetectedIsa` of AVX2 exists only on CPUs with AVX2, FMA and F16C.
         Isa::Avx2 => unsafe {
             match kind {
-                KQuant::Q4K => avx2::q4k(weights, inputs, sums),
-                KQuant::Q6K => avx2::q6k(weights, inputs, sums),
+                KQuant::Q4K => avx2::q4k(tile, inputs, sums),
+                KQuant::Q6K => avx2::q6k(tile, inputs, sums),
             }
         },
+        // `present` never reports AVX2 elsewhere; the scalar kernel is right everywhere.
         #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx2 => unreachable_on_this_arch(kind, weights, inputs, sums),
-        Isa::Scalar => match kind {
-            KQuant::Q4K => scalar::q4k(weights, inputs, sums),
-            KQuant::Q6K => scalar::q6k(weights, inputs, sums),
-        },
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn unreachable_on_this_arch(kind: KQuant, weights: &[u8], inputs: &InputBlocks, sums: &mut [f32]) {
-    // `present` never reports AVX2 off x86-64; fall back rather than panic.
-    match kind {
-        KQuant::Q4K => scalar::q4k(weights, inputs, sums),
-        KQuant::Q6K => scalar::q6k(weights, inputs, sums),
+        Isa::Avx2 => scalar::tile(kind, tile, inputs, sums),
+        Isa::Scalar => scalar::tile(kind, tile, inputs, sums),
     }
 }
 
 /// Inputs quantized as ggml's `quantize_row_q8_K`, per position and super-block: the f32 scale,
-/// 256 signed bytes, and the sums of each 16 of them.
+/// 256 signed bytes, the sums of each 16 of them and of each 32.
 struct Q8KInputs {
     scales: Vec<f32>,
     values: Vec<i8>,
     sums16: Vec<i16>,
+    sums32: Vec<i16>,
 }
 
 /// The quantized inputs of consecutive positions, `blocks` super-blocks each.
@@ -301,6 +398,19 @@ pub(super) struct InputBlocks<'a> {
     pub(super) scales: &'a [f32],
     pub(super) values: &'a [i8],
     pub(super) sums16: &'a [i16],
+    pub(super) sums32: &'a [i16],
+}
+
+impl InputBlocks<'_> {
+    /// Whether the slices hold `blocks` super-blocks of `count` positions, as the kernels read.
+    pub(super) fn complete(&self) -> bool {
+        let blocks = self.count * self.blocks;
+        (1..=POSITIONS_PER_PASS).contains(&self.count)
+            && self.scales.len() >= blocks
+            && self.values.len() >= blocks * QK_K
+            && self.sums16.len() >= blocks * 16
+            && self.sums32.len() >= blocks * 8
+    }
 }
 
 impl Q8KInputs {
@@ -309,21 +419,27 @@ impl Q8KInputs {
         let mut scales = Vec::with_capacity(blocks);
         let mut values = vec![0i8; blocks * QK_K];
         let mut sums16 = vec![0i16; blocks * 16];
-        for ((block, out), sums) in x
+        let mut sums32 = vec![0i16; blocks * 8];
+        for (((block, out), sums), pairs) in x
             .chunks_exact(QK_K)
             .zip(values.chunks_exact_mut(QK_K))
             .zip(sums16.chunks_exact_mut(16))
+            .zip(sums32.chunks_exact_mut(8))
         {
             scales.push(quantize_q8k(block, out));
             for (sum, sixteen) in sums.iter_mut().zip(out.chunks_exact(16)) {
-                // |sum| <= 16 * 128, well inside i16.
+                // |sum| <= 16 * 127, well inside i16.
                 *sum = sixteen.iter().map(|&q| i16::from(q)).sum();
+            }
+            for (pair, two) in pairs.iter_mut().zip(sums.chunks_exact(2)) {
+                *pair = two[0] + two[1];
             }
         }
         Self {
             scales,
             values,
             sums16,
+            sums32,
         }
     }
 
@@ -335,6 +451,7 @@ impl Q8KInputs {
             scales: &self.scales[start..end],
             values: &self.values[start * QK_K..end * QK_K],
             sums16: &self.sums16[start * 16..end * 16],
+            sums32: &self.sums32[start * 8..end * 8],
         }
     }
 }
@@ -359,132 +476,4 @@ fn quantize_q8k(x: &[f32], out: &mut [i8]) -> f32 {
         *q = (iscale * v).round_ties_even().min(127.0) as i8;
     }
     1.0 / iscale
-}
-
-/// Q4_K's eight 6-bit scales and minimums from its 12 packed bytes (ggml's `get_scale_min_k4`).
-pub(super) fn q4k_scales_mins(packed: &[u8]) -> ([u8; 8], [u8; 8]) {
-    let mut scales = [0u8; 8];
-    let mut mins = [0u8; 8];
-    for j in 0..8 {
-        if j < 4 {
-            scales[j] = packed[j] & 63;
-            mins[j] = packed[j + 4] & 63;
-        } else {
-            scales[j] = (packed[j + 4] & 0xF) | ((packed[j - 4] >> 6) << 4);
-            mins[j] = (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4);
-        }
-    }
-    (scales, mins)
-}
-
-fn f16_at(bytes: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
-}
-
-/// Q4_K block layout: d (f16), dmin (f16), 12 bytes of scales and minimums, 128 bytes of nibbles.
-/// Values 64j..64j+32 are the low nibbles of bytes 32j..32j+32, the next 32 their high nibbles.
-fn dequantize_q4k(block: &[u8], out: &mut Vec<f32>) {
-    let (d, dmin) = (f16_at(block, 0), f16_at(block, 2));
-    let (scales, mins) = q4k_scales_mins(&block[4..16]);
-    for (j, bytes) in block[16..].chunks_exact(32).enumerate() {
-        let (d1, m1) = (d * f32::from(scales[2 * j]), dmin * f32::from(mins[2 * j]));
-        let (d2, m2) = (
-            d * f32::from(scales[2 * j + 1]),
-            dmin * f32::from(mins[2 * j + 1]),
-        );
-        out.extend(bytes.iter().map(|&q| d1 * f32::from(q & 0xF) - m1));
-        out.extend(bytes.iter().map(|&q| d2 * f32::from(q >> 4) - m2));
-    }
-}
-
-/// Q6_K block layout: 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 signed scales
-/// (one per 16 values), d (f16). Value v is (low | high << 4) - 32 times d * scale[v / 16].
-fn dequantize_q6k(block: &[u8], out: &mut Vec<f32>) {
-    let d = f16_at(block, 208);
-    let start = out.len();
-    out.resize(start + QK_K, 0.0);
-    let values = &mut out[start..];
-    for (v, value) in values.iter_mut().enumerate() {
-        let q = q6k_value(block, v);
-        *value = d * f32::from(block[192 + v / 16] as i8) * f32::from(q - 32);
-    }
-}
-
-/// Q6_K's unsigned 6-bit value `v` (0..64) of a block: the 128 values of each half take their
-/// low nibbles from 64 bytes (low, then high nibbles of the same bytes for the second 64) and
-/// their top two bits from 32 bytes, two bits per 32 values.
-pub(super) fn q6k_value(block: &[u8], v: usize) -> i16 {
-    let (half, within) = (v / 128, v % 128);
-    let (quarter, l) = (within / 32, within % 32);
-    let ql = &block[half * 64..half * 64 + 64];
-    let qh = block[128 + half * 32 + l];
-    let low = match quarter {
-        0 => ql[l] & 0xF,
-        1 => ql[l + 32] & 0xF,
-        2 => ql[l] >> 4,
-        _ => ql[l + 32] >> 4,
-    };
-    i16::from(low | (((qh >> (2 * quarter)) & 3) << 4))
-}
-
-/// The kernels in plain Rust: the reference the vector kernels are tested against.
-mod scalar {
-    use super::{f16_at, q4k_scales_mins, q6k_value, InputBlocks, KQuant, QK_K};
-
-    pub(super) fn q4k(weights: &[u8], inputs: &InputBlocks, sums: &mut [f32]) {
-        let bytes = KQuant::Q4K.block_bytes();
-        for (p, sum) in sums.iter_mut().enumerate().take(inputs.count) {
-            let mut acc = 0f32;
-            for (b, block) in weights.chunks_exact(bytes).enumerate().take(inputs.blocks) {
-                let at = p * inputs.blocks + b;
-                let y = &inputs.values[at * QK_K..(at + 1) * QK_K];
-                let y_sums = &inputs.sums16[at * 16..(at + 1) * 16];
-                let (scales, mins) = q4k_scales_mins(&block[4..16]);
-                let mut dot = 0i32;
-                for (j, qs) in block[16..].chunks_exact(32).enumerate() {
-                    let low: i32 = qs
-                        .iter()
-                        .zip(&y[64 * j..64 * j + 32])
-                        .map(|(&q, &y)| i32::from(q & 0xF) * i32::from(y))
-                        .sum();
-                    let high: i32 = qs
-                        .iter()
-                        .zip(&y[64 * j + 32..64 * j + 64])
-                        .map(|(&q, &y)| i32::from(q >> 4) * i32::from(y))
-                        .sum();
-                    dot += i32::from(scales[2 * j]) * low + i32::from(scales[2 * j + 1]) * high;
-                }
-                let min_dot: i32 = (0..8)
-                    .map(|j| {
-                        i32::from(mins[j])
-                            * (i32::from(y_sums[2 * j]) + i32::from(y_sums[2 * j + 1]))
-                    })
-                    .sum();
-                let y_scale = inputs.scales[at];
-                acc += y_scale * f16_at(block, 0) * dot as f32
-                    - y_scale * f16_at(block, 2) * min_dot as f32;
-            }
-            *sum = acc;
-        }
-    }
-
-    pub(super) fn q6k(weights: &[u8], inputs: &InputBlocks, sums: &mut [f32]) {
-        let bytes = KQuant::Q6K.block_bytes();
-        for (p, sum) in sums.iter_mut().enumerate().take(inputs.count) {
-            let mut acc = 0f32;
-            for (b, block) in weights.chunks_exact(bytes).enumerate().take(inputs.blocks) {
-                let at = p * inputs.blocks + b;
-                let y = &inputs.values[at * QK_K..(at + 1) * QK_K];
-                let dot: i32 = (0..QK_K)
-                    .map(|v| {
-                        i32::from(block[192 + v / 16] as i8)
-                            * i32::from(q6k_value(block, v) - 32)
-                            * i32::from(y[v])
-                    })
-                    .sum();
-                acc += inputs.scales[at] * f16_at(block, 208) * dot as f32;
-            }
-            *sum = acc;
-        }
-    }
 }

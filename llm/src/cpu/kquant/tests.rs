@@ -24,7 +24,8 @@ fn quantized(dtype: GgmlDType, rows: usize, cols: usize, seed: u64) -> (QTensor,
     let w = Tensor::from_vec(values(rows * cols, seed), (rows, cols), &Device::Cpu).unwrap();
     let q = QTensor::quantize(&w, dtype).unwrap();
     let bytes = q.data().unwrap().to_vec();
-    let ours = KQuantMatrix::new(KQuant::of(dtype).unwrap(), rows, cols, bytes).unwrap();
+    let ours =
+        KQuantMatrix::from_file_bytes(KQuant::of(dtype).unwrap(), rows, cols, &bytes).unwrap();
     (q, ours)
 }
 
@@ -144,11 +145,64 @@ fn products_are_close_to_the_float_product() {
 #[test]
 fn wrong_sizes_are_refused_not_read_past() {
     let bytes = vec![0u8; KQuant::Q4K.block_bytes() * 2];
-    assert!(KQuantMatrix::new(KQuant::Q4K, 2, 256, bytes.clone()).is_some());
-    assert!(KQuantMatrix::new(KQuant::Q4K, 3, 256, bytes.clone()).is_none());
-    assert!(KQuantMatrix::new(KQuant::Q4K, 1, 300, bytes).is_none());
-    assert!(KQuantMatrix::size_of(KQuant::Q6K, usize::MAX, 256).is_none());
-    let matrix = KQuantMatrix::new(KQuant::Q6K, 1, 256, vec![0u8; 210]).unwrap();
+    assert!(KQuantMatrix::from_file_bytes(KQuant::Q4K, 2, 256, &bytes).is_some());
+    assert!(KQuantMatrix::from_file_bytes(KQuant::Q4K, 3, 256, &bytes).is_none());
+    assert!(KQuantMatrix::from_file_bytes(KQuant::Q4K, 1, 300, &bytes).is_none());
+    assert!(KQuantMatrix::file_size(KQuant::Q6K, usize::MAX, 256).is_none());
+    let matrix = KQuantMatrix::from_file_bytes(KQuant::Q6K, 1, 256, &[0u8; 210]).unwrap();
     assert!(matrix.matmul(&[0.0; 255], 1).is_none());
     assert_eq!(matrix.matmul(&[1.0; 512], 2), Some(vec![0.0, 0.0]));
+}
+
+#[test]
+fn joined_parts_multiply_as_the_separate_matrices() {
+    for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+        let kind = KQuant::of(dtype).unwrap();
+        let (q1, first) = quantized(dtype, 16, 512, 41);
+        let (q2, second) = quantized(dtype, 5, 512, 42);
+        let (b1, b2) = (q1.data().unwrap().to_vec(), q2.data().unwrap().to_vec());
+        let row_bytes = b1.len() / 16;
+        let joined =
+            KQuantMatrix::tile_parts(kind, &[16, 5], 512, |part, first, out: &mut [u8]| {
+                let bytes = if part == 0 { &b1 } else { &b2 };
+                out.copy_from_slice(&bytes[first * row_bytes..first * row_bytes + out.len()]);
+                Ok::<(), ()>(())
+            })
+            .unwrap()
+            .unwrap();
+        let x = values(3 * 512, 43);
+        let (a, b, both) = (
+            first.matmul(&x, 3).unwrap(),
+            second.matmul(&x, 3).unwrap(),
+            joined.matmul(&x, 3).unwrap(),
+        );
+        for p in 0..3 {
+            assert_eq!(
+                &both[p * 21..p * 21 + 16],
+                &a[p * 16..p * 16 + 16],
+                "{dtype:?}"
+            );
+            assert_eq!(
+                &both[p * 21 + 16..p * 21 + 21],
+                &b[p * 5..p * 5 + 5],
+                "{dtype:?}"
+            );
+        }
+        // A part that ends inside a tile can only come last.
+        let refused =
+            KQuantMatrix::tile_parts(kind, &[5, 16], 512, |_, _, _: &mut [u8]| Ok::<(), ()>(()));
+        assert!(refused.is_none());
+    }
+}
+
+#[test]
+fn a_failed_read_is_reported_not_tiled() {
+    let result = KQuantMatrix::tile_with(KQuant::Q4K, 100, 256, |first, _: &mut [u8]| {
+        if first >= 64 {
+            Err("the file ends here")
+        } else {
+            Ok(())
+        }
+    });
+    assert!(matches!(result, Some(Err("the file ends here"))));
 }
