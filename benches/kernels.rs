@@ -23,6 +23,15 @@ fn k_quant(c: &mut Criterion) {
             group.bench_function(format!("ours_m{m}"), |b| {
                 b.iter(|| products.ours(&x, m).expect("shapes"))
             });
+            // Each lesser instruction set this CPU also has (the scalar kernel is too slow to
+            // be worth the wait).
+            for isa in KQuantProducts::instruction_sets().iter().skip(1) {
+                if isa != "scalar" {
+                    group.bench_function(format!("ours_{isa}_m{m}"), |b| {
+                        b.iter(|| products.ours_on(isa, &x, m).expect("shapes"))
+                    });
+                }
+            }
             group.bench_function(format!("candle_m{m}"), |b| {
                 b.iter(|| products.candle(&input).expect("shapes"))
             });

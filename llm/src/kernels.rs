@@ -33,6 +33,16 @@ impl KQuantProducts {
         self.ours.matmul(x, m)
     }
 
+    /// The instruction sets our kernels can use on this CPU, best first.
+    pub fn instruction_sets() -> Vec<String> {
+        KQuantMatrix::instruction_sets()
+    }
+
+    /// `x @ w^T` on our kernels for one instruction set of [`KQuantProducts::instruction_sets`].
+    pub fn ours_on(&self, isa: &str, x: &[f32], m: usize) -> Option<Vec<f32>> {
+        self.ours.matmul_named(isa, x, m)
+    }
+
     /// `x @ w^T` on candle's quantized matmul.
     pub fn candle(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.candle.forward(x)?)

@@ -103,18 +103,19 @@ mod detected {
         }
     }
 
+    #[cfg(target_arch = "x86_64")]
     fn present(isa: Isa) -> bool {
+        use std::arch::is_x86_feature_detected as has;
+        let avx2 = has!("avx2") && has!("fma") && has!("f16c");
         match isa {
             Isa::Scalar => true,
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => {
-                std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                    && std::arch::is_x86_feature_detected!("f16c")
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            Isa::Avx2 => false,
+            Isa::Avx2 => avx2,
         }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn present(isa: Isa) -> bool {
+        isa == Isa::Scalar
     }
 }
 
@@ -312,6 +313,23 @@ impl KQuantMatrix {
         self.matmul_on(DetectedIsa::best(), x, m)
     }
 
+    /// The instruction sets this CPU runs the kernels on, best first, by name (for benches).
+    pub(crate) fn instruction_sets() -> Vec<String> {
+        DetectedIsa::all()
+            .into_iter()
+            .map(|isa| format!("{:?}", isa.isa()).to_lowercase())
+            .collect()
+    }
+
+    /// As [`KQuantMatrix::matmul`] on the named instruction set; `None` also when this CPU lacks
+    /// it.
+    pub(crate) fn matmul_named(&self, isa: &str, x: &[f32], m: usize) -> Option<Vec<f32>> {
+        let isa = DetectedIsa::all()
+            .into_iter()
+            .find(|i| format!("{:?}", i.isa()).to_lowercase() == isa)?;
+        self.matmul_on(isa, x, m)
+    }
+
     fn matmul_on(&self, isa: DetectedIsa, x: &[f32], m: usize) -> Option<Vec<f32>> {
         if Some(x.len()) != m.checked_mul(self.cols) {
             return None;
@@ -375,10 +393,8 @@ fn dot_tile(
                 KQuant::Q6K => avx2::q6k(tile, inputs, sums),
             }
         },
-        // `present` never reports AVX2 elsewhere; the scalar kernel is right everywhere.
-        #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx2 => scalar::tile(kind, tile, inputs, sums),
-        Isa::Scalar => scalar::tile(kind, tile, inputs, sums),
+        // Elsewhere `present` never reports AVX2; the scalar kernel is right everywhere.
+        _ => scalar::tile(kind, tile, inputs, sums),
     }
 }
 
