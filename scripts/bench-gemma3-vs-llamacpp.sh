@@ -81,6 +81,7 @@ prompt() { printf '<bos>'; python3 -c "print(' the' * ($1 - 1), end='')"; }
 prompt128=$(prompt 128) prompt512=$(prompt 512)
 export RAYON_NUM_THREADS=$threads
 results=$(mktemp)
+trap 'rm -f "$results" "$results.rss" "$results.llama" "$results.wall"' EXIT
 for round in $(seq "$rounds"); do
     # llama.cpp: prompt 128 and 512, decode 64, one repetition per round; peak RSS of the run.
     /usr/bin/time -f "%M" -o "$results.rss" "$bench/build/bin/llama-bench" -m "$gguf" -p 128,512 -n 64 \
@@ -93,8 +94,9 @@ for line in open(sys.argv[1]):
     print("llama", test, row["avg_ts"])
 print("llama rss_mb", int(sys.argv[2]) / 1024)
 EOF
-    load_wall=$( { /usr/bin/time -f "%e" "$bench/build/bin/llama-bench" -m "$gguf" -p 0 -n 1 -t "$threads" -r 1 >/dev/null 2>/dev/null; } 2>&1 | tail -n1)
-    echo "llama load_s $load_wall" >>"$results"
+    /usr/bin/time -f "%e" -o "$results.wall" "$bench/build/bin/llama-bench" -m "$gguf" -p 0 -n 1 \
+        -t "$threads" -r 1 >/dev/null 2>&1
+    echo "llama load_s $(tail -n1 "$results.wall")" >>"$results"
     # Ours: prompt 128 then 64 generated tokens; prompt 512 then one token.
     for spec in "128 64" "512 1"; do
         set -- $spec
@@ -130,4 +132,4 @@ for metric, unit, better in [("prompt128", "tok/s", "higher"), ("prompt512", "to
 print(f"{'peak_mb':12} {peak('ours'):10.0f} {peak('llama'):10.0f} {peak('ours') / peak('llama'):7.2f}x"
       f"  (file {file_mb:.0f} MB: ours {peak('ours') / file_mb:.2f}x the file)")
 EOF
-rm -f "$results" "$results.rss" "$results.llama"
+rm -f "$results" "$results.rss" "$results.llama" "$results.wall"

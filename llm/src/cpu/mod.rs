@@ -82,10 +82,13 @@ impl<'a, T> DisjointWrites<'a, T> {
     }
 }
 
-/// Zeroed bytes for weight tiles (packed Q8_0, K-quants). Large buffers are aligned to 2 MiB and,
-/// on Linux, asked to be backed by transparent huge pages: a decode step streams the whole output
-/// head (178 MB for the 270M model, 550 MB for 4B), and with 4 KiB pages that is one TLB miss
-/// per 4 KiB read. They come from calloc, so the only zeroing is the kernel's, page by page.
+/// Zeroed bytes for weight tiles (packed Q8_0, K-quants), from calloc, so the only zeroing is the
+/// kernel's, page by page. Large buffers can be aligned to 2 MiB and, on Linux, asked to be
+/// backed by transparent huge pages: a decode step of the 270M model streams its whole 178 MB
+/// output head, and with 4 KiB pages that is 45,000 TLB misses per token. The price is paid at
+/// load when memory is fragmented (the kernel compacts it to find huge pages): a 4B model, whose
+/// K-quant tiles did not decode faster on huge pages, loaded in 7.3-7.6 s with them right after
+/// another program had freed its memory, and in 4.1-5.1 s without.
 #[derive(Debug)]
 pub(crate) struct TileMemory {
     storage: Vec<u8>,
@@ -96,8 +99,9 @@ pub(crate) struct TileMemory {
 impl TileMemory {
     const HUGE_PAGE: usize = 2 << 20;
 
-    pub(crate) fn zeroed(len: usize) -> Self {
-        if len < 4 * Self::HUGE_PAGE {
+    /// `len` zeroed bytes, on huge pages where that is asked for and the buffer is large.
+    pub(crate) fn zeroed(len: usize, huge_pages: bool) -> Self {
+        if !huge_pages || len < 4 * Self::HUGE_PAGE {
             return Self {
                 storage: vec![0; len],
                 start: 0,

@@ -124,7 +124,7 @@ impl PackedQ8_0 {
     ) -> Option<std::result::Result<Self, E>> {
         let (tile_bytes, row_bytes) = packed_sizes(rows, cols)?;
         let blocks = cols / BLOCK;
-        let mut data = super::TileMemory::zeroed(tile_bytes);
+        let mut data = super::TileMemory::zeroed(tile_bytes, true);
         let mut source = vec![0u8; TILE_ROWS * row_bytes];
         for (tile, packed) in data
             .bytes_mut()
@@ -181,7 +181,7 @@ impl PackedQ8_0 {
         let total = parts
             .iter()
             .try_fold(0usize, |sum, p| sum.checked_add(p.data.len()))?;
-        let mut data = super::TileMemory::zeroed(total);
+        let mut data = super::TileMemory::zeroed(total, true);
         let mut start = 0;
         for part in parts {
             data.bytes_mut()[start..start + part.data.len()].copy_from_slice(part.data.bytes());

@@ -182,7 +182,7 @@ impl KQuantMatrix {
         if total > isize::MAX as usize / 2 {
             return None;
         }
-        let mut data = super::TileMemory::zeroed(total);
+        let mut data = super::TileMemory::zeroed(total, false);
         let row_bytes = layout.blocks * kind.block_bytes();
         // Rows are read in batches of tiles, and each batch is tiled by all threads: the first
         // write to fresh memory is where the kernel zeroes it, a cost worth sharing.
@@ -263,7 +263,7 @@ impl KQuantMatrix {
         let total = parts
             .iter()
             .try_fold(0usize, |sum, p| sum.checked_add(p.data.len()))?;
-        let mut data = super::TileMemory::zeroed(total);
+        let mut data = super::TileMemory::zeroed(total, false);
         let mut start = 0;
         for part in parts {
             data.bytes_mut()[start..start + part.data.len()].copy_from_slice(part.data.bytes());
