@@ -73,7 +73,7 @@ fn widen(row: &[bf16], out: &mut [f32]) {
 }
 
 /// The dot product for the widest vectors this CPU has.
-fn dot_kernel() -> fn(&[f32], &[f32]) -> f32 {
+pub(crate) fn dot_kernel() -> fn(&[f32], &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the instructions were just detected.

@@ -5,6 +5,7 @@
 //! lives; every kernel states the slice invariants it relies on as `debug_assert!`s, which the
 //! test profile keeps on.
 
+pub(crate) mod attention;
 pub(crate) mod bf16;
 pub(crate) mod gelu;
 pub(crate) mod kquant;

@@ -148,6 +148,12 @@ impl Layer {
         // single product (a free reshape: q is contiguous, heads of a group adjacent).
         let repeat = nh / nkv;
         let scale = config.query_pre_attn_scalar.powf(-0.5);
+        if mask.is_none() {
+            if let Some(out) = crate::cpu::attention::decode_attention(&q, &keys, &values, scale)? {
+                let out = out.transpose(1, 2)?.reshape((1, len, nh * hd))?;
+                return linear(&out, &self.o_proj);
+            }
+        }
         let grouped_q = q.reshape((1, nkv, repeat * len, hd))?;
         let scores = (grouped_q.matmul(&keys.t()?)? * scale)?.reshape((1, nh, len, total))?;
         let probabilities = match &mask {
