@@ -27,7 +27,7 @@ impl GgufReader<'_> {
     }
 
     pub(super) fn matrix(&mut self, name: &str, shape: [usize; 2]) -> Result<Matrix> {
-        if let Some(k_quant) = self.k_quant_from_file(name, shape)? {
+        if let Some(k_quant) = self.k_quant_from_file(&[(name, shape)])? {
             return Ok(Matrix::KQuant(std::sync::Arc::new(k_quant)));
         }
         let q = self.qtensor(name)?;
@@ -66,8 +66,8 @@ impl GgufReader<'_> {
             && crate::cpu::packed::supported()
     }
 
-    /// The type of tensor `name`, after checking its shape, with the reader placed at its data.
-    fn seek_tensor(&mut self, name: &str, shape: [usize; 2]) -> Result<GgmlDType> {
+    /// Places the reader at tensor `name`'s data, after checking its shape.
+    fn seek_tensor(&mut self, name: &str, shape: [usize; 2]) -> Result<()> {
         use std::io::{Seek, SeekFrom};
         let Some(info) = self.content.tensor_infos.get(name) else {
             return Err(self.weights_error(format!("tensor {name} is missing")));
@@ -78,13 +78,12 @@ impl GgufReader<'_> {
                 info.shape.dims()
             )));
         }
-        let dtype = info.ggml_dtype;
         // Both checked against the file's length when the header was read (gguf_check).
         let start = self.content.tensor_data_offset + info.offset;
         self.reader
             .seek(SeekFrom::Start(start))
             .map_err(|e| self.weights_error(format!("tensor {name}: {e}")))?;
-        Ok(dtype)
+        Ok(())
     }
 
     fn tensor_dtype(&self, name: &str) -> Result<GgmlDType> {
@@ -95,68 +94,45 @@ impl GgufReader<'_> {
             .ok_or_else(|| self.weights_error(format!("tensor {name} is missing")))
     }
 
-    /// A Q4_K or Q6_K matrix read from the file as it is stored, for our K-quant kernels (CPU);
-    /// `None` when the tensor is of another type or the weights are not kept quantized here.
+    /// Q4_K or Q6_K matrices of one type and width (one, or projections of the same input), read
+    /// from the file straight into one tiled matrix for our K-quant kernels (CPU). `None` when
+    /// they are of other or mixed types, the weights are not kept quantized here, or the parts
+    /// do not tile as one (they are then read one by one).
     pub(super) fn k_quant_from_file(
         &mut self,
-        name: &str,
-        shape: [usize; 2],
+        parts: &[(&str, [usize; 2])],
     ) -> Result<Option<KQuantMatrix>> {
         use std::io::Read;
-        let Some(kind) = KQuant::of(self.tensor_dtype(name)?) else {
+        let Some(&(first_name, [_, cols])) = parts.first() else {
             return Ok(None);
         };
         if self.weights != GgufWeights::Quantized || !self.device.is_cpu() {
             return Ok(None);
         }
-        self.seek_tensor(name, shape)?;
-        let reader = &mut self.reader;
-        let matrix = KQuantMatrix::tile_with(kind, shape[0], shape[1], |_, rows: &mut [u8]| {
-            reader.read_exact(rows)
-        })
-        .ok_or_else(|| {
-            self.weights_error(format!("tensor {name}: rows are not whole {kind:?} blocks"))
-        })?
-        .map_err(|e| self.weights_error(format!("tensor {name}: {e}")))?;
-        Ok(Some(matrix))
-    }
-
-    /// Matrices of one K-quant type and width read from the file straight into one tiled matrix
-    /// (with each part's rows); `None` when they are not, or do not tile as one.
-    pub(super) fn k_quant_joined(
-        &mut self,
-        parts: &[(String, [usize; 2])],
-    ) -> Result<Option<(KQuantMatrix, Vec<usize>)>> {
-        use std::io::Read;
-        if self.weights != GgufWeights::Quantized || !self.device.is_cpu() || parts.len() < 2 {
-            return Ok(None);
-        }
-        let mut kinds = Vec::with_capacity(parts.len());
-        for (name, _) in parts {
-            kinds.push(KQuant::of(self.tensor_dtype(name)?));
-        }
-        let (Some(kind), cols) = (kinds[0], parts[0].1[1]) else {
+        let Some(kind) = KQuant::of(self.tensor_dtype(first_name)?) else {
             return Ok(None);
         };
-        if kinds.iter().any(|k| *k != Some(kind)) || parts.iter().any(|(_, s)| s[1] != cols) {
-            return Ok(None);
+        for &(name, shape) in parts {
+            if KQuant::of(self.tensor_dtype(name)?) != Some(kind) || shape[1] != cols {
+                return Ok(None);
+            }
+            if KQuantMatrix::file_size(kind, shape[0], cols).is_none() {
+                return Err(self
+                    .weights_error(format!("tensor {name}: rows are not whole {kind:?} blocks")));
+            }
         }
         let widths: Vec<usize> = parts.iter().map(|(_, shape)| shape[0]).collect();
         let tiled =
             KQuantMatrix::tile_parts(kind, &widths, cols, |part, first, rows: &mut [u8]| {
-                let (name, shape) = &parts[part];
+                let (name, shape) = parts[part];
                 if first == 0 {
-                    self.seek_tensor(name, *shape)?;
+                    self.seek_tensor(name, shape)?;
                 }
                 self.reader
                     .read_exact(rows)
                     .map_err(|e| self.weights_error(format!("tensor {name}: {e}")))
             });
-        match tiled {
-            None => Ok(None),
-            Some(Err(e)) => Err(e),
-            Some(Ok(matrix)) => Ok(Some((matrix, widths))),
-        }
+        tiled.transpose()
     }
 
     /// A Q8_0 matrix packed while it is read from the file, 16 rows at a time; `None` when the

@@ -156,48 +156,49 @@ impl Gemma3Text {
         // Packed straight from the file, so the 178 MB table of the 270M model is never held
         // twice; the packed copy serves both the head and the lookups.
         let table_shape = [config.vocab_size, h];
-        let (embed, head) =
-            if let Some(packed) = g.packed_from_file("token_embd.weight", table_shape)? {
-                let packed = std::sync::Arc::new(packed);
-                (
-                    EmbeddingTable::Packed(packed.clone()),
-                    Matrix::Packed(packed),
-                )
-            } else if let Some(table) = g.k_quant_from_file("token_embd.weight", table_shape)? {
-                // Like the packed table: one quantized copy for the head and the lookups.
-                let table = std::sync::Arc::new(table);
-                (EmbeddingTable::KQuant(table.clone()), Matrix::KQuant(table))
-            } else {
-                let embedding = std::sync::Arc::new(g.qtensor("token_embd.weight")?);
-                if embedding.shape().dims() != [config.vocab_size, h] {
-                    return Err(bad(format!(
-                        "token_embd has shape {:?}",
-                        embedding.shape().dims()
-                    )));
+        let (embed, head) = if let Some(packed) =
+            g.packed_from_file("token_embd.weight", table_shape)?
+        {
+            let packed = std::sync::Arc::new(packed);
+            (
+                EmbeddingTable::Packed(packed.clone()),
+                Matrix::Packed(packed),
+            )
+        } else if let Some(table) = g.k_quant_from_file(&[("token_embd.weight", table_shape)])? {
+            // Like the packed table: one quantized copy for the head and the lookups.
+            let table = std::sync::Arc::new(table);
+            (EmbeddingTable::KQuant(table.clone()), Matrix::KQuant(table))
+        } else {
+            let embedding = std::sync::Arc::new(g.qtensor("token_embd.weight")?);
+            if embedding.shape().dims() != [config.vocab_size, h] {
+                return Err(bad(format!(
+                    "token_embd has shape {:?}",
+                    embedding.shape().dims()
+                )));
+            }
+            // The tied head stays quantized and runs on the quantized kernels; lookups unpack
+            // single rows of the same blocks (Q8_0) or, for other types, use an f16 copy.
+            match weights {
+                GgufWeights::Quantized => {
+                    let table = if embedding.dtype() == candle_core::quantized::GgmlDType::Q8_0
+                        && device.is_cpu()
+                        && h.is_multiple_of(Q8_0_BLOCK_VALUES)
+                    {
+                        EmbeddingTable::Q8_0 {
+                            table: embedding.clone(),
+                            width: h,
+                        }
+                    } else {
+                        EmbeddingTable::Dense(embedding.dequantize_f16(device)?)
+                    };
+                    (table, Matrix::Quantized(QMatMul::from_arc(embedding)?))
                 }
-                // The tied head stays quantized and runs on the quantized kernels; lookups unpack
-                // single rows of the same blocks (Q8_0) or, for other types, use an f16 copy.
-                match weights {
-                    GgufWeights::Quantized => {
-                        let table = if embedding.dtype() == candle_core::quantized::GgmlDType::Q8_0
-                            && device.is_cpu()
-                            && h.is_multiple_of(Q8_0_BLOCK_VALUES)
-                        {
-                            EmbeddingTable::Q8_0 {
-                                table: embedding.clone(),
-                                width: h,
-                            }
-                        } else {
-                            EmbeddingTable::Dense(embedding.dequantize_f16(device)?)
-                        };
-                        (table, Matrix::Quantized(QMatMul::from_arc(embedding)?))
-                    }
-                    GgufWeights::Dequantized => {
-                        let table = embedding.dequantize(device)?;
-                        (EmbeddingTable::Dense(table.clone()), Matrix::Float(table))
-                    }
+                GgufWeights::Dequantized => {
+                    let table = embedding.dequantize(device)?;
+                    (EmbeddingTable::Dense(table.clone()), Matrix::Float(table))
                 }
-            };
+            }
+        };
         Ok(Self {
             head,
             embed,

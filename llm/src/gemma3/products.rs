@@ -37,21 +37,6 @@ pub(crate) enum Matrix {
 }
 
 impl Matrix {
-    /// Output rows.
-    pub(super) fn rows(&self) -> usize {
-        match self {
-            Matrix::Float(t) | Matrix::Bf16(t) => t.dims().first().copied().unwrap_or(0),
-            Matrix::Quantized(q) => match q {
-                QMatMul::QTensor(t) => t.shape().dims().first().copied().unwrap_or(0),
-                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
-                    t.dims().first().copied().unwrap_or(0)
-                }
-            },
-            Matrix::Packed(p) => p.rows(),
-            Matrix::KQuant(k) => k.rows(),
-        }
-    }
-
     /// Bytes its weights occupy in memory.
     pub(super) fn bytes(&self) -> usize {
         let dense = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
@@ -107,7 +92,8 @@ pub(super) fn linear(x: &Tensor, weight: &Matrix) -> Result<Tensor> {
 }
 
 /// Projections of the same input. Packed matrices are joined into one, so the input is quantized
-/// once and the threads meet once per group instead of once per matrix.
+/// once and the threads meet once per group instead of once per matrix; K-quant ones are tiled
+/// into one as they are read (`GgufReader::k_quant_from_file`).
 #[derive(Debug, Clone)]
 pub(super) enum Projections {
     Separate(Vec<Matrix>),
@@ -116,29 +102,19 @@ pub(super) enum Projections {
 
 impl Projections {
     pub(super) fn new(matrices: Vec<Matrix>) -> Self {
-        let widths = matrices.iter().map(Matrix::rows).collect();
-        let packed: Option<Vec<&PackedQ8_0>> = matrices
+        let packed: Vec<&PackedQ8_0> = matrices
             .iter()
-            .map(|m| match m {
+            .filter_map(|m| match m {
                 Matrix::Packed(p) => Some(p.as_ref()),
                 _ => None,
             })
             .collect();
-        let k_quant: Option<Vec<&KQuantMatrix>> = matrices
-            .iter()
-            .map(|m| match m {
-                Matrix::KQuant(k) => Some(k.as_ref()),
-                _ => None,
-            })
-            .collect();
-        let joined = match (packed, k_quant) {
-            (Some(parts), _) => PackedQ8_0::join(&parts).map(|j| Matrix::Packed(Arc::new(j))),
-            (_, Some(parts)) => KQuantMatrix::join(&parts).map(|j| Matrix::KQuant(Arc::new(j))),
-            _ => None,
-        };
-        match joined {
-            Some(matrix) => Projections::Joined { matrix, widths },
-            None => Projections::Separate(matrices),
+        match PackedQ8_0::join(&packed) {
+            Some(joined) if packed.len() == matrices.len() => Projections::Joined {
+                widths: packed.iter().map(|p| p.rows()).collect(),
+                matrix: Matrix::Packed(Arc::new(joined)),
+            },
+            _ => Projections::Separate(matrices),
         }
     }
 

@@ -140,11 +140,17 @@ impl LayerWeights for GgufReader<'_> {
             .iter()
             .map(|(name, shape)| (format!("blk.{layer}.{}.weight", name.gguf), *shape))
             .collect();
-        if let Some((joined, widths)) = self.k_quant_joined(&named)? {
-            return Ok(Projections::Joined {
-                matrix: Matrix::KQuant(std::sync::Arc::new(joined)),
-                widths,
-            });
+        let borrowed: Vec<(&str, [usize; 2])> = named
+            .iter()
+            .map(|(name, shape)| (name.as_str(), *shape))
+            .collect();
+        if borrowed.len() > 1 {
+            if let Some(joined) = self.k_quant_from_file(&borrowed)? {
+                return Ok(Projections::Joined {
+                    matrix: Matrix::KQuant(std::sync::Arc::new(joined)),
+                    widths: borrowed.iter().map(|(_, shape)| shape[0]).collect(),
+                });
+            }
         }
         let matrices = named
             .iter()

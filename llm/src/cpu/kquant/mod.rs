@@ -91,11 +91,15 @@ mod detected {
                 .collect()
         }
 
+        /// Detected once: every product asks.
         pub(super) fn best() -> DetectedIsa {
-            Self::all()
-                .into_iter()
-                .next()
-                .unwrap_or(DetectedIsa(Isa::Scalar))
+            static BEST: std::sync::OnceLock<DetectedIsa> = std::sync::OnceLock::new();
+            *BEST.get_or_init(|| {
+                Self::all()
+                    .into_iter()
+                    .next()
+                    .unwrap_or(DetectedIsa(Isa::Scalar))
+            })
         }
 
         pub(super) fn isa(self) -> Isa {
@@ -143,24 +147,10 @@ impl KQuantMatrix {
         (bytes <= isize::MAX as usize).then_some(bytes)
     }
 
-    /// Tiles a matrix whose GGUF rows `read_rows(first, bytes)` supplies, up to eight at a time
-    /// (`bytes.len()` is a whole number of rows). `None` when `cols` is not whole super-blocks or
-    /// the sizes do not fit in memory.
-    pub(crate) fn tile_with<E>(
-        kind: KQuant,
-        rows: usize,
-        cols: usize,
-        mut read_rows: impl FnMut(usize, &mut [u8]) -> std::result::Result<(), E>,
-    ) -> Option<std::result::Result<Self, E>> {
-        Self::tile_parts(kind, &[rows], cols, |_, first, bytes| {
-            read_rows(first, bytes)
-        })
-    }
-
-    /// One matrix of the rows of several, tiled as `read_rows(part, first, bytes)` supplies each
-    /// part's GGUF rows in order: projections of the same input (q, k, v; gate, up) multiplied
-    /// as one. `None` when `cols` is not whole super-blocks, a part but the last does not fill
-    /// whole tiles, or the sizes do not fit in memory.
+    /// A matrix of the rows of one or more (projections of the same input, such as q, k, v, are
+    /// multiplied as one), tiled as `read_rows(part, first, bytes)` supplies each part's GGUF
+    /// rows in order, up to eight at a time. `None` when `cols` is not whole super-blocks, a part
+    /// but the last does not fill whole tiles, or the sizes do not fit in memory.
     pub(crate) fn tile_parts<E>(
         kind: KQuant,
         part_rows: &[usize],
@@ -242,39 +232,12 @@ impl KQuantMatrix {
             return None;
         }
         let row_bytes = bytes.len() / rows.max(1);
-        Self::tile_with(kind, rows, cols, |first, out: &mut [u8]| {
+        Self::tile_parts(kind, &[rows], cols, |_, first, out: &mut [u8]| {
             let start = first * row_bytes;
             out.copy_from_slice(bytes.get(start..start + out.len()).ok_or(())?);
             Ok::<(), ()>(())
         })
         .and_then(|r| r.ok())
-    }
-
-    /// One matrix with the rows of `parts` in order; `None` unless there are at least two, all
-    /// of one type and width, and all but the last fill whole tiles.
-    pub(crate) fn join(parts: &[&KQuantMatrix]) -> Option<Self> {
-        let (last, rest) = parts.split_last()?;
-        if rest.is_empty()
-            || parts.iter().any(|p| p.layout != last.layout)
-            || rest.iter().any(|p| !p.rows.is_multiple_of(TILE_ROWS))
-        {
-            return None;
-        }
-        let total = parts
-            .iter()
-            .try_fold(0usize, |sum, p| sum.checked_add(p.data.len()))?;
-        let mut data = super::TileMemory::zeroed(total, false);
-        let mut start = 0;
-        for part in parts {
-            data.bytes_mut()[start..start + part.data.len()].copy_from_slice(part.data.bytes());
-            start += part.data.len();
-        }
-        Some(Self {
-            layout: last.layout,
-            rows: parts.iter().map(|p| p.rows).sum(),
-            cols: last.cols,
-            data,
-        })
     }
 
     /// Output rows.

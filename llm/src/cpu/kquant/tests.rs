@@ -197,7 +197,7 @@ fn joined_parts_multiply_as_the_separate_matrices() {
 
 #[test]
 fn a_failed_read_is_reported_not_tiled() {
-    let result = KQuantMatrix::tile_with(KQuant::Q4K, 100, 256, |first, _: &mut [u8]| {
+    let result = KQuantMatrix::tile_parts(KQuant::Q4K, &[100], 256, |_, first, _: &mut [u8]| {
         if first >= 64 {
             Err("the file ends here")
         } else {
