@@ -1,17 +1,21 @@
-//! Our K-quant kernels (llm/src/cpu/kquant) against candle's quantized matmul on the same Q4_K
-//! and Q6_K weights, at MedGemma 4B's widths (hidden 2560, intermediate 10240): one token
-//! (decode) and a 128-token prompt. Both run in this process, so compare the two lines of a pair.
+//! Our quantized kernels (llm/src/cpu/kquant, llm/src/cpu/packed.rs) against candle's quantized
+//! matmul on the same weights: Q4_K and Q6_K at MedGemma 4B's widths (hidden 2560, intermediate
+//! 10240), Q8_0 at Gemma 3 270M's (hidden 640, intermediate 2048); one token (decode) and a
+//! 128-token prompt. Both run in this process, so compare the lines of one group.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use medscribe_llm::kernels::KQuantProducts;
+use medscribe_llm::kernels::{QuantizedProducts, WeightType};
 
-fn k_quant(c: &mut Criterion) {
-    // ffn_up/gate (Q4_K) and ffn_down (Q6_K in half of a Q4_K_M file's layers).
-    for (name, rows, cols, q6k) in [
-        ("q4k_10240x2560", 10240, 2560, false),
-        ("q6k_2560x10240", 2560, 10240, true),
+fn quantized(c: &mut Criterion) {
+    for (name, rows, cols, weights) in [
+        // ffn_up/gate (Q4_K) and ffn_down (Q6_K in half of a Q4_K_M file's layers).
+        ("q4k_10240x2560", 10240, 2560, WeightType::Q4K),
+        ("q6k_2560x10240", 2560, 10240, WeightType::Q6K),
+        // The 270M's ffn_down and the first 8192 rows of its output head.
+        ("q8_0_640x2048", 640, 2048, WeightType::Q8_0),
+        ("q8_0_8192x640", 8192, 640, WeightType::Q8_0),
     ] {
-        let products = KQuantProducts::random(rows, cols, q6k).expect("quantize");
+        let products = QuantizedProducts::random(rows, cols, weights).expect("quantize");
         let mut group = c.benchmark_group(name);
         group.sample_size(10);
         for m in [1usize, 128] {
@@ -20,12 +24,14 @@ fn k_quant(c: &mut Criterion) {
                 .collect();
             let input = medscribe_llm::kernels::tensor(&x, m, cols).expect("input");
             group.throughput(Throughput::Elements((rows * cols * m) as u64));
-            group.bench_function(format!("ours_m{m}"), |b| {
-                b.iter(|| products.ours(&x, m).expect("shapes"))
-            });
+            if products.ours(&x, m).is_some() {
+                group.bench_function(format!("ours_m{m}"), |b| {
+                    b.iter(|| products.ours(&x, m).expect("shapes"))
+                });
+            }
             // Each lesser instruction set this CPU also has (the scalar kernel is too slow to
             // be worth the wait).
-            for isa in KQuantProducts::instruction_sets().iter().skip(1) {
+            for isa in products.instruction_sets().iter().skip(1) {
                 if isa != "scalar" {
                     group.bench_function(format!("ours_{isa}_m{m}"), |b| {
                         b.iter(|| products.ours_on(isa, &x, m).expect("shapes"))
@@ -40,5 +46,5 @@ fn k_quant(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, k_quant);
+criterion_group!(benches, quantized);
 criterion_main!(benches);

@@ -97,15 +97,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// Builds for x86-64-v3 (`.cargo/config.toml`) may use AVX2 and FMA anywhere; on an older CPU
-/// they would die of an illegal instruction at some later point. Checked first, with nothing but
-/// std's feature detection, so such a CPU gets a sentence instead.
+/// The default build runs on any x86-64 CPU and picks its kernels' instructions at run time. A
+/// build asked for x86-64-v3 or newer (`RUSTFLAGS="-C target-cpu=..."`) may use AVX2 and FMA
+/// anywhere, and would die of an illegal instruction on an older CPU at some later point: checked
+/// first, with nothing but std's feature detection, so such a CPU gets a sentence instead.
 fn unsupported_cpu() -> Option<&'static str> {
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
     if !(std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
     {
         return Some(
-            "this build needs a CPU with AVX2 and FMA (Intel since 2013 except Pentium/Celeron, AMD since 2015), which this one lacks; build it for this CPU with RUSTFLAGS=\"-C target-cpu=native\" cargo build --release",
+            "this build was made for CPUs with AVX2 and FMA (Intel since 2013 except Pentium/Celeron, AMD since 2015), which this one lacks; build it without a target-cpu in RUSTFLAGS (the default build runs on any x86-64 CPU)",
         );
     }
     None

@@ -62,7 +62,7 @@ pub(crate) fn decode_attention(
     }
     let repeat = heads / kv_heads;
     let scale = scale as f32;
-    let dot = super::bf16::dot_kernel();
+    let (dot, axpy) = (super::bf16::dot_kernel(), super::bf16::axpy_kernel());
     let mut out = vec![0f32; heads * head_dim];
     let writes = super::DisjointWrites::new(&mut out);
     candle_core::utils::barrier_pool().execute_chunked(heads, |range| {
@@ -86,10 +86,7 @@ pub(crate) fn decode_attention(
             let output = unsafe { writes.slice(head * head_dim, head_dim) };
             output.fill(0.0);
             for (&weight, value) in weights.iter().zip(head_values.chunks_exact(head_dim)) {
-                let weight = weight / sum;
-                for (o, &v) in output.iter_mut().zip(value) {
-                    *o = weight.mul_add(v, *o);
-                }
+                axpy(weight / sum, value, output);
             }
         }
     });

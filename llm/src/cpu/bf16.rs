@@ -87,27 +87,80 @@ pub(crate) fn dot_kernel() -> fn(&[f32], &[f32]) -> f32 {
     dot_portable
 }
 
+/// `out += weight * x` for the widest vectors this CPU has (a weighted sum of rows).
+pub(crate) fn axpy_kernel() -> fn(f32, &[f32], &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the instructions were just detected.
+        return |w, x, out| unsafe { axpy_avx512(w, x, out) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the instructions were just detected.
+        return |w, x, out| unsafe { axpy_avx2(w, x, out) };
+    }
+    axpy_portable
+}
+
+/// [`axpy_fused`] without the fused multiply-add, a slow library call without the instruction.
+fn axpy_portable(weight: f32, x: &[f32], out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o += weight * v;
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
-    dot_portable(a, b)
+    dot_fused(a, b)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    dot_portable(a, b)
+    dot_fused(a, b)
 }
 
-/// Sixteen independent partial sums (no reassociation needed, so the compiler vectorizes it).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn axpy_avx512(weight: f32, x: &[f32], out: &mut [f32]) {
+    axpy_fused(weight, x, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_avx2(weight: f32, x: &[f32], out: &mut [f32]) {
+    axpy_fused(weight, x, out)
+}
+
 #[inline(always)]
-pub(crate) fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+fn axpy_fused(weight: f32, x: &[f32], out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = weight.mul_add(v, *o);
+    }
+}
+
+/// Sixteen independent partial sums (no reassociation needed, so the compiler vectorizes it),
+/// with fused multiply-adds: for the callers compiled with FMA.
+#[inline(always)]
+fn dot_fused(a: &[f32], b: &[f32]) -> f32 {
+    dot_lanes(a, b, f32::mul_add)
+}
+
+/// [`dot_fused`] without the fused multiply-add, which is a slow library call on CPUs (and in
+/// code compiled) without the instruction.
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    dot_lanes(a, b, |x, y, acc| acc + x * y)
+}
+
+#[inline(always)]
+fn dot_lanes(a: &[f32], b: &[f32], multiply_add: impl Fn(f32, f32, f32) -> f32) -> f32 {
     let mut lanes = [0f32; LANES];
     let (a_body, a_tail) = a.split_at(a.len() / LANES * LANES);
     let (b_body, b_tail) = b.split_at(a_body.len());
     for (x, y) in a_body.chunks_exact(LANES).zip(b_body.chunks_exact(LANES)) {
         for i in 0..LANES {
-            lanes[i] = x[i].mul_add(y[i], lanes[i]);
+            lanes[i] = multiply_add(x[i], y[i], lanes[i]);
         }
     }
     let mut sum = lanes.iter().sum::<f32>();
@@ -121,6 +174,29 @@ pub(crate) fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn portable_and_detected_kernels_agree() {
+        // Lengths with and without a tail after the 16 lanes.
+        for len in [1usize, 16, 37, 256] {
+            let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
+            let exact: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                .sum();
+            for dot in [dot_portable, dot_kernel()] {
+                assert!((f64::from(dot(&a, &b)) - exact).abs() < 1e-4, "dot, {len}");
+            }
+            let (mut portable, mut detected) = (b.clone(), b.clone());
+            axpy_portable(0.5, &a, &mut portable);
+            axpy_kernel()(0.5, &a, &mut detected);
+            for ((p, d), (x, y)) in portable.iter().zip(&detected).zip(a.iter().zip(&b)) {
+                assert!((p - (0.5 * x + y)).abs() < 1e-6 && (d - (0.5 * x + y)).abs() < 1e-6);
+            }
+        }
+    }
 
     #[test]
     fn products_equal_the_widened_float_product() {

@@ -1,11 +1,14 @@
-//! Q8_0 weight matrices repacked for CPUs with VNNI (AVX-512 or 256-bit AVX-VNNI), and their
-//! matrix product.
+//! Q8_0 weight matrices repacked in 16-row tiles, and their matrix product on VNNI (AVX-512 or
+//! 256-bit AVX-VNNI) or plain AVX2, chosen at run time.
 //!
 //! candle multiplies Q8_0 weights one output row at a time with 256-bit instructions, and its own
 //! repacked kernels only take rows that are whole multiples of 256 values, which no 640-wide
 //! matrix of Gemma 3 270M is (nor its 262144-row output head, most of the decode time). Here 16
 //! output rows are interleaved per tile, so one `vpdpbusd` multiplies four inputs into sixteen
-//! outputs, and a tile is read once for up to four prompt positions.
+//! outputs, and a tile is read once for up to four prompt positions. Without VNNI, AVX2 does the
+//! same in four instructions (`vpsignb`, `vpmaddubsw`, `vpmaddwd`, `vpaddd`): still sixteen
+//! outputs side by side with no sums across lanes, where candle's AVX2 kernel sums each row's
+//! block horizontally.
 //!
 //! The arithmetic is ggml's Q8_0 product: inputs are quantized per block of 32 to signed bytes
 //! with an f16 scale exactly as `quantize_row_q8_0`, block sums are exact integers, and each block
@@ -41,6 +44,8 @@ enum Kernel {
     Avx512Vnni,
     /// 256-bit AVX-VNNI (Intel Core since Alder Lake, AMD Zen 5), in two halves of 8 rows.
     AvxVnni,
+    /// AVX2 with FMA and F16C (x86-64-v3: Intel since Haswell, AMD since Zen), in two halves.
+    Avx2,
 }
 
 /// Proof that this CPU has a kernel's instructions: its field is private to this module, so
@@ -56,16 +61,17 @@ mod detected {
     impl DetectedKernel {
         /// Every kernel this CPU runs, best first.
         pub(super) fn all() -> Vec<DetectedKernel> {
-            [Kernel::Avx512Vnni, Kernel::AvxVnni]
+            [Kernel::Avx512Vnni, Kernel::AvxVnni, Kernel::Avx2]
                 .into_iter()
                 .filter(|&k| present(k))
                 .map(DetectedKernel)
                 .collect()
         }
 
-        /// The best kernel this CPU runs, if any.
+        /// The best kernel this CPU runs, if any; detected once, as every product asks.
         pub(super) fn best() -> Option<DetectedKernel> {
-            Self::all().into_iter().next()
+            static BEST: std::sync::OnceLock<Option<DetectedKernel>> = std::sync::OnceLock::new();
+            *BEST.get_or_init(|| Self::all().into_iter().next())
         }
 
         pub(super) fn kernel(self) -> Kernel {
@@ -79,6 +85,7 @@ mod detected {
         match kernel {
             Kernel::Avx512Vnni => has!("avx512f") && has!("avx512bw") && has!("avx512vnni"),
             Kernel::AvxVnni => has!("avx2") && has!("avxvnni") && has!("f16c") && has!("fma"),
+            Kernel::Avx2 => has!("avx2") && has!("f16c") && has!("fma"),
         }
     }
 
@@ -90,7 +97,7 @@ mod detected {
 
 use detected::DetectedKernel;
 
-/// Whether this CPU runs the packed kernel (AVX-512 VNNI or AVX-VNNI).
+/// Whether this CPU runs the packed kernel (AVX-512 VNNI, AVX-VNNI or AVX2).
 pub(crate) fn supported() -> bool {
     DetectedKernel::best().is_some()
 }
@@ -239,6 +246,22 @@ impl PackedQ8_0 {
         self.matmul_on(DetectedKernel::best()?, x, m)
     }
 
+    /// The kernels this CPU runs, best first, by name (for benches).
+    pub(crate) fn instruction_sets() -> Vec<String> {
+        DetectedKernel::all()
+            .into_iter()
+            .map(|k| format!("{:?}", k.kernel()).to_lowercase())
+            .collect()
+    }
+
+    /// As [`PackedQ8_0::matmul`] on the named kernel; `None` also when this CPU lacks it.
+    pub(crate) fn matmul_named(&self, kernel: &str, x: &[f32], m: usize) -> Option<Vec<f32>> {
+        let kernel = DetectedKernel::all()
+            .into_iter()
+            .find(|k| format!("{:?}", k.kernel()).to_lowercase() == kernel)?;
+        self.matmul_on(kernel, x, m)
+    }
+
     fn matmul_on(&self, kernel: DetectedKernel, x: &[f32], m: usize) -> Option<Vec<f32>> {
         let kernel = kernel.kernel();
         #[cfg(not(target_arch = "x86_64"))]
@@ -278,10 +301,13 @@ impl PackedQ8_0 {
                     unsafe {
                         match kernel {
                             Kernel::Avx512Vnni => {
-                                vnni::tile(packed, blocks, &inputs, position, pass, &mut sums)
+                                simd::tile(packed, blocks, &inputs, position, pass, &mut sums)
                             }
                             Kernel::AvxVnni => {
-                                vnni::tile_256(packed, blocks, &inputs, position, pass, &mut sums)
+                                simd::tile_256(packed, blocks, &inputs, position, pass, &mut sums)
+                            }
+                            Kernel::Avx2 => {
+                                simd::tile_avx2(packed, blocks, &inputs, position, pass, &mut sums)
                             }
                         }
                     };
@@ -343,7 +369,7 @@ impl QuantizedInputs {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod vnni {
+mod simd {
     use super::{QuantizedInputs, BLOCK, MAX_ROWS_PER_PASS, TILE_BLOCK_BYTES, TILE_ROWS};
     use std::arch::x86_64::*;
 
@@ -456,6 +482,96 @@ mod vnni {
             _mm256_storeu_ps(sums[p].as_mut_ptr().add(8), acc[1]);
         }
     }
+
+    /// [`tile`] with AVX2 alone. `vpmaddubsw` multiplies unsigned by signed bytes, so each
+    /// weight's sign moves onto its input (`vpsignb`) and its magnitude is the unsigned side;
+    /// a pair sum is at most 2 * 128 * 127 = 32512 and fits its i16 lane exactly.
+    ///
+    /// # Safety
+    /// The CPU has AVX2, F16C and FMA; otherwise as [`tile`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn tile_avx2(
+        tile: &[u8],
+        blocks: usize,
+        inputs: &QuantizedInputs,
+        first: usize,
+        count: usize,
+        sums: &mut [[f32; TILE_ROWS]; MAX_ROWS_PER_PASS],
+    ) {
+        debug_assert!(inputs.covers(tile, blocks, first, count));
+        // SAFETY: the caller's guarantees, passed on unchanged.
+        unsafe {
+            match count {
+                1 => tile_avx2_positions::<1>(tile, blocks, inputs, first, sums),
+                2 => tile_avx2_positions::<2>(tile, blocks, inputs, first, sums),
+                3 => tile_avx2_positions::<3>(tile, blocks, inputs, first, sums),
+                _ => tile_avx2_positions::<4>(tile, blocks, inputs, first, sums),
+            }
+        }
+    }
+
+    /// [`tile_avx2`] for `P` positions, a count the compiler unrolls.
+    ///
+    /// # Safety
+    /// As [`tile_avx2`], with `P` positions.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile_avx2_positions<const P: usize>(
+        tile: &[u8],
+        blocks: usize,
+        inputs: &QuantizedInputs,
+        first: usize,
+        sums: &mut [[f32; TILE_ROWS]; MAX_ROWS_PER_PASS],
+    ) {
+        let ones = _mm256_set1_epi16(1);
+        let flip = _mm256_set1_epi8(i8::MIN);
+        let mut acc = [[_mm256_setzero_ps(); 2]; P];
+        let base = tile.as_ptr();
+        let values = inputs.values.as_ptr();
+        for block in 0..blocks {
+            let packed = base.add(block * TILE_BLOCK_BYTES);
+            // Ask for the block two ahead: the matrix then streams from memory while this one
+            // is multiplied (a hint; it never faults, past the end or not).
+            for line in (0..TILE_BLOCK_BYTES).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(
+                    packed.wrapping_add(2 * TILE_BLOCK_BYTES + line) as *const i8
+                );
+            }
+            let weights = packed.add(TILE_ROWS * 2);
+            let input_blocks: [usize; P] = std::array::from_fn(|p| (first + p) * blocks + block);
+            let x: [*const i32; P] =
+                std::array::from_fn(|p| values.add(input_blocks[p] * BLOCK) as *const i32);
+            for (half, weight_scale_at) in [(0, packed), (1, packed.add(TILE_ROWS))] {
+                let weight_scales =
+                    _mm256_cvtph_ps(_mm_loadu_si128(weight_scale_at as *const __m128i));
+                let mut dots = [_mm256_setzero_si256(); P];
+                for g in 0..8 {
+                    let w = _mm256_xor_si256(
+                        _mm256_loadu_si256(weights.add(g * 64 + half * 32) as *const __m256i),
+                        flip,
+                    );
+                    let magnitude = _mm256_abs_epi8(w);
+                    for p in 0..P {
+                        let signed_x =
+                            _mm256_sign_epi8(_mm256_set1_epi32(x[p].add(g).read_unaligned()), w);
+                        let pairs = _mm256_maddubs_epi16(magnitude, signed_x);
+                        dots[p] = _mm256_add_epi32(dots[p], _mm256_madd_epi16(pairs, ones));
+                    }
+                }
+                for p in 0..P {
+                    let scale = _mm256_mul_ps(
+                        weight_scales,
+                        _mm256_set1_ps(*inputs.scales.get_unchecked(input_blocks[p])),
+                    );
+                    acc[p][half] =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots[p]), scale, acc[p][half]);
+                }
+            }
+        }
+        for (p, acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(sums[p].as_mut_ptr(), acc[0]);
+            _mm256_storeu_ps(sums[p].as_mut_ptr().add(8), acc[1]);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -539,7 +655,7 @@ mod tests {
     fn product_matches_candles_q8_0_kernel() {
         let kernels = DetectedKernel::all();
         if kernels.is_empty() {
-            eprintln!("skipped: this CPU has no VNNI, the packed kernel is not used");
+            eprintln!("skipped: this CPU has no AVX2, the packed kernel is not used");
             return;
         }
         for &kernel in &kernels {

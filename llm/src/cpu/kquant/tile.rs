@@ -65,6 +65,24 @@ impl TileLayout {
 
     /// Fills a zeroed tile from up to eight GGUF rows (missing rows stay zero: no output).
     pub(super) fn fill(self, tile: &mut [u8], rows: &[u8]) {
+        // The byte shuffling vectorizes several times better with AVX2 (a third of a 4B
+        // model's load time without it); builds for the baseline CPU pick it at run time.
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the instructions were just detected.
+            return unsafe { self.fill_avx2(tile, rows) };
+        }
+        self.fill_rows(tile, rows)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn fill_avx2(self, tile: &mut [u8], rows: &[u8]) {
+        self.fill_rows(tile, rows)
+    }
+
+    #[inline(always)]
+    fn fill_rows(self, tile: &mut [u8], rows: &[u8]) {
         let block_bytes = self.kind.block_bytes();
         let row_bytes = self.blocks * block_bytes;
         for (r, row) in rows.chunks_exact(row_bytes).enumerate().take(TILE_ROWS) {
@@ -113,6 +131,7 @@ fn f16_at(bytes: &[u8], at: usize) -> f32 {
 }
 
 /// Q4_K's eight 6-bit scales and minimums from its 12 packed bytes (ggml's `get_scale_min_k4`).
+#[inline(always)]
 fn q4k_scales_mins(packed: &[u8]) -> ([u8; 8], [u8; 8]) {
     let mut scales = [0u8; 8];
     let mut mins = [0u8; 8];
@@ -129,6 +148,7 @@ fn q4k_scales_mins(packed: &[u8]) -> ([u8; 8], [u8; 8]) {
 }
 
 /// A GGUF Q4_K block (d, dmin, 12 scale bytes, 128 nibble bytes) as row `r` of a tile block.
+#[inline(always)]
 fn fill_q4k(tile: &mut [u8], r: usize, ggml: &[u8]) {
     tile[Q4K_D + 2 * r..Q4K_D + 2 * r + 2].copy_from_slice(&ggml[0..2]);
     tile[Q4K_DMIN + 2 * r..Q4K_DMIN + 2 * r + 2].copy_from_slice(&ggml[2..4]);
@@ -144,6 +164,7 @@ fn fill_q4k(tile: &mut [u8], r: usize, ggml: &[u8]) {
 }
 
 /// A GGUF Q6_K block (128 low-nibble bytes, 64 top-bit bytes, 16 scales, d) as row `r`.
+#[inline(always)]
 fn fill_q6k(tile: &mut [u8], r: usize, ggml: &[u8]) {
     tile[Q6K_D + 2 * r..Q6K_D + 2 * r + 2].copy_from_slice(&ggml[208..210]);
     for s in 0..16 {
@@ -180,6 +201,7 @@ fn q6k_places(r: usize, v: usize) -> (usize, u8, usize, u8) {
 /// The unsigned 6-bit values of a GGUF Q6_K block, in ggml's `dequantize_row_q6_K` order: each
 /// half of 128 values takes its low nibbles from 64 bytes (low nibbles for the first 64 values,
 /// high nibbles for the next) and its top bits from 32 bytes, two bits per 32 values.
+#[inline(always)]
 fn ggml_q6k_values(block: &[u8]) -> [u8; QK_K] {
     let mut q = [0u8; QK_K];
     for half in 0..2 {
