@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use cmd::{dictate, generate, letter, models, record, sessions, templates, transcribe};
+use cmd::{dictate, generate, letter, models, record, serve, sessions, templates, transcribe};
 
 /// Local, private speech-to-report for doctors: transcription on ONNX Runtime (Moonshine by
 /// default, Google's MedASR when you export it) and text generation with Gemma 3 / MedGemma on
@@ -77,6 +77,17 @@ enum Command {
     /// the audio as it is captured, the transcript with your corrections, attachments and saved
     /// letters. --input-file plays a recording as the microphone (for demos).
     Dictate(dictate::DictateArgs),
+    /// Serve transcription over HTTP with OpenAI's API shapes, for many users behind a load
+    /// balancer.
+    ///
+    /// Endpoints: POST /v1/audio/transcriptions (OpenAI's multipart form: file, model,
+    /// response_format json|text|srt|vtt|verbose_json, language), GET /v1/models, GET /healthz,
+    /// GET /metrics (Prometheus). Models are loaded once, one speech model per work slot;
+    /// requests beyond the slots and queue get 429 with Retry-After, bodies over the limit 413,
+    /// errors are OpenAI-style JSON. Any address but loopback needs --token-file, and clients
+    /// then send `Authorization: Bearer TOKEN`. SIGTERM or Ctrl-C: the server stops accepting,
+    /// answers what it has, and exits. Logs hold no patient text.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -139,5 +150,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Record(args) => record::record(args, ort_lib),
         Command::Sessions(args) => sessions::sessions(args, ort_lib),
         Command::Dictate(args) => dictate::dictate(args, ort_lib),
+        Command::Serve(args) => serve::serve(args, ort_lib).map(|()| ExitCode::SUCCESS),
     }
 }

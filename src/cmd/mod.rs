@@ -6,6 +6,7 @@ pub mod generate;
 pub mod letter;
 pub mod models;
 pub mod record;
+pub mod serve;
 pub mod sessions;
 pub mod templates;
 pub mod transcribe;

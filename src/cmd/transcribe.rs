@@ -119,9 +119,9 @@ pub fn transcribe(args: TranscribeArgs, ort_lib: Option<PathBuf>) -> Result<Exit
     })
 }
 
-/// The letter guard's drug lexicon mending transcripts.
+/// The letter guard's drug lexicon mending transcripts (also the server's).
 #[derive(Debug)]
-struct DrugNames(DrugLexicon);
+pub struct DrugNames(pub DrugLexicon);
 
 impl TextCorrector for DrugNames {
     fn correct(&self, text: &str) -> String {

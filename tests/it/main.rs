@@ -20,4 +20,5 @@ mod parity_gemma3_270m;
 mod parity_medasr;
 mod parity_moonshine;
 mod quality_wer;
+mod serve;
 mod tui_tmux;

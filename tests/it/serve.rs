@@ -1,0 +1,435 @@
+//! `medscribe serve` end to end: the real binary on a free port, driven with curl, on the real
+//! default speech model. What the server answers is compared with what the CLI prints for the
+//! same recording, so the two front ends cannot drift apart.
+
+use crate::common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::repo;
+
+/// A running server; killed when dropped (tests that stop it themselves take it out first).
+struct Server {
+    child: Option<Child>,
+    url: String,
+    log: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts `medscribe serve` on a free loopback port with `args`, and waits until it listens.
+    fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("medscribe"))
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("medscribe serve starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (lines, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        loop {
+            match log.recv_timeout(Duration::from_secs(120)) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("medscribe: serving on ") {
+                        return Server {
+                            child: Some(child),
+                            url: url.to_owned(),
+                            log,
+                        };
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("the server did not start: {}", seen.join("\n"));
+                }
+            }
+        }
+    }
+
+    /// curl with `args` against `path`; the status and body.
+    fn curl(&self, path: &str, args: &[&str]) -> (u16, String) {
+        let out = curl_output(&format!("{}{path}", self.url), args);
+        response(&out)
+    }
+
+    /// The server's log lines so far.
+    fn log_lines(&self) -> Vec<String> {
+        self.log.try_iter().collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn curl_output(url: &str, args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["-sS", "--max-time", "300", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl runs")
+}
+
+/// (status, body) from curl's output with `-w "\n%{http_code}"`.
+fn response(out: &Output) -> (u16, String) {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let status = status.trim().parse().unwrap_or_else(|_| {
+        panic!(
+            "curl gave no status: {text} / {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (status, body.to_owned())
+}
+
+fn sample() -> PathBuf {
+    repo().join("samples/referral-dictation.wav")
+}
+
+fn form_file(path: &Path) -> String {
+    format!("file=@{}", path.display())
+}
+
+fn cli(args: &[&str]) -> String {
+    let out = Command::new(assert_cmd::cargo::cargo_bin("medscribe"))
+        .args(args)
+        .output()
+        .expect("medscribe runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// An OpenAI-style error body with `code`.
+fn assert_error(status: u16, body: &str, expected_status: u16, code: &str) -> String {
+    assert_eq!(status, expected_status, "{body}");
+    let error = &json(body)["error"];
+    assert_eq!(error["code"], code, "{body}");
+    assert!(error["type"].is_string(), "{body}");
+    error["message"].as_str().expect("message").to_owned()
+}
+
+fn private_token_file(dir: &Path, token: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("token");
+    std::fs::write(&path, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+#[test]
+fn transcriptions_in_every_format_match_the_cli() {
+    if !common::slow_tier() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let sample = sample();
+    let file = form_file(&sample);
+    let endpoint = "/v1/audio/transcriptions";
+    let form = |format: &str| {
+        server.curl(
+            endpoint,
+            &[
+                "-F",
+                &file,
+                "-F",
+                "model=whisper-1",
+                "-F",
+                &format!("response_format={format}"),
+            ],
+        )
+    };
+    let cli_json = json(&cli(&[
+        "transcribe",
+        "--format",
+        "json",
+        sample.to_str().unwrap(),
+    ]));
+    let (status, body) = form("json");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["text"], cli_json["text"]);
+    assert!(cli_json["text"].as_str().unwrap().len() > 100);
+    for (format, cli_format) in [("text", "txt"), ("srt", "srt"), ("vtt", "vtt")] {
+        let (status, body) = form(format);
+        assert_eq!(status, 200, "{format}: {body}");
+        let expected = cli(&[
+            "transcribe",
+            "--format",
+            cli_format,
+            sample.to_str().unwrap(),
+        ]);
+        assert_eq!(body, expected, "{format}");
+    }
+    let (status, body) = form("verbose_json");
+    assert_eq!(status, 200, "{body}");
+    let verbose = json(&body);
+    assert_eq!(verbose["text"], cli_json["text"]);
+    assert_eq!(verbose["duration"], cli_json["duration_s"]);
+    let segments = verbose["segments"].as_array().expect("segments");
+    let cli_segments = cli_json["segments"].as_array().expect("CLI segments");
+    assert_eq!(segments.len(), cli_segments.len());
+    for (id, (segment, expected)) in segments.iter().zip(cli_segments).enumerate() {
+        assert_eq!(segment["id"], id);
+        assert_eq!(segment["text"], expected["text"]);
+        let start = segment["start"].as_f64().unwrap();
+        let expected_start = expected["start_s"].as_f64().unwrap();
+        assert!(
+            (start - expected_start).abs() < 0.0011,
+            "{start} vs {expected_start}"
+        );
+    }
+    // Our model's own id works as well as OpenAI's default name.
+    let (status, body) = server.curl("/v1/models", &[]);
+    assert_eq!(status, 200, "{body}");
+    let id = json(&body)["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(id, cli_json["model"]);
+    let (status, body) = server.curl(endpoint, &["-F", &file, "-F", &format!("model={id}")]);
+    assert_eq!(status, 200, "{body}");
+    // The metrics count what was done, and the log holds no patient text.
+    let (status, metrics) = server.curl("/metrics", &[]);
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("medscribe_requests_total{endpoint=\"transcriptions\",status=\"200\"} 6"),
+        "{metrics}"
+    );
+    let log = server.log_lines().join("\n");
+    assert!(log.contains("POST /v1/audio/transcriptions 200"), "{log}");
+    for word in cli_json["text"].as_str().unwrap().split_whitespace() {
+        if word.len() > 6 {
+            assert!(
+                !log.contains(word),
+                "patient text {word:?} in the log: {log}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_requests_get_openai_style_errors_naming_the_problem() {
+    if !common::slow_tier() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.wav");
+    std::fs::write(&broken, b"RIFF\x10\x00\x00\x00WAVEnot a wav at all").unwrap();
+    let server = Server::start(&[]);
+    let endpoint = "/v1/audio/transcriptions";
+    // Bad audio: the CLI's reason, naming the uploaded file.
+    let (status, body) = server.curl(endpoint, &["-F", &form_file(&broken)]);
+    let message = assert_error(status, &body, 400, "invalid_audio");
+    let cli_out = Command::new(assert_cmd::cargo::cargo_bin("medscribe"))
+        .args(["transcribe", broken.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let cli_message = String::from_utf8_lossy(&cli_out.stderr);
+    let reason = message
+        .strip_prefix("broken.wav: ")
+        .expect("names the file");
+    assert!(cli_message.contains(reason), "{message} vs {cli_message}");
+    let sample = form_file(&sample());
+    for (args, code) in [
+        (
+            vec!["-F", &sample, "-F", "response_format=docx"],
+            "invalid_response_format",
+        ),
+        (
+            vec!["-F", &sample, "-F", "model=gpt-4o-transcribe"],
+            "model_not_found",
+        ),
+        (
+            vec!["-F", &sample, "-F", "language=de"],
+            "unsupported_language",
+        ),
+        (vec!["-F", "model=whisper-1"], "missing_file"),
+    ] {
+        let (status, body) = server.curl(endpoint, &args);
+        assert_error(status, &body, 400, code);
+    }
+    let (status, body) = server.curl(
+        endpoint,
+        &["-H", "Content-Type: application/json", "-d", "{}"],
+    );
+    assert_error(status, &body, 400, "invalid_form");
+    let (status, body) = server.curl("/v1/nothing", &[]);
+    assert_error(status, &body, 404, "unknown_url");
+}
+
+#[test]
+fn uploads_over_the_limit_get_413() {
+    if !common::slow_tier() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.wav");
+    std::fs::write(&big, vec![0u8; 2_500_000]).unwrap();
+    let server = Server::start(&["--max-upload-mb", "1"]);
+    let (status, body) = server.curl("/v1/audio/transcriptions", &["-F", &form_file(&big)]);
+    let message = assert_error(status, &body, 413, "request_too_large");
+    assert!(message.contains("1 MB"), "{message}");
+    // The server goes on serving.
+    let (status, _) = server.curl("/healthz", &[]);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_token_is_required_when_given_and_for_any_address_but_loopback() {
+    if !common::slow_tier() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = "0123456789abcdef0123456789abcdef";
+    let token_file = private_token_file(dir.path(), token);
+    let server = Server::start(&["--token-file", token_file.to_str().unwrap()]);
+    let (status, body) = server.curl("/v1/models", &[]);
+    assert_error(status, &body, 401, "invalid_api_key");
+    let (status, body) = server.curl("/v1/models", &["-H", "Authorization: Bearer wrong"]);
+    assert_error(status, &body, 401, "invalid_api_key");
+    let (status, body) = server.curl("/v1/audio/transcriptions", &["-F", &form_file(&sample())]);
+    assert_error(status, &body, 401, "invalid_api_key");
+    let (status, body) = server.curl(
+        "/v1/models",
+        &["-H", &format!("Authorization: Bearer {token}")],
+    );
+    assert_eq!(status, 200, "{body}");
+    // Load balancers' health checks need no token.
+    assert_eq!(server.curl("/healthz", &[]).0, 200);
+    drop(server);
+
+    let medscribe = || Command::new(assert_cmd::cargo::cargo_bin("medscribe"));
+    let out = medscribe()
+        .args(["serve", "--bind", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    common::assert_one_line_error(&out, "open bind", "--token-file");
+    let loose = dir.path().join("loose-token");
+    std::fs::write(&loose, token).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let out = medscribe()
+        .args(["serve", "--token-file", loose.to_str().unwrap()])
+        .output()
+        .unwrap();
+    common::assert_one_line_error(&out, "readable token", "chmod 600");
+    let short = private_token_file(dir.path(), "secret");
+    let out = medscribe()
+        .args(["serve", "--token-file", short.to_str().unwrap()])
+        .output()
+        .unwrap();
+    common::assert_one_line_error(&out, "short token", "at least 16 characters");
+}
+
+#[test]
+fn a_flood_beyond_the_queue_gets_429_and_the_rest_is_served() {
+    if !common::slow_tier() {
+        return;
+    }
+    let server = Server::start(&["--max-concurrent", "1", "--queue", "1"]);
+    let url = format!("{}/v1/audio/transcriptions", server.url);
+    let file = form_file(&sample());
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, file) = (url.clone(), file.clone());
+            std::thread::spawn(move || {
+                let out = curl_output(&url, &["-D", "-", "-F", &file]);
+                let (status, body) = response(&out);
+                (status, body)
+            })
+        })
+        .collect();
+    let results: Vec<(u16, String)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let served = results.iter().filter(|(s, _)| *s == 200).count();
+    let rejected: Vec<_> = results.iter().filter(|(s, _)| *s == 429).collect();
+    assert_eq!(served + rejected.len(), 8, "{results:?}");
+    assert!(
+        served >= 2,
+        "one running and one queued are always served: {results:?}"
+    );
+    assert!(
+        !rejected.is_empty(),
+        "8 at once against 1 slot and 1 queue place: {results:?}"
+    );
+    for (_, response) in &rejected {
+        let lower = response.to_ascii_lowercase();
+        assert!(lower.contains("retry-after: "), "{response}");
+        assert!(response.contains("\"code\":\"server_busy\""), "{response}");
+    }
+    let (_, metrics) = server.curl("/metrics", &[]);
+    assert!(
+        metrics.contains(&format!("medscribe_rejected_total {}", rejected.len())),
+        "{metrics}"
+    );
+    assert!(metrics.contains("medscribe_queue_depth 0"), "{metrics}");
+}
+
+#[test]
+fn sigterm_finishes_the_request_in_progress_then_exits() {
+    if !common::slow_tier() {
+        return;
+    }
+    let mut server = Server::start(&[]);
+    let url = format!("{}/v1/audio/transcriptions", server.url);
+    let file = form_file(&sample());
+    let client = std::thread::spawn({
+        let url = url.clone();
+        move || response(&curl_output(&url, &["-F", &file]))
+    });
+    // Wait until the work has started: the request is in the server's hands.
+    let mut waited = 0;
+    loop {
+        let (_, metrics) = server.curl("/metrics", &[]);
+        if metrics.contains("medscribe_running 1") {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 600, "the request never started: {metrics}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut child = server.child.take().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (status, body) = client.join().unwrap();
+    assert_eq!(status, 200, "the request in progress is answered: {body}");
+    assert!(json(&body)["text"].as_str().unwrap().len() > 100);
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let log = server.log_lines().join("\n");
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+    // Nothing listens any more.
+    let after = curl_output(&format!("{}/healthz", server.url), &[]);
+    assert_eq!(response(&after).0, 0, "no HTTP answer after the shutdown");
+}
