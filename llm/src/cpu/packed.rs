@@ -120,6 +120,40 @@ fn packed_sizes(rows: usize, cols: usize) -> Option<(usize, usize)> {
     (tile_bytes <= isize::MAX as usize).then_some((tile_bytes, row_bytes))
 }
 
+/// Fills one tile from its `present` ggml rows of `row_bytes` each.
+fn fill_tile(packed: &mut [u8], source: &[u8], present: usize, row_bytes: usize) {
+    // The byte shuffling vectorizes with AVX2 (a fifth of the 270M model's load time without
+    // it); builds for the baseline CPU pick it at run time.
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the instructions were just detected.
+        return unsafe { fill_tile_avx2(packed, source, present, row_bytes) };
+    }
+    fill_tile_rows(packed, source, present, row_bytes)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn fill_tile_avx2(packed: &mut [u8], source: &[u8], present: usize, row_bytes: usize) {
+    fill_tile_rows(packed, source, present, row_bytes)
+}
+
+#[inline(always)]
+fn fill_tile_rows(packed: &mut [u8], source: &[u8], present: usize, row_bytes: usize) {
+    for (block, out) in packed.chunks_exact_mut(TILE_BLOCK_BYTES).enumerate() {
+        let (scales, weights) = out.split_at_mut(TILE_ROWS * 2);
+        weights.fill(128);
+        for row in 0..present {
+            let start = row * row_bytes + block * GGML_BLOCK_BYTES;
+            let ggml = &source[start..start + GGML_BLOCK_BYTES];
+            scales[row * 2..row * 2 + 2].copy_from_slice(&ggml[..2]);
+            for (i, &q) in ggml[2..].iter().enumerate() {
+                weights[(i / 4 * TILE_ROWS + row) * 4 + i % 4] = q ^ 0x80;
+            }
+        }
+    }
+}
+
 impl PackedQ8_0 {
     /// Packs a matrix whose ggml Q8_0 rows are supplied 16 at a time: `read_rows(first, bytes)`
     /// fills `bytes` with rows `first..first + bytes.len() / row_bytes`. Returns `None` when
@@ -144,18 +178,7 @@ impl PackedQ8_0 {
             if let Err(e) = read_rows(first, source) {
                 return Some(Err(e));
             }
-            for (block, out) in packed.chunks_exact_mut(TILE_BLOCK_BYTES).enumerate() {
-                let (scales, weights) = out.split_at_mut(TILE_ROWS * 2);
-                weights.fill(128);
-                for row in 0..present {
-                    let start = row * row_bytes + block * GGML_BLOCK_BYTES;
-                    let ggml = &source[start..start + GGML_BLOCK_BYTES];
-                    scales[row * 2..row * 2 + 2].copy_from_slice(&ggml[..2]);
-                    for (i, &q) in ggml[2..].iter().enumerate() {
-                        weights[(i / 4 * TILE_ROWS + row) * 4 + i % 4] = q ^ 0x80;
-                    }
-                }
-            }
+            fill_tile(packed, source, present, row_bytes);
         }
         Some(Ok(Self { rows, cols, data }))
     }
