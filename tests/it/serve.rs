@@ -433,3 +433,164 @@ fn sigterm_finishes_the_request_in_progress_then_exits() {
     let after = curl_output(&format!("{}/healthz", server.url), &[]);
     assert_eq!(response(&after).0, 0, "no HTTP answer after the shutdown");
 }
+
+#[test]
+fn the_official_openai_client_round_trips() {
+    if !common::slow_tier() {
+        return;
+    }
+    // Setup installs the client into the project's venv (scripts/setup.sh).
+    let python = repo().join(".venv/bin/python");
+    let dir = tempfile::tempdir().unwrap();
+    let token = "fedcba9876543210fedcba9876543210";
+    let token_file = private_token_file(dir.path(), token);
+    let server = Server::start(&["--token-file", token_file.to_str().unwrap()]);
+    let sample = sample();
+    let out = Command::new(python)
+        .arg(repo().join("tests/serve_openai_client.py"))
+        .args([&server.url, token, sample.to_str().unwrap()])
+        .output()
+        .expect("the venv's python runs (scripts/setup.sh makes it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = json(&String::from_utf8_lossy(&out.stdout));
+    let cli_json = json(&cli(&[
+        "transcribe",
+        "--format",
+        "json",
+        sample.to_str().unwrap(),
+    ]));
+    assert_eq!(got["models"][0], cli_json["model"]);
+    assert_eq!(got["json_text"], cli_json["text"]);
+    assert_eq!(got["verbose_text"], cli_json["text"]);
+    assert_eq!(got["verbose_duration"], cli_json["duration_s"]);
+    let segments = got["segments"].as_array().unwrap();
+    assert_eq!(
+        segments.len(),
+        cli_json["segments"].as_array().unwrap().len()
+    );
+    for (form, cli_format) in [("text", "txt"), ("srt", "srt"), ("vtt", "vtt")] {
+        let expected = cli(&[
+            "transcribe",
+            "--format",
+            cli_format,
+            sample.to_str().unwrap(),
+        ]);
+        assert_eq!(got[form], expected.as_str(), "{form}");
+    }
+    assert_eq!(got["wrong_key"], 401);
+    assert_eq!(got["wrong_model"], "model_not_found");
+}
+
+/// The letter JSON without its creation time (the one field two runs differ in).
+fn letter_without_time(mut letter: serde_json::Value) -> serde_json::Value {
+    letter
+        .as_object_mut()
+        .expect("a letter object")
+        .remove("created")
+        .expect("created");
+    letter
+}
+
+#[test]
+fn letters_from_a_transcript_or_a_dictation_equal_the_clis() {
+    if !common::slow_tier() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let transcript = "Referral to cardiology.\nMr Jones is 62 and has had exertional chest pain for three weeks.\nHe takes amlodipine 5 mg daily.";
+    let transcript_file = dir.path().join("transcript.txt");
+    std::fs::write(&transcript_file, transcript).unwrap();
+    let server = Server::start(&[]);
+    let body = serde_json::json!({"template": "referral", "transcript": transcript}).to_string();
+    let json_args = ["-H", "Content-Type: application/json", "-d", body.as_str()];
+    let (status, letter) = server.curl("/v1/letters", &json_args);
+    assert_eq!(status, 200, "{letter}");
+    let expected = cli(&[
+        "letter",
+        "--transcript",
+        transcript_file.to_str().unwrap(),
+        "--template",
+        "referral",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        letter_without_time(json(&letter)),
+        letter_without_time(json(&expected))
+    );
+    // The same letter as a FHIR document.
+    let mut fhir_args = json_args.to_vec();
+    fhir_args.extend(["-H", "Accept: application/fhir+json"]);
+    let (status, bundle) = server.curl("/v1/letters", &fhir_args);
+    assert_eq!(status, 200, "{bundle}");
+    let bundle = json(&bundle);
+    assert_eq!(bundle["resourceType"], "Bundle");
+    assert_eq!(bundle["type"], "document");
+    // From the dictation itself, as `letter --audio` writes it.
+    let sample = sample();
+    let (status, letter) = server.curl(
+        "/v1/letters",
+        &["-F", &form_file(&sample), "-F", "template=referral"],
+    );
+    assert_eq!(status, 200, "{letter}");
+    let expected = cli(&[
+        "letter",
+        "--audio",
+        sample.to_str().unwrap(),
+        "--template",
+        "referral",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        letter_without_time(json(&letter)),
+        letter_without_time(json(&expected))
+    );
+}
+
+#[test]
+fn letter_requests_that_cannot_work_get_the_clis_reasons() {
+    if !common::slow_tier() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let post = |body: serde_json::Value| {
+        server.curl(
+            "/v1/letters",
+            &[
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &body.to_string(),
+            ],
+        )
+    };
+    let (status, body) =
+        post(serde_json::json!({"template": "sonnet", "transcript": "Chest pain."}));
+    let message = assert_error(status, &body, 400, "unknown_template");
+    assert!(
+        message.contains("referral"),
+        "lists the templates: {message}"
+    );
+    let (status, body) = post(serde_json::json!({"template": "referral", "transcript": "  \n "}));
+    assert_error(status, &body, 400, "empty_transcript");
+    // The default model has no vision tower: the CLI's reason, as a 400.
+    let png = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC";
+    let (status, body) = post(serde_json::json!({
+        "template": "referral", "transcript": "Chest pain.", "images": [png]
+    }));
+    let message = assert_error(status, &body, 400, "unsupported");
+    assert!(message.contains("no vision tower"), "{message}");
+    let (status, body) = post(serde_json::json!({
+        "template": "referral", "transcript": "Chest pain.", "images": ["http://example.org/x.png"]
+    }));
+    assert_error(status, &body, 400, "invalid_image");
+    let (status, body) = post(serde_json::json!({"transcript": "Chest pain."}));
+    assert_error(status, &body, 400, "invalid_json");
+    let (status, body) = server.curl("/v1/letters", &["-F", "template=referral"]);
+    assert_error(status, &body, 400, "missing_file");
+}

@@ -41,7 +41,9 @@ impl ApiError {
             StatusCode::NOT_FOUND,
             "invalid_request_error",
             "unknown_url",
-            format!("no endpoint {path}; see GET /v1/models, POST /v1/audio/transcriptions"),
+            format!(
+                "no endpoint {path}; see GET /v1/models, POST /v1/audio/transcriptions, POST /v1/letters"
+            ),
         )
     }
 

@@ -1,4 +1,4 @@
-//! `medscribe serve`: the speech pipeline as an HTTP service with OpenAI's API shapes, for a
+//! `medscribe serve`: the speech pipeline and the letter writer as an HTTP service with OpenAI's API shapes, for a
 //! hospital's load balancer to spread over replicas. Each replica is stateless: models are loaded
 //! once at start and shared; requests hold nothing between them.
 //!
@@ -10,6 +10,7 @@
 
 mod admission;
 mod api_error;
+mod letters;
 mod metrics;
 mod transcriptions;
 
@@ -25,11 +26,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use medscribe_llm::letter::{DeviceName, Writer};
 use medscribe_pipeline::{DataDir, Speech, SpeechOptions, TextCorrector};
 use sha2::{Digest, Sha256};
 
 use admission::Admission;
 use api_error::ApiError;
+use letters::Letters;
 use metrics::Metrics;
 use transcriptions::SpeechPool;
 
@@ -73,12 +76,25 @@ pub struct ServeArgs {
     /// Leave medication names as the speech model wrote them (see `transcribe --help`).
     #[arg(long)]
     no_drug_correction: bool,
+
+    /// Letter model for POST /v1/letters: a Hugging Face directory or a .gguf file. Default:
+    /// Gemma 3 270M from setup.
+    #[arg(long, value_name = "PATH")]
+    letter_model: Option<PathBuf>,
+
+    /// Where the letter model runs: cpu, cuda, cuda:N.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    device: DeviceName,
+
+    #[command(flatten)]
+    writing: super::LetterModelArgs,
 }
 
 /// What every request shares.
 pub struct ServerState {
     admission: Arc<Admission>,
     speech: Arc<SpeechPool>,
+    letters: Letters,
     corrector: Option<Arc<dyn TextCorrector>>,
     metrics: Metrics,
     token_digest: Option<[u8; 32]>,
@@ -130,10 +146,12 @@ pub fn serve(args: ServeArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         .first()
         .map(|s| s.recognizer.model_name().to_owned())
         .unwrap_or_default();
+    let drugs = super::drug_lexicon(&data)?;
     let corrector = if args.no_drug_correction {
         None
     } else {
-        super::drug_lexicon(&data)?
+        drugs
+            .clone()
             .map(|drugs| Arc::new(super::transcribe::DrugNames(drugs)) as Arc<dyn TextCorrector>)
     };
     eprintln!(
@@ -142,9 +160,23 @@ pub fn serve(args: ServeArgs, ort_lib: Option<PathBuf>) -> Result<()> {
         if args.max_concurrent == 1 { "" } else { "s" },
         started.elapsed().as_secs_f64()
     );
+    let started = Instant::now();
+    let letter_model = super::letter_model_path(args.letter_model.as_deref(), &data)?;
+    let mut writer = Writer::new(
+        letter_model.clone(),
+        args.writing.settings(args.device),
+        drugs,
+    )?;
+    writer.load()?;
+    eprintln!(
+        "medscribe: letter model {} loaded in {:.1} s",
+        letter_model.display(),
+        started.elapsed().as_secs_f64()
+    );
     let state = Arc::new(ServerState {
         admission: Admission::new(args.max_concurrent, args.queue),
         speech: Arc::new(SpeechPool::new(speech, model_id)),
+        letters: Letters::new(writer, super::load_templates()),
         corrector,
         metrics: Metrics::default(),
         token_digest,
@@ -185,6 +217,7 @@ fn router(state: Arc<ServerState>) -> Router {
             "/v1/audio/transcriptions",
             post(transcriptions::transcriptions),
         )
+        .route("/v1/letters", post(letters::letters))
         .route("/v1/models", get(models))
         .route("/metrics", get(metrics))
         .fallback(|request: Request| async move { ApiError::not_found(request.uri().path()) })
@@ -234,6 +267,7 @@ async fn observe(State(state): State<Arc<ServerState>>, request: Request, next: 
     let path = request.uri().path().to_owned();
     let endpoint = match path.as_str() {
         "/v1/audio/transcriptions" => "transcriptions",
+        "/v1/letters" => "letters",
         "/v1/models" => "models",
         "/metrics" => "metrics",
         "/healthz" => "healthz",
@@ -262,12 +296,10 @@ async fn observe(State(state): State<Arc<ServerState>>, request: Request, next: 
 async fn models(State(state): State<Arc<ServerState>>) -> Response {
     axum::Json(serde_json::json!({
         "object": "list",
-        "data": [{
-            "id": state.speech.model_id(),
-            "object": "model",
-            "created": 0,
-            "owned_by": "medscribe",
-        }],
+        "data": [
+            {"id": state.speech.model_id(), "object": "model", "created": 0, "owned_by": "medscribe"},
+            {"id": state.letters.model_id(), "object": "model", "created": 0, "owned_by": "medscribe"},
+        ],
     }))
     .into_response()
 }

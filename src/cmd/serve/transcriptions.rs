@@ -10,7 +10,9 @@ use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::{Multipart, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use medscribe_pipeline::{correct_transcript, render, FileTranscript, Speech, TranscriptFormat};
+use medscribe_pipeline::{
+    correct_transcript, render, FileTranscript, Speech, TextCorrector, TranscriptFormat,
+};
 
 use super::api_error::ApiError;
 use super::ServerState;
@@ -126,21 +128,12 @@ pub async fn transcriptions(
     let pool = Arc::clone(&state.speech);
     let corrector = state.corrector.clone();
     let work = ticket.run(move || {
-        let Some(mut speech) = pool.take() else {
-            return Err(ApiError::internal(
-                "no speech model was free for a request holding a slot (a bug in medscribe)",
-            ));
-        };
-        let model = speech
-            .speech
-            .as_mut()
-            .ok_or_else(|| ApiError::internal("an emptied speech model slot"))?;
-        let mut done = model
-            .transcribe_wav(request.upload.path(), &mut |_, _| {})
-            .map_err(|error| describe_failure(error, &request.upload_name))?;
-        if let Some(corrector) = &corrector {
-            correct_transcript(&mut done.transcript, corrector.as_ref());
-        }
+        let done = transcribe(
+            &pool,
+            corrector.as_ref(),
+            request.upload.path(),
+            &request.upload_name,
+        )?;
         Ok((done, request.format))
     });
     let (done, format) = match tokio::time::timeout(state.timeout, work).await {
@@ -150,6 +143,32 @@ pub async fn transcriptions(
     };
     state.metrics.audio(done.transcript.duration_s);
     Ok(respond(&done, format))
+}
+
+/// Transcribes a WAV file on a free model of the pool (the caller holds a work slot), mending
+/// drug names with `corrector`; errors name the file as `upload_name`.
+pub(super) fn transcribe(
+    pool: &Arc<SpeechPool>,
+    corrector: Option<&Arc<dyn TextCorrector>>,
+    path: &std::path::Path,
+    upload_name: &str,
+) -> Result<FileTranscript, ApiError> {
+    let Some(mut speech) = pool.take() else {
+        return Err(ApiError::internal(
+            "no speech model was free for a request holding a slot (a bug in medscribe)",
+        ));
+    };
+    let model = speech
+        .speech
+        .as_mut()
+        .ok_or_else(|| ApiError::internal("an emptied speech model slot"))?;
+    let mut done = model
+        .transcribe_wav(path, &mut |_, _| {})
+        .map_err(|error| describe_failure(error, upload_name))?;
+    if let Some(corrector) = corrector {
+        correct_transcript(&mut done.transcript, corrector.as_ref());
+    }
+    Ok(done)
 }
 
 /// Reads the form, streaming the file to disk; only the file and known fields are kept. A form
@@ -165,7 +184,7 @@ async fn read_form(state: &ServerState, mut multipart: Multipart) -> Result<Requ
 /// Reads what is left of a refused request's body and drops it, for at most 10 s: a client
 /// still sending its upload then reads the answer (429, 413, 400), where closing on it would
 /// reset the connection and lose the answer. Past the body limit the stream simply ends.
-async fn discard(mut multipart: Multipart) {
+pub(super) async fn discard(mut multipart: Multipart) {
     let drain = async {
         while let Ok(Some(mut field)) = multipart.next_field().await {
             while let Ok(Some(_)) = field.chunk().await {}
@@ -231,7 +250,7 @@ async fn read_fields(state: &ServerState, multipart: &mut Multipart) -> Result<R
 
 /// The file's name as the client gave it, for messages only (it never becomes a path): its last
 /// component, printable characters, at most 100 of them.
-fn upload_name(name: Option<&str>) -> String {
+pub(super) fn upload_name(name: Option<&str>) -> String {
     let name = name
         .unwrap_or_default()
         .rsplit(['/', '\\'])
@@ -246,7 +265,7 @@ fn upload_name(name: Option<&str>) -> String {
 }
 
 /// The file field, written to a private temporary file.
-async fn spool(
+pub(super) async fn spool(
     state: &ServerState,
     field: &mut Field<'_>,
 ) -> Result<tempfile::NamedTempFile, ApiError> {
@@ -270,7 +289,7 @@ async fn spool(
 }
 
 /// A short text field (at most 64 kB).
-async fn text(state: &ServerState, mut field: Field<'_>) -> Result<String, ApiError> {
+pub(super) async fn text(state: &ServerState, mut field: Field<'_>) -> Result<String, ApiError> {
     const LIMIT: usize = 64 * 1024;
     let mut bytes = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(form_error(state))? {
@@ -296,7 +315,7 @@ async fn text(state: &ServerState, mut field: Field<'_>) -> Result<String, ApiEr
     })
 }
 
-fn form_error(state: &ServerState) -> impl Fn(MultipartError) -> ApiError + '_ {
+pub(super) fn form_error(state: &ServerState) -> impl Fn(MultipartError) -> ApiError + '_ {
     move |error| {
         if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(state.max_upload_bytes)
@@ -310,7 +329,10 @@ fn form_error(state: &ServerState) -> impl Fn(MultipartError) -> ApiError + '_ {
 }
 
 /// Bad audio is the client's (400, with the CLI's message naming its file); anything else ours.
-fn describe_failure(error: medscribe_pipeline::PipelineError, upload_name: &str) -> ApiError {
+pub(super) fn describe_failure(
+    error: medscribe_pipeline::PipelineError,
+    upload_name: &str,
+) -> ApiError {
     match error {
         medscribe_pipeline::PipelineError::Audio { reason, .. } => {
             ApiError::invalid("invalid_audio", format!("{upload_name}: {reason}"))
