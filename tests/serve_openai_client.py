@@ -30,6 +30,24 @@ def main() -> None:
     for form in ("text", "srt", "vtt"):
         result[form] = transcribe(model="whisper-1", response_format=form)
 
+    chat = {
+        "model": result["models"][1],
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Write one sentence about chest pain."},
+        ],
+        "max_tokens": 24,
+    }
+    reply = client.chat.completions.create(**chat)
+    result["chat"] = reply.choices[0].message.content
+    result["chat_finish"] = reply.choices[0].finish_reason
+    result["chat_usage"] = reply.usage.completion_tokens
+    pieces = []
+    for chunk in client.chat.completions.create(stream=True, **chat):
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces.append(chunk.choices[0].delta.content)
+    result["chat_streamed"] = "".join(pieces)
+
     try:
         OpenAI(base_url=f"{base_url}/v1", api_key="not-the-token", max_retries=0).models.list()
         result["wrong_key"] = "accepted"

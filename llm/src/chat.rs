@@ -192,9 +192,120 @@ pub fn chat_prompt(system: Option<&str>, content: &str) -> String {
     )
 }
 
+/// Who speaks a turn of a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatRole {
+    /// The person (OpenAI's `user`).
+    User,
+    /// The model (OpenAI's `assistant`).
+    Model,
+}
+
+/// A piece of a turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatPart {
+    /// Text from the caller: made safe with [`user_text`], then trimmed, as Gemma's template does.
+    Text(String),
+    /// An image, in the order the images are given to the model.
+    Image,
+}
+
+/// A whole conversation in Gemma 3's chat format, ending with the model's turn opened, as
+/// Gemma's own template (tokenizer_config.json) writes it: the system text folded into the
+/// first user turn, turns alternating user / model from a user turn, each text part trimmed,
+/// images as [`IMAGE_MARKER`]. Text can never become a control token. An error says why the
+/// turns cannot be written.
+pub fn conversation_prompt(
+    system: Option<&str>,
+    turns: &[(ChatRole, Vec<ChatPart>)],
+) -> std::result::Result<String, String> {
+    if turns.is_empty() {
+        return Err("the conversation has no messages".into());
+    }
+    let mut prompt = String::from("<bos>");
+    for (index, (role, parts)) in turns.iter().enumerate() {
+        let expected = if index.is_multiple_of(2) {
+            ChatRole::User
+        } else {
+            ChatRole::Model
+        };
+        if *role != expected {
+            return Err(format!(
+                "message {index} is from the {}: turns must alternate user, assistant, user, ... from a user turn (system messages first)",
+                if *role == ChatRole::User { "user" } else { "assistant" }
+            ));
+        }
+        let name = if *role == ChatRole::User {
+            "user"
+        } else {
+            "model"
+        };
+        prompt.push_str(&format!("<start_of_turn>{name}\n"));
+        if index == 0 {
+            if let Some(system) = system.filter(|s| !s.trim().is_empty()) {
+                prompt.push_str(&user_text(system));
+                prompt.push_str("\n\n");
+            }
+        }
+        for part in parts {
+            match part {
+                ChatPart::Text(text) => prompt.push_str(user_text(text).trim()),
+                ChatPart::Image => prompt.push_str(IMAGE_MARKER),
+            }
+        }
+        prompt.push_str("<end_of_turn>\n");
+    }
+    if turns.len().is_multiple_of(2) {
+        return Err("the last message must be from the user".into());
+    }
+    prompt.push_str("<start_of_turn>model\n");
+    Ok(prompt)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{chat_prompt, expand_image_markers, user_text, GemmaTokenizer};
+    use super::{
+        chat_prompt, conversation_prompt, expand_image_markers, user_text, ChatPart, ChatRole,
+        GemmaTokenizer,
+    };
+
+    #[test]
+    fn conversations_follow_gemmas_template() {
+        let text = |t: &str| ChatPart::Text(t.into());
+        // One turn is what `chat_prompt` writes.
+        let one = [(ChatRole::User, vec![text("  Describe this.  ")])];
+        assert_eq!(
+            conversation_prompt(Some("You are a radiologist."), &one).unwrap(),
+            chat_prompt(Some("You are a radiologist."), "Describe this.")
+        );
+        let turns = [
+            (
+                ChatRole::User,
+                vec![ChatPart::Image, text(" What is shown? ")],
+            ),
+            (ChatRole::Model, vec![text("A chest X-ray.\n")]),
+            (ChatRole::User, vec![text("Any <end_of_turn> effusion?")]),
+        ];
+        let prompt = conversation_prompt(None, &turns).unwrap();
+        assert_eq!(
+            prompt,
+            format!(
+                "<bos><start_of_turn>user\n<start_of_image>What is shown?<end_of_turn>\n\
+                 <start_of_turn>model\nA chest X-ray.<end_of_turn>\n\
+                 <start_of_turn>user\n{}<end_of_turn>\n<start_of_turn>model\n",
+                user_text("Any <end_of_turn> effusion?")
+            )
+        );
+        assert!(conversation_prompt(None, &[]).is_err());
+        assert!(
+            conversation_prompt(None, &turns[..2]).is_err(),
+            "ends with the model"
+        );
+        assert!(
+            conversation_prompt(None, &turns[1..]).is_err(),
+            "starts with the model"
+        );
+    }
 
     #[test]
     fn user_text_never_becomes_a_control_token() {

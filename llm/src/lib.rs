@@ -27,7 +27,10 @@ mod tokenizer_file;
 pub mod vision;
 
 pub use candle_core::Device;
-pub use chat::{chat_prompt, expand_image_markers, user_text, GemmaTokenizer, IMAGE_MARKER};
+pub use chat::{
+    chat_prompt, conversation_prompt, expand_image_markers, user_text, ChatPart, ChatRole,
+    GemmaTokenizer, IMAGE_MARKER,
+};
 pub use config::Gemma3TextConfig;
 pub use error::{LlmError, Result};
 pub use gemma3::{Gemma3Text, GgufWeights};

@@ -483,6 +483,116 @@ fn the_official_openai_client_round_trips() {
     }
     assert_eq!(got["wrong_key"], 401);
     assert_eq!(got["wrong_model"], "model_not_found");
+    // A chat, whole and streamed: what `generate` writes for the same conversation.
+    let expected = generated("Be brief.", "Write one sentence about chest pain.", 24);
+    assert_eq!(got["chat"], expected.as_str());
+    assert_eq!(got["chat_streamed"], expected.as_str());
+    assert_eq!(got["chat_finish"], "length");
+    assert_eq!(got["chat_usage"], 24);
+}
+
+/// What `medscribe generate` writes (greedy, Gemma's chat template) for one system and user turn.
+fn generated(system: &str, prompt: &str, tokens: usize) -> String {
+    let text = cli(&[
+        "generate",
+        "--system",
+        system,
+        "--prompt",
+        prompt,
+        "--max-new-tokens",
+        &tokens.to_string(),
+    ]);
+    text.strip_suffix('\n').unwrap_or(&text).to_owned()
+}
+
+#[test]
+fn chat_completions_equal_generate_whole_and_streamed() {
+    if !common::slow_tier() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let (_, models) = server.curl("/v1/models", &[]);
+    let model = json(&models)["data"][1]["id"].as_str().unwrap().to_owned();
+    let request = |extra: serde_json::Value| {
+        let mut body = serde_json::json!({
+            "model": model,
+            "messages": [
+                {"role": "system", "content": "You are a careful clinician."},
+                {"role": "user", "content": [{"type": "text", "text": "List two causes of chest pain."}]},
+            ],
+            "max_tokens": 20,
+        });
+        for (key, value) in extra.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        server.curl(
+            "/v1/chat/completions",
+            &[
+                "-N",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &body.to_string(),
+            ],
+        )
+    };
+    let expected = generated(
+        "You are a careful clinician.",
+        "List two causes of chest pain.",
+        20,
+    );
+    let (status, body) = request(serde_json::json!({}));
+    assert_eq!(status, 200, "{body}");
+    let reply = json(&body);
+    assert_eq!(reply["object"], "chat.completion");
+    assert_eq!(reply["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(reply["choices"][0]["message"]["content"], expected.as_str());
+    assert_eq!(reply["choices"][0]["finish_reason"], "length");
+    assert_eq!(reply["usage"]["completion_tokens"], 20);
+    // Streamed: server-sent chunks whose deltas add up to the same text, then [DONE].
+    let (status, events) = request(serde_json::json!({"stream": true}));
+    assert_eq!(status, 200, "{events}");
+    let mut text = String::new();
+    let mut finish = None;
+    let data: Vec<&str> = events
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{events}");
+    for chunk in &data[..data.len() - 1] {
+        let chunk = json(chunk);
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+        let choice = &chunk["choices"][0];
+        text.push_str(choice["delta"]["content"].as_str().unwrap_or_default());
+        if let Some(reason) = choice["finish_reason"].as_str() {
+            finish = Some(reason.to_owned());
+        }
+    }
+    assert_eq!(text, expected);
+    assert_eq!(finish.as_deref(), Some("length"));
+    // What it cannot do is refused, not ignored.
+    for (extra, code) in [
+        (serde_json::json!({"model": "gpt-4o"}), "model_not_found"),
+        (
+            serde_json::json!({"response_format": {"type": "json_object"}}),
+            "unsupported_parameter",
+        ),
+        (
+            serde_json::json!({"messages": [{"role": "assistant", "content": "Hello."}]}),
+            "invalid_messages",
+        ),
+        (serde_json::json!({"max_tokens": 0}), "invalid_max_tokens"),
+        (serde_json::json!({"temperature": -1.0}), "invalid_sampling"),
+        (
+            serde_json::json!({"messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+            ]}]}),
+            "unsupported",
+        ),
+    ] {
+        let (status, body) = request(extra.clone());
+        assert_error(status, &body, 400, code);
+    }
 }
 
 /// The letter JSON without its creation time (the one field two runs differ in).

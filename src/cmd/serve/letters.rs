@@ -44,6 +44,18 @@ impl Letters {
         }
     }
 
+    /// Runs `work` on the loaded letter model, once no other letter or reply is using it.
+    pub fn with_model<T>(
+        &self,
+        work: impl FnOnce(&mut medscribe_llm::LoadedModel) -> T,
+    ) -> Result<T, ApiError> {
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let loaded = writer
+            .load()
+            .map_err(|e| ApiError::internal(format!("the letter model failed to load: {e}")))?;
+        Ok(work(loaded))
+    }
+
     /// The id `GET /v1/models` lists for the letter model.
     pub fn model_id(&self) -> &str {
         &self.model_id
@@ -188,7 +200,10 @@ fn from_json(body: LetterJson) -> Result<LetterRequest, ApiError> {
 }
 
 /// A `data:image/...;base64,` URL written to a private temporary file.
-fn image_from_data_url(index: usize, url: &str) -> Result<tempfile::NamedTempFile, ApiError> {
+pub(super) fn image_from_data_url(
+    index: usize,
+    url: &str,
+) -> Result<tempfile::NamedTempFile, ApiError> {
     let bad = |why: &str| {
         ApiError::invalid(
             "invalid_image",

@@ -10,6 +10,7 @@
 
 mod admission;
 mod api_error;
+mod chat;
 mod letters;
 mod metrics;
 mod transcriptions;
@@ -218,6 +219,7 @@ fn router(state: Arc<ServerState>) -> Router {
             post(transcriptions::transcriptions),
         )
         .route("/v1/letters", post(letters::letters))
+        .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/models", get(models))
         .route("/metrics", get(metrics))
         .fallback(|request: Request| async move { ApiError::not_found(request.uri().path()) })
@@ -268,6 +270,7 @@ async fn observe(State(state): State<Arc<ServerState>>, request: Request, next: 
     let endpoint = match path.as_str() {
         "/v1/audio/transcriptions" => "transcriptions",
         "/v1/letters" => "letters",
+        "/v1/chat/completions" => "chat",
         "/v1/models" => "models",
         "/metrics" => "metrics",
         "/healthz" => "healthz",
