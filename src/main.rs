@@ -77,16 +77,19 @@ enum Command {
     /// the audio as it is captured, the transcript with your corrections, attachments and saved
     /// letters. --input-file plays a recording as the microphone (for demos).
     Dictate(dictate::DictateArgs),
-    /// Serve transcription over HTTP with OpenAI's API shapes, for many users behind a load
-    /// balancer.
+    /// Serve transcription, letters and chat over HTTP with OpenAI's API shapes, for many users
+    /// behind a load balancer.
     ///
     /// Endpoints: POST /v1/audio/transcriptions (OpenAI's multipart form: file, model,
-    /// response_format json|text|srt|vtt|verbose_json, language), GET /v1/models, GET /healthz,
-    /// GET /metrics (Prometheus). Models are loaded once, one speech model per work slot;
-    /// requests beyond the slots and queue get 429 with Retry-After, bodies over the limit 413,
-    /// errors are OpenAI-style JSON. Any address but loopback needs --token-file, and clients
-    /// then send `Authorization: Bearer TOKEN`. SIGTERM or Ctrl-C: the server stops accepting,
-    /// answers what it has, and exits. Logs hold no patient text.
+    /// response_format json|text|srt|vtt|verbose_json, language), POST /v1/letters (JSON with a
+    /// template and a transcript, or a form with a WAV dictation; the letter as JSON, or FHIR with
+    /// Accept: application/fhir+json), POST /v1/chat/completions (on the letter model; stream:
+    /// true for server-sent events), GET /v1/models, GET /healthz, GET /metrics (Prometheus).
+    /// Models are loaded once: one speech model per work slot, one letter model. Requests beyond
+    /// the slots and queue get 429 with Retry-After, bodies over the limit 413, errors are
+    /// OpenAI-style JSON. Any address but loopback needs --token-file, and clients then send
+    /// `Authorization: Bearer TOKEN`. SIGTERM or Ctrl-C: the server stops accepting, answers what
+    /// it has, and exits. Logs hold no patient text.
     Serve(serve::ServeArgs),
 }
 

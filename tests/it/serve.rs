@@ -617,20 +617,10 @@ fn letters_from_a_transcript_or_a_dictation_equal_the_clis() {
     let server = Server::start(&[]);
     let body = serde_json::json!({"template": "referral", "transcript": transcript}).to_string();
     let json_args = ["-H", "Content-Type: application/json", "-d", body.as_str()];
-    let (status, letter) = server.curl("/v1/letters", &json_args);
-    assert_eq!(status, 200, "{letter}");
-    let expected = cli(&[
-        "letter",
-        "--transcript",
-        transcript_file.to_str().unwrap(),
-        "--template",
-        "referral",
-        "--format",
-        "json",
-    ]);
-    assert_eq!(
-        letter_without_time(json(&letter)),
-        letter_without_time(json(&expected))
+    assert_same_letter_as_cli(
+        &server,
+        &json_args,
+        &["--transcript", transcript_file.to_str().unwrap()],
     );
     // The same letter as a FHIR document.
     let mut fhir_args = json_args.to_vec();
@@ -642,23 +632,23 @@ fn letters_from_a_transcript_or_a_dictation_equal_the_clis() {
     assert_eq!(bundle["type"], "document");
     // From the dictation itself, as `letter --audio` writes it.
     let sample = sample();
-    let (status, letter) = server.curl(
-        "/v1/letters",
+    assert_same_letter_as_cli(
+        &server,
         &["-F", &form_file(&sample), "-F", "template=referral"],
+        &["--audio", sample.to_str().unwrap()],
     );
+}
+
+/// The server's referral letter for `curl_args` is `medscribe letter`'s from `source`, but for
+/// its creation time.
+fn assert_same_letter_as_cli(server: &Server, curl_args: &[&str], source: &[&str]) {
+    let (status, letter) = server.curl("/v1/letters", curl_args);
     assert_eq!(status, 200, "{letter}");
-    let expected = cli(&[
-        "letter",
-        "--audio",
-        sample.to_str().unwrap(),
-        "--template",
-        "referral",
-        "--format",
-        "json",
-    ]);
+    let mut args = vec!["letter", "--template", "referral", "--format", "json"];
+    args.extend(source);
     assert_eq!(
         letter_without_time(json(&letter)),
-        letter_without_time(json(&expected))
+        letter_without_time(json(&cli(&args)))
     );
 }
 

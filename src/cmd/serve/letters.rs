@@ -19,7 +19,7 @@ use medscribe_llm::letter::{LetterOutcome, TranscriptSegment, Writer};
 use medscribe_llm::LlmError;
 
 use super::api_error::ApiError;
-use super::transcriptions::{discard, spool, text, SpeechPool};
+use super::transcriptions::{read_or_discard, spool, text, SpeechPool};
 use super::ServerState;
 
 /// The letter model (one, written with in turn) and the templates.
@@ -234,12 +234,8 @@ fn private_file(bytes: &[u8]) -> Result<tempfile::NamedTempFile, ApiError> {
     Ok(file)
 }
 
-async fn read_form(state: &ServerState, mut form: Multipart) -> Result<LetterRequest, ApiError> {
-    let read = read_fields(state, &mut form).await;
-    if read.is_err() {
-        discard(form).await;
-    }
-    read
+async fn read_form(state: &ServerState, form: Multipart) -> Result<LetterRequest, ApiError> {
+    read_or_discard(form, async |form| read_fields(state, form).await).await
 }
 
 async fn read_fields(state: &ServerState, form: &mut Multipart) -> Result<LetterRequest, ApiError> {

@@ -171,14 +171,22 @@ pub(super) fn transcribe(
     Ok(done)
 }
 
-/// Reads the form, streaming the file to disk; only the file and known fields are kept. A form
-/// refused part way is still read to its end (see [`discard`]).
-async fn read_form(state: &ServerState, mut multipart: Multipart) -> Result<Request, ApiError> {
-    let read = read_fields(state, &mut multipart).await;
-    if read.is_err() {
+/// Reads the form, streaming the file to disk; only the file and known fields are kept.
+async fn read_form(state: &ServerState, multipart: Multipart) -> Result<Request, ApiError> {
+    read_or_discard(multipart, async |form| read_fields(state, form).await).await
+}
+
+/// Reads a form with `read`; a form refused part way is still read to its end (see
+/// [`discard`]).
+pub(super) async fn read_or_discard<T>(
+    mut multipart: Multipart,
+    read: impl AsyncFnOnce(&mut Multipart) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let result = read(&mut multipart).await;
+    if result.is_err() {
         discard(multipart).await;
     }
-    read
+    result
 }
 
 /// Reads what is left of a refused request's body and drops it, for at most 10 s: a client
