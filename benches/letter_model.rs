@@ -1,5 +1,5 @@
-//! Speed of the default letter model (Gemma 3 270M Q4_K_M GGUF, installed by setup) on candle's
-//! quantized kernels: prefill of a 128-token prompt and decoding of 32 tokens; and the letter
+//! Speed of the default letter model (Gemma 3 270M Q4_K_M GGUF, installed by setup) on our CPU
+//! kernels: prefill of a 128-token prompt and decoding of 32 tokens; and the letter
 //! constraint's masks for 32 tokens, to compare with the decoding; and the clinical-fact guard on
 //! a whole letter, to compare with the seconds a letter takes.
 //! `scripts/bench-gemma3-vs-llamacpp.sh` compares with llama.cpp on the same file in one run.

@@ -694,3 +694,51 @@ fn letter_requests_that_cannot_work_get_the_clis_reasons() {
     let (status, body) = server.curl("/v1/letters", &["-F", "template=referral"]);
     assert_error(status, &body, 400, "missing_file");
 }
+
+#[test]
+fn letters_and_chats_beyond_the_queue_get_429_too() {
+    if !common::slow_tier() {
+        return;
+    }
+    let server = Server::start(&["--max-concurrent", "1", "--queue", "0"]);
+    let (_, models) = server.curl("/v1/models", &[]);
+    let model = json(&models)["data"][1]["id"].as_str().unwrap().to_owned();
+    let chat = serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "Describe chest pain."}],
+        "max_tokens": 48,
+    })
+    .to_string();
+    let letter =
+        serde_json::json!({"template": "referral", "transcript": "Chest pain for three weeks."})
+            .to_string();
+    let url = server.url.clone();
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let (url, body) = if i % 2 == 0 {
+                (format!("{url}/v1/chat/completions"), chat.clone())
+            } else {
+                (format!("{url}/v1/letters"), letter.clone())
+            };
+            std::thread::spawn(move || {
+                response(&curl_output(
+                    &url,
+                    &["-H", "Content-Type: application/json", "-d", &body],
+                ))
+            })
+        })
+        .collect();
+    let results: Vec<(u16, String)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert!(results.iter().any(|(s, _)| *s == 200), "{results:?}");
+    let rejected: Vec<_> = results.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(
+        !rejected.is_empty(),
+        "4 at once against 1 slot and no queue: {results:?}"
+    );
+    for (status, body) in &results {
+        assert!(*status == 200 || *status == 429, "{status}: {body}");
+        if *status == 429 {
+            assert_error(*status, body, 429, "server_busy");
+        }
+    }
+}

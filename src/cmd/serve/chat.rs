@@ -96,8 +96,7 @@ pub async fn chat_completions(
     request: Request,
 ) -> Result<Response, ApiError> {
     let Some(ticket) = state.admission.try_admit() else {
-        // Read what the client is still sending, so that it gets the answer.
-        let _ = axum::body::to_bytes(request.into_body(), usize::MAX).await;
+        super::transcriptions::discard_body(&state, request.into_body()).await;
         return Err(ApiError::busy(state.retry_after_s()));
     };
     let axum::Json(body) = axum::Json::<ChatRequest>::from_request(request, &state)

@@ -124,8 +124,7 @@ pub async fn letters(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
     let Some(ticket) = state.admission.try_admit() else {
-        // Read what the client is still sending, so that it gets the answer (see `discard`).
-        let _ = axum::body::to_bytes(request.into_body(), usize::MAX).await;
+        super::transcriptions::discard_body(&state, request.into_body()).await;
         return Err(ApiError::busy(state.retry_after_s()));
     };
     let letter = if multipart {
