@@ -44,6 +44,17 @@ fn gated(gate: &[f32], up: &[f32], out: &mut [f32]) {
         // SAFETY: the instructions were just detected.
         return unsafe { gated_avx512(gate, up, out) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the instructions were just detected.
+        return unsafe { gated_avx2(gate, up, out) };
+    }
+    gated_portable(gate, up, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gated_avx2(gate: &[f32], up: &[f32], out: &mut [f32]) {
     gated_portable(gate, up, out)
 }
 

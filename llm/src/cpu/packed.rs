@@ -374,20 +374,45 @@ impl QuantizedInputs {
         let mut values = Vec::with_capacity(m * cols);
         let mut scales = Vec::with_capacity(blocks);
         let mut offsets = Vec::with_capacity(blocks);
+        let mut quantized = [0i8; BLOCK];
         for block in x.chunks_exact(BLOCK) {
             let amax = block.iter().fold(0f32, |a, v| a.max(v.abs()));
             let d = amax / 127.0;
             let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let start = values.len();
-            values.extend(block.iter().map(|&v| (v * inverse).round() as i8));
+            round_block(block, inverse, &mut quantized);
+            values.extend_from_slice(&quantized);
             scales.push(f16::from_f32(d).to_f32());
-            offsets.push(128 * values[start..].iter().map(|&q| i32::from(q)).sum::<i32>());
+            offsets.push(128 * quantized.iter().map(|&q| i32::from(q)).sum::<i32>());
         }
         Self {
             values,
             scales,
             offsets,
         }
+    }
+}
+
+/// `out = round(block * scale)` (half away from zero, as ggml's `roundf`): one vector
+/// instruction sequence with AVX2, a library call per value without it.
+fn round_block(block: &[f32], scale: f32, out: &mut [i8; BLOCK]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the instructions were just detected.
+        return unsafe { round_block_avx2(block, scale, out) };
+    }
+    round_block_portable(block, scale, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn round_block_avx2(block: &[f32], scale: f32, out: &mut [i8; BLOCK]) {
+    round_block_portable(block, scale, out)
+}
+
+#[inline(always)]
+fn round_block_portable(block: &[f32], scale: f32, out: &mut [i8; BLOCK]) {
+    for (q, &v) in out.iter_mut().zip(block) {
+        *q = (v * scale).round() as i8;
     }
 }
 
