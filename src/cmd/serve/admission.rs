@@ -35,7 +35,7 @@ impl Admission {
 
     /// A place for one more request, or `None` when every slot and queue place is taken.
     pub fn try_admit(self: &Arc<Self>) -> Option<Ticket> {
-        let limit = self.running + self.queue;
+        let limit = self.running.saturating_add(self.queue);
         self.admitted
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < limit).then_some(n + 1)
@@ -84,5 +84,26 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.admission.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admits_slots_plus_queue_then_refuses_until_one_leaves() {
+        let admission = Admission::new(1, 2);
+        let tickets: Vec<Ticket> = (0..3)
+            .map(|_| admission.try_admit().expect("a place"))
+            .collect();
+        assert!(admission.try_admit().is_none());
+        // Let in, none working yet: all three wait.
+        assert_eq!((admission.running(), admission.waiting()), (0, 3));
+        drop(tickets);
+        assert_eq!(admission.waiting(), 0);
+        assert!(admission.try_admit().is_some());
+        // A queue as large as the type holds does not overflow the limit.
+        assert!(Admission::new(2, usize::MAX).try_admit().is_some());
     }
 }
