@@ -72,8 +72,8 @@ struct ImageUrl {
 /// A request checked and ready to run.
 struct Conversation {
     model: String,
-    system: Option<String>,
-    turns: Vec<(ChatRole, Vec<ChatPart>)>,
+    /// The conversation in Gemma's chat format, image markers not yet expanded.
+    prompt: String,
     images: Vec<tempfile::NamedTempFile>,
     sampling: Sampling,
     stream: bool,
@@ -336,14 +336,13 @@ fn check(state: &ServerState, body: ChatRequest) -> Result<Conversation, ApiErro
             Some(role) => turns.push((role, parts)),
         }
     }
-    // Checked here so that a bad conversation is a 400 before any work is queued.
+    // Written here, once, so that a bad conversation is a 400 before any work is queued.
     let system = (!system.is_empty()).then(|| system.join("\n\n"));
-    medscribe_llm::conversation_prompt(system.as_deref(), &turns)
+    let prompt = medscribe_llm::conversation_prompt(system.as_deref(), &turns)
         .map_err(|why| ApiError::invalid("invalid_messages", why))?;
     Ok(Conversation {
         model: model.to_owned(),
-        system,
-        turns,
+        prompt,
         images,
         sampling,
         stream: body.stream,
@@ -359,11 +358,9 @@ fn run(
     sender: &tokio::sync::mpsc::Sender<Progress>,
 ) {
     let result = state.letters.with_model(|loaded| {
-        let prompt =
-            medscribe_llm::conversation_prompt(conversation.system.as_deref(), &conversation.turns)
-                .map_err(|why| ApiError::invalid("invalid_messages", why))?;
+        let prompt = &conversation.prompt;
         let tokens_per_image = loaded.vision.as_ref().map_or(0, |v| v.tokens_per_image());
-        let (prompt, markers) = medscribe_llm::expand_image_markers(&prompt, tokens_per_image);
+        let (prompt, markers) = medscribe_llm::expand_image_markers(prompt, tokens_per_image);
         let images = if markers == 0 {
             None
         } else {

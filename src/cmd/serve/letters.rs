@@ -14,7 +14,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use medscribe_llm::letter::render::{render, Format};
-use medscribe_llm::letter::template::TemplateSet;
+use medscribe_llm::letter::template::{Template, TemplateSet};
 use medscribe_llm::letter::{LetterOutcome, TranscriptSegment, Writer};
 use medscribe_llm::LlmError;
 
@@ -146,11 +146,18 @@ pub async fn letters(
             })?;
         from_json(body)?
     };
+    // Before any work is queued: an unknown template must not cost a transcription first.
+    let template = state
+        .letters
+        .templates
+        .find(letter.template.trim())
+        .map_err(|e| ApiError::invalid("unknown_template", e.to_string()))?
+        .clone();
     let cancel = Arc::new(AtomicBool::new(false));
     let work = ticket.run({
         let state = Arc::clone(&state);
         let cancel = Arc::clone(&cancel);
-        move || write(&state, letter, &cancel)
+        move || write(&state, letter, &template, &cancel)
     });
     let letter = match tokio::time::timeout(state.timeout, work).await {
         Err(_) => {
@@ -239,8 +246,11 @@ async fn read_form(state: &ServerState, form: Multipart) -> Result<LetterRequest
 
 async fn read_fields(state: &ServerState, form: &mut Multipart) -> Result<LetterRequest, ApiError> {
     let (mut template, mut dictation, mut images) = (None, None, Vec::new());
-    let err = |e| super::transcriptions::form_error(state)(e);
-    while let Some(mut field) = form.next_field().await.map_err(err)? {
+    while let Some(mut field) = form
+        .next_field()
+        .await
+        .map_err(super::transcriptions::form_error(state))?
+    {
         match field.name().unwrap_or_default() {
             "file" => {
                 let name = super::transcriptions::upload_name(field.file_name());
@@ -276,13 +286,10 @@ async fn read_fields(state: &ServerState, form: &mut Multipart) -> Result<Letter
 fn write(
     state: &ServerState,
     request: LetterRequest,
+    template: &Template,
     cancel: &AtomicBool,
 ) -> Result<medscribe_llm::letter::Letter, ApiError> {
     let letters = &state.letters;
-    let template = letters
-        .templates
-        .find(request.template.trim())
-        .map_err(|e| ApiError::invalid("unknown_template", e.to_string()))?;
     let transcript = match request.source {
         Source::Transcript(segments) => segments,
         Source::Dictation { upload, name } => dictation(&state.speech, state, &upload, &name)?,
