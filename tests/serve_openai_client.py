@@ -1,7 +1,7 @@
 """Drives `medscribe serve` with the official OpenAI Python client (PyPI `openai`), as a hospital's
 existing code would, and prints what came back as one JSON object for tests/it/serve.rs to check.
 
-Usage: python serve_openai_client.py BASE_URL TOKEN WAV
+Usage: python serve_openai_client.py BASE_URL TOKEN WAV SCHEMA_JSON
 """
 
 import json
@@ -47,6 +47,18 @@ def main() -> None:
         if chunk.choices and chunk.choices[0].delta.content:
             pieces.append(chunk.choices[0].delta.content)
     result["chat_streamed"] = "".join(pieces)
+
+    schema = json.loads(sys.argv[4])
+    reply = client.chat.completions.create(
+        model=result["models"][1],
+        messages=[{"role": "user", "content": "A 54-year-old man has had chest pain for two days. Triage him."}],
+        max_tokens=200,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "triage", "strict": True, "schema": schema},
+        },
+    )
+    result["chat_json"] = reply.choices[0].message.content
 
     try:
         OpenAI(base_url=f"{base_url}/v1", api_key="not-the-token", max_retries=0).models.list()

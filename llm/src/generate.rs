@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::Result;
 use crate::gemma3::Gemma3Text;
+use crate::json_schema::SchemaConstraint;
 
 /// How to pick tokens.
 #[derive(Debug, Clone, PartialEq)]
@@ -217,6 +218,70 @@ pub fn generate_with_images(
             return Ok((generated, StopReason::Cancelled));
         }
         logits = model.forward(&[next], false)?;
+    }
+}
+
+/// Like [`generate_with_images`], held to a JSON schema: the reply is `constraint`'s document,
+/// complete and valid within `sampling.max_new_tokens` (which must be at least
+/// [`SchemaConstraint::minimum_tokens`]). `on_token` sees every id of the reply, the forced
+/// skeleton included. Ends once the document is complete: [`StopReason::EndOfTurn`], or
+/// [`StopReason::Length`] if the budget made it end the cheapest way.
+pub fn generate_json(
+    model: &mut Gemma3Text,
+    prompt: &[u32],
+    images: Option<&PromptImages>,
+    constraint: &mut SchemaConstraint<'_>,
+    sampling: &Sampling,
+    cancel: &AtomicBool,
+    on_token: &mut dyn FnMut(u32) -> bool,
+) -> Result<(Vec<u32>, StopReason)> {
+    let budget = sampling.max_new_tokens;
+    if budget < constraint.minimum_tokens() {
+        return Err(crate::LlmError::Setting(format!(
+            "{budget} tokens cannot hold a document of this schema ({} at least)",
+            constraint.minimum_tokens()
+        )));
+    }
+    let mut rng = Rng(sampling.seed);
+    let mut generated: Vec<u32> = Vec::new();
+    let mut input = prompt.to_vec();
+    let mut first = true;
+    loop {
+        let forced = constraint.take_forced(budget.saturating_sub(generated.len()))?;
+        for &id in &forced {
+            generated.push(id);
+            if !on_token(id) {
+                return Ok((generated, StopReason::Cancelled));
+            }
+        }
+        input.extend(forced);
+        if constraint.is_done() {
+            let reason = if constraint.truncated() {
+                StopReason::Length
+            } else {
+                StopReason::EndOfTurn
+            };
+            return Ok((generated, reason));
+        }
+        if cancel.load(Ordering::Relaxed) {
+            return Ok((generated, StopReason::Cancelled));
+        }
+        let logits = match (first, images) {
+            (true, Some(images)) => {
+                model.forward_with_images(&input, images.soft_token, &images.features, false)?
+            }
+            _ => model.forward(&input, false)?,
+        };
+        first = false;
+        let mut row: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
+        constraint.mask(&mut row, budget.saturating_sub(generated.len()));
+        let next = pick(&mut row, sampling, &generated, &mut rng);
+        constraint.accept(next)?;
+        generated.push(next);
+        if !on_token(next) {
+            return Ok((generated, StopReason::Cancelled));
+        }
+        input = vec![next];
     }
 }
 

@@ -19,6 +19,7 @@ pub mod gemma3;
 pub mod generate;
 mod gguf_check;
 pub mod image;
+pub mod json_schema;
 #[doc(hidden)]
 pub mod kernels;
 pub mod letter;
@@ -34,6 +35,9 @@ pub use chat::{
 pub use config::Gemma3TextConfig;
 pub use error::{LlmError, Result};
 pub use gemma3::{Gemma3Text, GgufWeights};
-pub use generate::{generate, generate_with_images, PromptImages, Sampling, StopReason};
+pub use generate::{
+    generate, generate_json, generate_with_images, PromptImages, Sampling, StopReason,
+};
+pub use json_schema::{JsonSchema, SchemaConstraint};
 pub use loader::{load, load_with_mmproj, LoadedModel};
 pub use vision::Gemma3Vision;

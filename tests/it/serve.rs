@@ -449,6 +449,7 @@ fn the_official_openai_client_round_trips() {
     let out = Command::new(python)
         .arg(repo().join("tests/serve_openai_client.py"))
         .args([&server.url, token, sample.to_str().unwrap()])
+        .arg(triage_schema().to_string())
         .output()
         .expect("the venv's python runs (scripts/setup.sh makes it)");
     assert!(
@@ -489,6 +490,7 @@ fn the_official_openai_client_round_trips() {
     assert_eq!(got["chat_streamed"], expected.as_str());
     assert_eq!(got["chat_finish"], "length");
     assert_eq!(got["chat_usage"], 24);
+    assert_triage(got["chat_json"].as_str().unwrap());
 }
 
 /// What `medscribe generate` writes (greedy, Gemma's chat template) for one system and user turn.
@@ -593,6 +595,138 @@ fn chat_completions_equal_generate_whole_and_streamed() {
         let (status, body) = request(extra.clone());
         assert_error(status, &body, 400, code);
     }
+}
+
+/// A schema with every kind of value the constraint enforces.
+fn triage_schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "age": {"type": "integer"},
+            "complaint": {"type": "string"},
+            "days": {"type": "number"},
+            "urgency": {"enum": ["routine", "urgent", "emergency"]},
+            "tests": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
+            "allergy": {"type": ["string", "null"]},
+            "admit": {"type": "boolean"},
+        },
+        "required": ["age", "complaint", "days", "urgency", "tests", "allergy", "admit"],
+    })
+}
+
+/// Checks `reply` against [`triage_schema`] by hand (no validator in the test's dependencies).
+fn assert_triage(reply: &str) {
+    let value = json(reply);
+    let object = value.as_object().expect(reply);
+    let keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    let mut expected = [
+        "age",
+        "complaint",
+        "days",
+        "urgency",
+        "tests",
+        "allergy",
+        "admit",
+    ];
+    expected.sort_unstable();
+    assert_eq!(keys, expected, "{reply}");
+    assert!(object["age"].is_i64(), "{reply}");
+    assert!(
+        object["complaint"].is_string() && object["days"].is_number(),
+        "{reply}"
+    );
+    assert!(
+        ["routine", "urgent", "emergency"].contains(&object["urgency"].as_str().unwrap_or("")),
+        "{reply}"
+    );
+    let tests = object["tests"].as_array().expect(reply);
+    assert!(
+        tests.len() <= 3 && tests.iter().all(|t| t.is_string()),
+        "{reply}"
+    );
+    assert!(
+        object["allergy"].is_string() || object["allergy"].is_null(),
+        "{reply}"
+    );
+    assert!(object["admit"].is_boolean(), "{reply}");
+}
+
+#[test]
+fn json_schema_chats_always_give_valid_documents() {
+    if !common::slow_tier() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let (_, models) = server.curl("/v1/models", &[]);
+    let model = json(&models)["data"][1]["id"].as_str().unwrap().to_owned();
+    let request = |schema: serde_json::Value, max_tokens: usize, stream: bool, seed: u64| {
+        let body = serde_json::json!({
+            "model": model,
+            "messages": [{"role": "user", "content":
+                "A 54-year-old man has had chest pain for two days. Triage him."}],
+            "max_tokens": max_tokens,
+            "temperature": if seed == 0 { 0.0 } else { 1.0 },
+            "seed": seed,
+            "stream": stream,
+            "response_format": {"type": "json_schema",
+                                "json_schema": {"name": "triage", "strict": true, "schema": schema}},
+        });
+        server.curl(
+            "/v1/chat/completions",
+            &[
+                "-N",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &body.to_string(),
+            ],
+        )
+    };
+    let (status, body) = request(triage_schema(), 200, false, 0);
+    assert_eq!(status, 200, "{body}");
+    let reply = json(&body);
+    let whole = reply["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_triage(&whole);
+    // Streamed, the deltas add up to the same document.
+    let (status, events) = request(triage_schema(), 200, true, 0);
+    assert_eq!(status, 200, "{events}");
+    let streamed: String = events
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .filter_map(|data| {
+            json(data)["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(streamed, whole);
+    // Sampled at temperature 1, and with budgets that cut it short, it still validates; a cut
+    // reply says "length".
+    for (max_tokens, seed) in [(200, 7), (200, 8), (100, 9), (90, 10)] {
+        let (status, body) = request(triage_schema(), max_tokens, false, seed);
+        assert_eq!(status, 200, "{body}");
+        let reply = json(&body);
+        assert_triage(reply["choices"][0]["message"]["content"].as_str().unwrap());
+        let used = reply["usage"]["completion_tokens"].as_u64().unwrap();
+        assert!(used <= max_tokens as u64, "{body}");
+    }
+    // What cannot be enforced is a 400 naming it; so is a budget too small for any document.
+    let mut with_pattern = triage_schema();
+    with_pattern["properties"]["complaint"]["pattern"] = "^[a-z]+$".into();
+    let (status, body) = request(with_pattern, 200, false, 0);
+    let message = assert_error(status, &body, 400, "invalid_schema");
+    assert!(
+        message.contains("complaint") && message.contains("pattern"),
+        "{message}"
+    );
+    let (status, body) = request(triage_schema(), 20, false, 0);
+    let message = assert_error(status, &body, 400, "invalid_max_tokens");
+    assert!(message.contains("at least"), "{message}");
 }
 
 /// The letter JSON without its creation time (the one field two runs differ in).

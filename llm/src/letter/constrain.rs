@@ -34,6 +34,9 @@ pub struct TokenTable {
     class: Vec<TokenClass>,
     /// Bytes of each ordinary token, for spelling forced text.
     pieces: Vec<Option<Vec<u8>>>,
+    /// Ids of the ordinary tokens by their first byte, so that a constraint that allows few
+    /// first bytes looks at few tokens.
+    by_first_byte: Vec<Vec<u32>>,
     /// Piece bytes -> id (first id wins), for spelling forced text.
     by_piece: std::collections::HashMap<Vec<u8>, u32>,
     longest_piece: usize,
@@ -69,16 +72,19 @@ impl TokenTable {
             })
             .collect();
         let mut by_piece = std::collections::HashMap::new();
+        let mut by_first_byte = vec![Vec::new(); 256];
         let mut longest_piece = 0;
         for (id, piece) in pieces.iter().enumerate() {
             if let Some(bytes) = piece.as_ref().filter(|b| !b.is_empty()) {
                 longest_piece = longest_piece.max(bytes.len());
                 by_piece.entry(bytes.clone()).or_insert(id as u32);
+                by_first_byte[usize::from(bytes[0])].push(id as u32);
             }
         }
         Self {
             class,
             pieces,
+            by_first_byte,
             by_piece,
             longest_piece,
         }
@@ -94,8 +100,28 @@ impl TokenTable {
         self.class.is_empty()
     }
 
+    /// The bytes of token `id`, if it is an ordinary token.
+    pub(crate) fn piece(&self, id: u32) -> Option<&[u8]> {
+        self.pieces.get(id as usize)?.as_deref()
+    }
+
+    /// Ordinary tokens whose first byte is `byte`.
+    pub(crate) fn starting_with(&self, byte: u8) -> &[u32] {
+        &self.by_first_byte[usize::from(byte)]
+    }
+
+    /// How token `id` fits inside a JSON string: `None` if it cannot, `Some(false)` for
+    /// content, `Some(true)` for content (possibly none) then the closing quote at its end.
+    pub(crate) fn in_string(&self, id: u32) -> Option<bool> {
+        match self.class.get(id as usize)? {
+            TokenClass::Forbidden => None,
+            TokenClass::BlankContent | TokenClass::Content => Some(false),
+            TokenClass::BlankCloser | TokenClass::Closer => Some(true),
+        }
+    }
+
     /// Spells `text` with ordinary tokens, longest piece first.
-    fn spell(&self, text: &[u8]) -> Result<Vec<u32>> {
+    pub(crate) fn spell(&self, text: &[u8]) -> Result<Vec<u32>> {
         let mut ids = Vec::new();
         let mut at = 0;
         while at < text.len() {

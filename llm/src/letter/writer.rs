@@ -177,6 +177,13 @@ impl Writer {
         Ok(loaded)
     }
 
+    /// The model, loaded now if it is not yet, with its vocabulary classified for constrained
+    /// JSON ([`crate::SchemaConstraint`]).
+    pub fn load_with_table(&mut self) -> Result<(&mut LoadedModel, &TokenTable)> {
+        let (loaded, table) = loaded_model(&mut self.loaded, &self.model, &self.settings)?;
+        Ok((loaded, table))
+    }
+
     /// Whether the model can look at images (loads it).
     pub fn sees_images(&mut self) -> Result<bool> {
         Ok(self.load()?.vision.is_some())

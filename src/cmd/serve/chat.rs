@@ -3,8 +3,12 @@
 //! `stream: true` as server-sent events. Conversations are written in Gemma's own chat format
 //! (`llm::conversation_prompt`); user text can never become a control token.
 //!
-//! Unlike OpenAI, `temperature` defaults to 0 (greedy, the same answer every time). Not yet:
-//! `response_format` (refused with a clear error rather than ignored), tools, `n` > 1.
+//! `response_format: {"type": "json_schema", "json_schema": {"schema": ...}}` holds the reply to
+//! the schema by constrained decoding (`llm::JsonSchema`): it always parses and validates. A
+//! schema part that cannot be enforced is a 400 naming it, never ignored.
+//!
+//! Unlike OpenAI, `temperature` defaults to 0 (greedy, the same answer every time). Not
+//! supported (a 400, not ignored): `response_format` `json_object`, tools, `n` > 1.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -15,7 +19,7 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use medscribe_llm::{ChatPart, ChatRole, Sampling, StopReason};
+use medscribe_llm::{ChatPart, ChatRole, JsonSchema, Sampling, SchemaConstraint, StopReason};
 use serde::Deserialize;
 
 use super::api_error::ApiError;
@@ -37,8 +41,24 @@ struct ChatRequest {
     max_completion_tokens: Option<usize>,
     seed: Option<u64>,
     n: Option<usize>,
-    response_format: Option<serde_json::Value>,
+    response_format: Option<ResponseFormat>,
     tools: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type")]
+enum ResponseFormat {
+    #[serde(rename = "text")]
+    Text,
+    #[serde(rename = "json_object")]
+    JsonObject,
+    #[serde(rename = "json_schema")]
+    JsonSchema { json_schema: JsonSchemaFormat },
+}
+
+#[derive(Debug, Deserialize)]
+struct JsonSchemaFormat {
+    schema: serde_json::Value,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +96,8 @@ struct Conversation {
     prompt: String,
     images: Vec<tempfile::NamedTempFile>,
     sampling: Sampling,
+    /// The schema the reply is held to, if any.
+    schema: Option<JsonSchema>,
     stream: bool,
 }
 
@@ -248,12 +270,19 @@ fn check(state: &ServerState, body: ChatRequest) -> Result<Conversation, ApiErro
             ),
         ));
     }
-    if body.response_format.is_some() {
-        return Err(ApiError::invalid(
-            "unsupported_parameter",
-            "response_format is not supported yet: constrained JSON is available through POST /v1/letters",
-        ));
-    }
+    let schema = match body.response_format {
+        None | Some(ResponseFormat::Text) => None,
+        Some(ResponseFormat::JsonObject) => {
+            return Err(ApiError::invalid(
+                "unsupported_parameter",
+                "response_format json_object is not supported: give a json_schema",
+            ))
+        }
+        Some(ResponseFormat::JsonSchema { json_schema }) => Some(
+            JsonSchema::compile(&json_schema.schema)
+                .map_err(|why| ApiError::invalid("invalid_schema", why))?,
+        ),
+    };
     if body.tools.is_some() || body.n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid(
             "unsupported_parameter",
@@ -269,6 +298,16 @@ fn check(state: &ServerState, body: ChatRequest) -> Result<Conversation, ApiErro
             "invalid_max_tokens",
             format!("max_tokens must be between 1 and {MAX_TOKENS_LIMIT}"),
         ));
+    }
+    if let Some(minimum) = schema.as_ref().map(JsonSchema::minimum_len) {
+        if max_new_tokens < minimum {
+            return Err(ApiError::invalid(
+                "invalid_max_tokens",
+                format!(
+                    "max_tokens {max_new_tokens} cannot hold a reply of this schema ({minimum} at least)"
+                ),
+            ));
+        }
     }
     let sampling = Sampling {
         temperature: body.temperature.unwrap_or(0.0),
@@ -345,6 +384,7 @@ fn check(state: &ServerState, body: ChatRequest) -> Result<Conversation, ApiErro
         prompt,
         images,
         sampling,
+        schema,
         stream: body.stream,
     })
 }
@@ -357,7 +397,7 @@ fn run(
     cancel: &AtomicBool,
     sender: &tokio::sync::mpsc::Sender<Progress>,
 ) {
-    let result = state.letters.with_model(|loaded| {
+    let result = state.letters.with_model(|loaded, table| {
         let prompt = &conversation.prompt;
         let tokens_per_image = loaded.vision.as_ref().map_or(0, |v| v.tokens_per_image());
         let (prompt, markers) = medscribe_llm::expand_image_markers(prompt, tokens_per_image);
@@ -384,32 +424,47 @@ fn run(
         loaded.model.reset();
         let tokenizer = &loaded.tokenizer;
         let (mut generated, mut sent) = (Vec::new(), String::new());
-        let (_, reason) = medscribe_llm::generate_with_images(
-            &mut loaded.model,
-            &ids,
-            images.as_ref(),
-            &stop,
-            &conversation.sampling,
-            cancel,
-            &mut |id| {
-                generated.push(id);
-                // Whole-continuation decoding keeps characters split over tokens intact.
-                if let Ok(text) = tokenizer.decode(&generated) {
-                    if let Some(new) = text.strip_prefix(sent.as_str()) {
-                        if !new.is_empty()
-                            && sender
-                                .blocking_send(Progress::Text(new.to_owned()))
-                                .is_err()
-                        {
-                            return false;
-                        }
-                        sent = text;
+        let mut on_token = |id| {
+            generated.push(id);
+            // Whole-continuation decoding keeps characters split over tokens intact.
+            if let Ok(text) = tokenizer.decode(&generated) {
+                if let Some(new) = text.strip_prefix(sent.as_str()) {
+                    if !new.is_empty()
+                        && sender
+                            .blocking_send(Progress::Text(new.to_owned()))
+                            .is_err()
+                    {
+                        return false;
                     }
+                    sent = text;
                 }
-                true
-            },
-        )
-        .map_err(|e| ApiError::internal(format!("generation failed: {e}")))?;
+            }
+            true
+        };
+        let generation = match &conversation.schema {
+            Some(schema) => medscribe_llm::generate_json(
+                &mut loaded.model,
+                &ids,
+                images.as_ref(),
+                &mut SchemaConstraint::new(schema, table),
+                &conversation.sampling,
+                cancel,
+                &mut on_token,
+            ),
+            None => medscribe_llm::generate_with_images(
+                &mut loaded.model,
+                &ids,
+                images.as_ref(),
+                &stop,
+                &conversation.sampling,
+                cancel,
+                &mut on_token,
+            ),
+        };
+        let (_, reason) = generation.map_err(|e| match e {
+            medscribe_llm::LlmError::Setting(why) => ApiError::invalid("invalid_max_tokens", why),
+            other => ApiError::internal(format!("generation failed: {other}")),
+        })?;
         Ok(Progress::Done {
             prompt_tokens: ids.len(),
             completion_tokens: generated.len(),

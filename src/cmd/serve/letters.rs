@@ -13,6 +13,7 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use medscribe_llm::letter::constrain::TokenTable;
 use medscribe_llm::letter::render::{render, Format};
 use medscribe_llm::letter::template::{Template, TemplateSet};
 use medscribe_llm::letter::{LetterOutcome, TranscriptSegment, Writer};
@@ -47,13 +48,13 @@ impl Letters {
     /// Runs `work` on the loaded letter model, once no other letter or reply is using it.
     pub fn with_model<T>(
         &self,
-        work: impl FnOnce(&mut medscribe_llm::LoadedModel) -> T,
+        work: impl FnOnce(&mut medscribe_llm::LoadedModel, &TokenTable) -> T,
     ) -> Result<T, ApiError> {
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let loaded = writer
-            .load()
+        let (loaded, table) = writer
+            .load_with_table()
             .map_err(|e| ApiError::internal(format!("the letter model failed to load: {e}")))?;
-        Ok(work(loaded))
+        Ok(work(loaded, table))
     }
 
     /// The id `GET /v1/models` lists for the letter model.
