@@ -50,6 +50,10 @@ pub enum LlmError {
     /// Settings that cannot be used (sampling out of range, an unknown device).
     #[error("{0}")]
     Setting(String),
+    /// The letter server could not be reached, refused the request, or answered with something
+    /// other than the letter.
+    #[error("{0}")]
+    Server(String),
     /// The work was cancelled. Public entry points that take a cancel flag report cancelling
     /// as an outcome ([`crate::letter::LetterOutcome::Cancelled`]), not as this error.
     #[error("cancelled")]

@@ -18,7 +18,7 @@ use medscribe_tui::{
 };
 
 use super::record::InputArgs;
-use super::LetterModelArgs;
+use super::{LetterModelArgs, LetterServerArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct DictateArgs {
@@ -41,6 +41,9 @@ pub struct DictateArgs {
     /// The same letter settings as `medscribe letter`.
     #[command(flatten)]
     writing: LetterModelArgs,
+
+    #[command(flatten)]
+    server: LetterServerArgs,
 }
 
 /// The TUI's letters, written by the same [`Writer`] as `medscribe letter` (on the letter
@@ -70,6 +73,9 @@ impl LetterWriter for TuiWriter {
                 LetterEvent::Loading(_) => {
                     updates(LetterUpdate::Status("loading the letter model".into()));
                 }
+                LetterEvent::Server(server) => {
+                    updates(LetterUpdate::Status(format!("drafting on {server}")));
+                }
                 LetterEvent::Prompt(tokens) => {
                     updates(LetterUpdate::Status(format!("read {tokens} prompt tokens")));
                 }
@@ -96,12 +102,12 @@ impl LetterWriter for TuiWriter {
 impl DictateArgs {
     /// The letter writer these arguments give (the model is not loaded yet).
     fn writer(&self, data: &DataDir) -> Result<Writer> {
-        let path = super::letter_model_path(self.letter_model.as_deref(), data)?;
-        Ok(Writer::new(
-            path,
+        super::letter_writer(
+            &self.server,
+            self.letter_model.as_deref(),
             self.writing.settings(self.letter_device),
-            super::drug_lexicon(data)?,
-        )?)
+            data,
+        )
     }
 }
 

@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use medscribe_llm::letter::render::{render, Format};
-use medscribe_llm::letter::{DeviceName, LetterEvent, LetterOutcome, TranscriptSegment, Writer};
+use medscribe_llm::letter::{DeviceName, LetterEvent, LetterOutcome, TranscriptSegment};
 use medscribe_pipeline::{DataDir, Speech, SpeechOptions};
 
-use super::{LetterModelArgs, SegmentArg};
+use super::{LetterModelArgs, LetterServerArgs, SegmentArg};
 
 #[derive(Debug, clap::Args)]
 pub struct LetterArgs {
@@ -72,6 +72,9 @@ pub struct LetterArgs {
 
     #[command(flatten)]
     writing: LetterModelArgs,
+
+    #[command(flatten)]
+    server: LetterServerArgs,
 }
 
 fn transcript_from_text(path: &Path) -> Result<Vec<TranscriptSegment>> {
@@ -114,12 +117,13 @@ pub fn letter(args: LetterArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> {
         }
     }
     let template = super::load_templates().find(&args.template)?.clone();
-    let model_path = super::letter_model_path(args.model.as_deref(), &data)?;
-    let mut writer = Writer::new(
-        model_path.clone(),
+    let mut writer = super::letter_writer(
+        &args.server,
+        args.model.as_deref(),
         args.writer_settings(),
-        super::drug_lexicon(&data)?,
+        &data,
     )?;
+    let model_path = writer.model_path().to_path_buf();
 
     let transcript = match &args.transcript {
         Some(path) => transcript_from_text(path)?,
@@ -129,7 +133,7 @@ pub fn letter(args: LetterArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> {
         bail!("the transcript is empty: no speech was recognised, so there is nothing to write");
     }
 
-    if interactive {
+    if interactive && writer.server().is_none() {
         eprintln!("medscribe: loading letter model {}", model_path.display());
     }
     let images: &[PathBuf] = if !args.image.is_empty() && !writer.sees_images()? {
@@ -161,6 +165,11 @@ pub fn letter(args: LetterArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> {
             }
             let _ = match event {
                 LetterEvent::Loading(_) => Ok(()),
+                LetterEvent::Server(server) => write!(
+                    err,
+                    "medscribe: writing a {} on {server}",
+                    template.title.to_lowercase()
+                ),
                 LetterEvent::Prompt(n) => write!(
                     err,
                     "medscribe: writing a {} ({n} prompt tokens)",

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use medscribe_llm::letter::facts::DrugLexicon;
 use medscribe_llm::letter::prompt::PromptStyle;
+use medscribe_llm::letter::remote::LetterServer;
 use medscribe_llm::letter::template::TemplateSet;
-use medscribe_llm::letter::{DeviceName, LetterSettings, StyleChoice};
+use medscribe_llm::letter::{DeviceName, LetterSettings, StyleChoice, Writer};
 use medscribe_llm::Sampling;
 use medscribe_pipeline::{models as installed, DataDir, Segmentation};
 
@@ -121,6 +122,73 @@ impl LetterModelArgs {
             max_section_tokens: self.max_section_tokens,
         }
     }
+}
+
+/// Where letters are drafted when not on a local model.
+#[derive(Debug, clap::Args)]
+pub struct LetterServerArgs {
+    /// Draft the letter on an OpenAI-compatible inference server instead of a local model: vLLM,
+    /// llama.cpp's llama-server, Ollama, TGI or another `medscribe serve`, e.g.
+    /// http://gpu.hospital.org:8000/v1 (a bare host gets /v1). The API key, if the server needs
+    /// one, is read from MEDSCRIBE_API_KEY. The server is asked for the letter's JSON
+    /// (response_format json_schema); the letter is checked, grounded and fact-guarded here as a
+    /// local model's is. Only the transcript and images go to the server.
+    #[arg(long, value_name = "URL")]
+    pub letter_server: Option<String>,
+
+    /// The letter server's model (default: its only model; a server with several needs this).
+    #[arg(long, value_name = "NAME", requires = "letter_server")]
+    pub letter_server_model: Option<String>,
+
+    /// Trust the CA certificates in this PEM file for an https letter server (a hospital's own
+    /// CA), instead of the public roots.
+    #[arg(long, value_name = "FILE", requires = "letter_server")]
+    pub letter_server_ca: Option<PathBuf>,
+
+    /// Give up on the letter server after this many seconds.
+    #[arg(
+        long,
+        default_value_t = 600,
+        value_name = "S",
+        requires = "letter_server"
+    )]
+    pub letter_server_timeout_s: u64,
+}
+
+/// The letter writer: on the letter server if one is named, else on the local model at `model`
+/// (or the installed default).
+pub fn letter_writer(
+    server: &LetterServerArgs,
+    model: Option<&Path>,
+    settings: LetterSettings,
+    data: &DataDir,
+) -> Result<Writer> {
+    let drugs = drug_lexicon(data)?;
+    let Some(url) = &server.letter_server else {
+        return Ok(Writer::new(
+            letter_model_path(model, data)?,
+            settings,
+            drugs,
+        )?);
+    };
+    if let Some(model) = model {
+        bail!(
+            "give either a local letter model ({}) or --letter-server, not both",
+            model.display()
+        );
+    }
+    if server.letter_server_timeout_s == 0 {
+        bail!("--letter-server-timeout-s must be at least 1");
+    }
+    let api_key = std::env::var("MEDSCRIBE_API_KEY").ok();
+    let server = LetterServer::new(
+        url,
+        server.letter_server_model.clone(),
+        api_key,
+        server.letter_server_ca.as_deref(),
+        std::time::Duration::from_secs(server.letter_server_timeout_s),
+    )?;
+    Ok(Writer::remote(server, settings, drugs)?)
 }
 
 /// The letter model named by `--model`, or the installed default.

@@ -876,3 +876,280 @@ fn letters_and_chats_beyond_the_queue_get_429_too() {
         }
     }
 }
+
+/// Every number of `letter_text` is one of `transcript`'s: checked independently of the guard.
+fn assert_numbers_were_dictated(letter_text: &str, transcript: &str) {
+    let numbers = |text: &str| -> Vec<String> {
+        text.split(|c: char| !c.is_ascii_digit())
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let said = numbers(transcript);
+    for number in numbers(letter_text) {
+        assert!(said.contains(&number), "{number} in {letter_text}");
+    }
+}
+
+/// `medscribe letter --letter-server URL` on the sample transcript; its output.
+fn remote_letter(url: &str, extra: &[&str], api_key: Option<&str>) -> Output {
+    let transcript = repo().join("samples/referral-dictation.txt");
+    let mut command = Command::new(assert_cmd::cargo::cargo_bin("medscribe"));
+    command
+        .args(["letter", "-t", "referral", "-f", "json", "--transcript"])
+        .arg(&transcript)
+        .args(["--letter-server", url])
+        .args(extra)
+        .env_remove("MEDSCRIBE_API_KEY");
+    if let Some(key) = api_key {
+        command.env("MEDSCRIBE_API_KEY", key);
+    }
+    command.output().expect("medscribe runs")
+}
+
+/// A remote letter that succeeded: template keys, drafted-by warning, every number dictated.
+fn assert_remote_letter(out: &Output, model: &str) {
+    let letter = json(&common::success_stdout(out));
+    let keys: Vec<&str> = letter["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "patient",
+            "reason_for_referral",
+            "history",
+            "findings",
+            "medications",
+            "plan"
+        ]
+    );
+    assert_eq!(letter["model"], model);
+    let warnings = letter["warnings"].as_array().unwrap();
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .starts_with("drafted by the letter server at "),
+        "{warnings:?}"
+    );
+    let text: String = letter["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["text"].as_str().unwrap().to_owned() + "\n")
+        .collect();
+    let transcript =
+        std::fs::read_to_string(repo().join("samples/referral-dictation.txt")).unwrap();
+    assert_numbers_were_dictated(&text, &transcript);
+}
+
+#[test]
+fn letters_from_a_letter_server_are_checked_and_guarded_here() {
+    if !common::slow_tier() {
+        return;
+    }
+    // Another medscribe is a real OpenAI-compatible letter server (json_schema included).
+    let dir = tempfile::tempdir().unwrap();
+    let token = "0123456789abcdef0123456789abcdef";
+    let token_file = private_token_file(dir.path(), token);
+    let server = Server::start(&["--token-file", token_file.to_str().unwrap()]);
+    let (_, models) = server.curl(
+        "/v1/models",
+        &["-H", &format!("Authorization: Bearer {token}")],
+    );
+    let model = json(&models)["data"][1]["id"].as_str().unwrap().to_owned();
+    let out = remote_letter(&server.url, &["--letter-server-model", &model], Some(token));
+    assert_remote_letter(&out, &model);
+
+    // Each way it can fail is one clear line.
+    let out = remote_letter(&server.url, &[], Some(token));
+    common::assert_one_line_error(&out, "no model", "serves several models");
+    let out = remote_letter(
+        &server.url,
+        &["--letter-server-model", "medgemma-27b"],
+        Some(token),
+    );
+    common::assert_one_line_error(
+        &out,
+        "wrong model",
+        "does not serve model \"medgemma-27b\"; it serves: ",
+    );
+    let out = remote_letter(
+        &server.url,
+        &["--letter-server-model", &model],
+        Some("not-the-key"),
+    );
+    common::assert_one_line_error(&out, "wrong key", "refused the API key");
+    let out = remote_letter(&server.url, &["--letter-server-model", &model], None);
+    common::assert_one_line_error(&out, "no key", "set MEDSCRIBE_API_KEY");
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let out = remote_letter(&closed_url, &["--letter-server-model", "m"], None);
+    common::assert_one_line_error(&out, "closed port", "cannot reach the letter server at");
+    // A server that takes the connection and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let out = remote_letter(
+        &silent_url,
+        &[
+            "--letter-server-model",
+            "m",
+            "--letter-server-timeout-s",
+            "1",
+        ],
+        None,
+    );
+    common::assert_one_line_error(&out, "silent server", "did not answer within 1 s");
+    drop(silent);
+    let out = remote_letter("ftp://gpu", &[], None);
+    common::assert_one_line_error(&out, "bad URL", "expected an http:// or https:// URL");
+    let out = remote_letter(&server.url, &["--model", "/x.gguf"], None);
+    common::assert_one_line_error(&out, "both", "not both");
+}
+
+/// The python of the llama-cpp-python[server] venv that `scripts/setup-llama-server.sh` builds.
+fn llama_server_python() -> Option<PathBuf> {
+    if std::env::var_os("MEDSCRIBE_LLAMA_SERVER").is_none_or(|v| v != "1") {
+        eprintln!(
+            "skipped: needs llama-cpp-python's server (scripts/setup-llama-server.sh, then \
+             MEDSCRIBE_LLAMA_SERVER=1); building it takes 10+ minutes on two cores"
+        );
+        return None;
+    }
+    let python = medscribe_pipeline::DataDir::from_env()
+        .root()
+        .join("llama-server-venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run scripts/setup-llama-server.sh",
+        python.display()
+    );
+    Some(python)
+}
+
+/// A llama-cpp-python server on a free port with the default GGUF; killed when dropped.
+struct LlamaServer {
+    child: Child,
+    url: String,
+}
+
+impl LlamaServer {
+    fn start(python: &Path, tls: Option<(&Path, &Path)>) -> LlamaServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let model =
+            medscribe_pipeline::models::default_llm_model(&medscribe_pipeline::DataDir::from_env());
+        let mut command = Command::new(python);
+        command
+            .args([
+                "-m",
+                "llama_cpp.server",
+                "--host",
+                "127.0.0.1",
+                "--n_ctx",
+                "4096",
+            ])
+            .args(["--port", &port.to_string()])
+            .arg("--model")
+            .arg(&model)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let scheme = match tls {
+            Some((key, cert)) => {
+                command
+                    .arg("--ssl_keyfile")
+                    .arg(key)
+                    .arg("--ssl_certfile")
+                    .arg(cert);
+                "https"
+            }
+            None => "http",
+        };
+        let child = command.spawn().expect("llama-cpp-python's server starts");
+        let server = LlamaServer {
+            child,
+            url: format!("{scheme}://127.0.0.1:{port}"),
+        };
+        for _ in 0..120 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("llama-cpp-python's server did not listen on {port}");
+    }
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn letters_from_a_llama_cpp_server_over_http_and_https() {
+    let Some(python) = llama_server_python() else {
+        return;
+    };
+    let model =
+        medscribe_pipeline::models::default_llm_model(&medscribe_pipeline::DataDir::from_env());
+    let model = model.to_str().unwrap();
+    let server = LlamaServer::start(&python, None);
+    // Its only model is picked without --letter-server-model.
+    let out = remote_letter(&server.url, &[], None);
+    assert_remote_letter(&out, model);
+    // (It answers any model name with its one model, so there is no wrong model to test.)
+    drop(server);
+
+    // https with a hospital's own CA: a CA and a server certificate it signed, made here.
+    let dir = tempfile::tempdir().unwrap();
+    let made = Command::new("sh")
+        .current_dir(dir.path())
+        .args([
+            "-c",
+            "set -e
+             openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-hospital-ca \
+                 -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
+                 -keyout ca.key -out ca.pem
+             openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out req.csr
+             printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
+             openssl x509 -req -in req.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+                 -extfile ext.cnf -out cert.pem",
+        ])
+        .output()
+        .expect("openssl runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (key, cert, ca) = (
+        dir.path().join("key.pem"),
+        dir.path().join("cert.pem"),
+        dir.path().join("ca.pem"),
+    );
+    let server = LlamaServer::start(&python, Some((&key, &cert)));
+    let out = remote_letter(
+        &server.url,
+        &["--letter-server-ca", ca.to_str().unwrap()],
+        None,
+    );
+    assert_remote_letter(&out, model);
+    // Without the CA the certificate is not trusted: one line, no letter.
+    let out = remote_letter(&server.url, &[], None);
+    common::assert_one_line_error(
+        &out,
+        "untrusted",
+        "cannot reach the letter server at https://",
+    );
+}

@@ -8,6 +8,7 @@ pub mod facts;
 pub mod grounded;
 pub mod grounding;
 pub mod prompt;
+pub mod remote;
 pub mod render;
 pub mod template;
 mod writer;
@@ -129,6 +130,8 @@ pub struct LetterRequest<'a> {
 pub enum LetterEvent {
     /// The model at this path is being loaded (first use of a [`Writer`]).
     Loading(std::path::PathBuf),
+    /// The letter is being drafted by this letter server (its URL and model).
+    Server(String),
     /// The prompt is being read: its length in tokens.
     Prompt(usize),
     /// A section starts.
@@ -192,42 +195,12 @@ fn compose_letter(
     on_event: &mut dyn FnMut(LetterEvent),
 ) -> Result<Letter> {
     let template = request.template;
-    // Medication names the speech model split ("amla-depine") are mended first, so that the
-    // letter and its transcript read "amlodipine"; the original stays in `raw_text`.
-    let mended: Vec<TranscriptSegment> = request
-        .transcript
-        .iter()
-        .map(|segment| {
-            let Some(drugs) = request.drugs else {
-                return segment.clone();
-            };
-            let (text, corrections) = drugs.correct(&segment.text);
-            if corrections.is_empty() {
-                return segment.clone();
-            }
-            TranscriptSegment {
-                text,
-                raw_text: Some(segment.raw_text.clone().unwrap_or(segment.text.clone())),
-                ..segment.clone()
-            }
-        })
-        .collect();
+    let mended = mend_medication_names(request);
     let request = &LetterRequest {
         transcript: &mended,
         ..request.clone()
     };
-    let transcript_text: String = request
-        .transcript
-        .iter()
-        .map(|s| s.text.trim())
-        .filter(|t| !t.is_empty())
-        .collect::<Vec<_>>()
-        .join("\n");
-    if transcript_text.is_empty() {
-        return Err(LlmError::Prompt(
-            "the transcript is empty: nothing to write a letter from".into(),
-        ));
-    }
+    let transcript_text = joined_text(request.transcript)?;
     let mut drafts = Vec::new();
     let mut truncated = false;
     let parts = if request.style == PromptStyle::Grounded {
@@ -260,8 +233,6 @@ fn compose_letter(
         }
         parts
     };
-    let budget = request.sampling.max_new_tokens;
-    let segments: Vec<String> = request.transcript.iter().map(|s| s.text.clone()).collect();
     let mut warnings = Vec::new();
     if parts.len() > 1 {
         warnings.push(format!(
@@ -271,6 +242,73 @@ fn compose_letter(
             parts.len()
         ));
     }
+    let model = loaded.source.file_name().map_or_else(
+        || loaded.source.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    Ok(assemble(
+        request,
+        &drafts,
+        &transcript_text,
+        warnings,
+        truncated,
+        model,
+    ))
+}
+
+/// The transcript with medication names the speech model split ("amla-depine") mended, so that
+/// the letter and its transcript read "amlodipine"; the original stays in `raw_text`.
+fn mend_medication_names(request: &LetterRequest<'_>) -> Vec<TranscriptSegment> {
+    request
+        .transcript
+        .iter()
+        .map(|segment| {
+            let Some(drugs) = request.drugs else {
+                return segment.clone();
+            };
+            let (text, corrections) = drugs.correct(&segment.text);
+            if corrections.is_empty() {
+                return segment.clone();
+            }
+            TranscriptSegment {
+                text,
+                raw_text: Some(segment.raw_text.clone().unwrap_or(segment.text.clone())),
+                ..segment.clone()
+            }
+        })
+        .collect()
+}
+
+/// The transcript's text, one segment per line; an error when there is none.
+fn joined_text(transcript: &[TranscriptSegment]) -> Result<String> {
+    let text = transcript
+        .iter()
+        .map(|s| s.text.trim())
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    if text.is_empty() {
+        return Err(LlmError::Prompt(
+            "the transcript is empty: nothing to write a letter from".into(),
+        ));
+    }
+    Ok(text)
+}
+
+/// The letter from its drafts' section values, whatever wrote them (a local model or a letter
+/// server): sections joined across drafts, then grounded and fact-guarded against the transcript,
+/// every removal reported. `warnings` come first; `truncated` says a draft hit its token limit.
+fn assemble(
+    request: &LetterRequest<'_>,
+    drafts: &[serde_json::Map<String, serde_json::Value>],
+    transcript_text: &str,
+    mut warnings: Vec<String>,
+    truncated: bool,
+    model: String,
+) -> Letter {
+    let template = request.template;
+    let budget = request.sampling.max_new_tokens;
+    let segments: Vec<String> = request.transcript.iter().map(|s| s.text.clone()).collect();
     if request.drugs.is_none() {
         warnings.push(
             "medication names were not checked against the transcript: the drug lexicon is not \
@@ -278,7 +316,7 @@ fn compose_letter(
                 .into(),
         );
     }
-    let said = TranscriptFacts::new(&transcript_text, request.drugs);
+    let said = TranscriptFacts::new(transcript_text, request.drugs);
     if truncated {
         warnings.push(format!(
             "the letter reached its token limit ({budget} in all, {} per section): some sections may be cut short",
@@ -290,7 +328,7 @@ fn compose_letter(
         .iter()
         .map(|s| {
             let mut texts: Vec<&str> = Vec::new();
-            for values in &drafts {
+            for values in drafts {
                 let text = values.get(&s.key).and_then(|v| v.as_str()).unwrap_or("");
                 let text = text.trim();
                 if !text.is_empty() && !texts.contains(&text) {
@@ -298,7 +336,7 @@ fn compose_letter(
                 }
             }
             let raw = texts.join(" ");
-            let (text, removed) = grounding::ground(&raw, &transcript_text);
+            let (text, removed) = grounding::ground(&raw, transcript_text);
             for r in &removed {
                 // The removed text itself is patient data: it stays out of messages.
                 warnings.push(format!(
@@ -325,19 +363,16 @@ fn compose_letter(
             }
         })
         .collect();
-    Ok(Letter {
+    Letter {
         template: template.name.clone(),
         title: template.title.clone(),
         document_type: template.loinc.clone(),
-        model: loaded.source.file_name().map_or_else(
-            || loaded.source.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        ),
+        model,
         created: request.created.to_owned(),
         sections,
         warnings,
         transcript: request.transcript.to_vec(),
-    })
+    }
 }
 
 /// The transcript as parts whose prompts, with the letter's token budget, fit the model's

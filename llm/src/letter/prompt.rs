@@ -103,6 +103,38 @@ fn example_json(template: &Template) -> Option<String> {
     Some(format!("{{{}}}", fields.join(",")))
 }
 
+/// What an instruction-tuned model is asked, as the user's turn: the template's instructions,
+/// its keys, heading hints, an example and the transcript. Local chat models get it in Gemma's
+/// chat format ([`letter_prompt`]); a letter server gets it as the user message.
+pub fn chat_instructions(template: &Template, transcript: &str) -> String {
+    let transcript = transcript.trim();
+    let mut text = String::new();
+    text.push_str(&format!("{}\n\nWrite the {} as one JSON object with exactly these keys, in this order, each a string (empty when the transcript says nothing about it):\n", template.instructions, template.title.to_lowercase()));
+    for s in &template.sections {
+        let need = if s.required { "required" } else { "optional" };
+        text.push_str(&format!(
+            "- \"{}\" ({}, {need}): {}\n",
+            s.key, s.title, s.instructions
+        ));
+    }
+    let hints = heading_hints(template, transcript);
+    if !hints.is_empty() {
+        let list: Vec<String> = hints
+            .iter()
+            .map(|(h, k)| format!("\"{h}\" -> \"{k}\""))
+            .collect();
+        text.push_str(&format!(
+            "The dictation marks sections with headings: {}.\n",
+            list.join(", ")
+        ));
+    }
+    // No example letter: the JSON's form is enforced while it is written (constrained decoding
+    // here, json_schema on a letter server), and an example's findings leaked into letters
+    // ("ECG: sinus rhythm" in a letter nobody dictated an ECG for).
+    text.push_str(&format!("\nTranscript:\n{transcript}"));
+    text
+}
+
 /// The prompt text (special tokens written out; encode without adding any). `images` markers go
 /// first in the chat turn, as Gemma's template places images before text.
 pub fn letter_prompt(
@@ -114,30 +146,7 @@ pub fn letter_prompt(
     let transcript = transcript.trim();
     match style {
         PromptStyle::Chat => {
-            let mut text = String::new();
-            text.push_str(&format!("{}\n\nWrite the {} as one JSON object with exactly these keys, in this order, each a string (empty when the transcript says nothing about it):\n", template.instructions, template.title.to_lowercase()));
-            for s in &template.sections {
-                let need = if s.required { "required" } else { "optional" };
-                text.push_str(&format!(
-                    "- \"{}\" ({}, {need}): {}\n",
-                    s.key, s.title, s.instructions
-                ));
-            }
-            let hints = heading_hints(template, transcript);
-            if !hints.is_empty() {
-                let list: Vec<String> = hints
-                    .iter()
-                    .map(|(h, k)| format!("\"{h}\" -> \"{k}\""))
-                    .collect();
-                text.push_str(&format!(
-                    "The dictation marks sections with headings: {}.\n",
-                    list.join(", ")
-                ));
-            }
-            if let Some(example) = example_json(template) {
-                text.push_str(&format!("Format example: {example}\n"));
-            }
-            text.push_str(&format!("\nTranscript:\n{transcript}"));
+            let text = chat_instructions(template, transcript);
             // Template and transcript text are the user's: never control tokens.
             let markers = IMAGE_MARKER.repeat(images);
             chat_prompt(None, &format!("{markers}{}", user_text(&text)))

@@ -10,6 +10,7 @@ use candle_core::Device;
 use super::constrain::TokenTable;
 use super::facts::DrugLexicon;
 use super::prompt::PromptStyle;
+use super::remote::LetterServer;
 use super::template::Template;
 use super::{write_letter, LetterEvent, LetterOutcome, LetterRequest, TranscriptSegment};
 use crate::error::{LlmError, Result};
@@ -134,13 +135,15 @@ impl LetterSettings {
     }
 }
 
-/// Writes letters with one model, loaded on first use and kept for the next letter.
+/// Writes letters with one model, loaded on first use and kept for the next letter, or with a
+/// letter server ([`LetterServer`]); either way every letter is grounded and fact-guarded here.
 #[derive(Debug)]
 pub struct Writer {
     model: PathBuf,
     settings: LetterSettings,
     drugs: Option<DrugLexicon>,
     loaded: Option<(LoadedModel, TokenTable)>,
+    server: Option<LetterServer>,
 }
 
 impl Writer {
@@ -158,12 +161,35 @@ impl Writer {
             settings,
             drugs,
             loaded: None,
+            server: None,
         })
     }
 
-    /// The model file or directory.
+    /// A writer whose drafts come from `server`, checked and guarded here as a local model's
+    /// are. Of the settings, sampling and the token limit go to the server.
+    pub fn remote(
+        server: LetterServer,
+        settings: LetterSettings,
+        drugs: Option<DrugLexicon>,
+    ) -> Result<Self> {
+        settings.check()?;
+        Ok(Self {
+            model: PathBuf::from(server.url()),
+            settings,
+            drugs,
+            loaded: None,
+            server: Some(server),
+        })
+    }
+
+    /// The model file or directory (a letter server's URL for a remote writer).
     pub fn model_path(&self) -> &Path {
         &self.model
+    }
+
+    /// The letter server, for a remote writer.
+    pub fn server(&self) -> Option<&LetterServer> {
+        self.server.as_ref()
     }
 
     /// The settings it writes with.
@@ -173,19 +199,29 @@ impl Writer {
 
     /// Loads the model now (it loads on first use otherwise).
     pub fn load(&mut self) -> Result<&mut LoadedModel> {
-        let (loaded, _) = loaded_model(&mut self.loaded, &self.model, &self.settings)?;
+        let (loaded, _) = self.load_with_table()?;
         Ok(loaded)
     }
 
     /// The model, loaded now if it is not yet, with its vocabulary classified for constrained
     /// JSON ([`crate::SchemaConstraint`]).
     pub fn load_with_table(&mut self) -> Result<(&mut LoadedModel, &TokenTable)> {
+        if let Some(server) = &self.server {
+            return Err(LlmError::Setting(format!(
+                "the letter model runs on the letter server at {}, not here",
+                server.url()
+            )));
+        }
         let (loaded, table) = loaded_model(&mut self.loaded, &self.model, &self.settings)?;
         Ok((loaded, table))
     }
 
-    /// Whether the model can look at images (loads it).
+    /// Whether the model can look at images (loads it). A letter server's model is taken to:
+    /// the images are sent, and a server whose model cannot see them says so.
     pub fn sees_images(&mut self) -> Result<bool> {
+        if self.server.is_some() {
+            return Ok(true);
+        }
         Ok(self.load()?.vision.is_some())
     }
 
@@ -206,7 +242,21 @@ impl Writer {
             settings,
             drugs,
             loaded,
+            server,
         } = self;
+        if let Some(server) = server {
+            let request = LetterRequest {
+                template,
+                transcript,
+                style: PromptStyle::Chat,
+                images: None,
+                sampling: settings.sampling.clone(),
+                max_section_tokens: settings.max_section_tokens,
+                drugs: drugs.as_ref(),
+                created,
+            };
+            return server.write_letter(&request, images, cancel, on_event);
+        }
         if loaded.is_none() {
             on_event(LetterEvent::Loading(model.clone()));
         }
