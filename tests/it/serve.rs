@@ -13,15 +13,15 @@ use std::time::Duration;
 use common::repo;
 
 /// A running server; killed when dropped (tests that stop it themselves take it out first).
-struct Server {
+pub(crate) struct Server {
     child: Option<Child>,
-    url: String,
+    pub(crate) url: String,
     log: mpsc::Receiver<String>,
 }
 
 impl Server {
     /// Starts `medscribe serve` on a free loopback port with `args`, and waits until it listens.
-    fn start(args: &[&str]) -> Server {
+    pub(crate) fn start(args: &[&str]) -> Server {
         let mut child = Command::new(assert_cmd::cargo::cargo_bin("medscribe"))
             .args(["serve", "--bind", "127.0.0.1:0"])
             .args(args)
@@ -62,7 +62,7 @@ impl Server {
     }
 
     /// curl with `args` against `path`; the status and body.
-    fn curl(&self, path: &str, args: &[&str]) -> (u16, String) {
+    pub(crate) fn curl(&self, path: &str, args: &[&str]) -> (u16, String) {
         let out = curl_output(&format!("{}{path}", self.url), args);
         response(&out)
     }

@@ -78,9 +78,15 @@ fn wait_for_file(path: &Path, seconds: u64) -> String {
 /// Starts `medscribe dictate` on the sample dictation in a fresh tmux server at 80x24; its exit
 /// status lands in the returned file.
 fn launch(home: &Path) -> (Tmux, PathBuf) {
+    launch_with(home, &[])
+}
+
+/// [`launch`] with more arguments (plain words: they are quoted for the shell as they are).
+fn launch_with(home: &Path, args: &[&str]) -> (Tmux, PathBuf) {
     let rc = home.join("rc");
+    let args: String = args.iter().map(|a| format!(" '{a}'")).collect();
     let script = format!(
-        "MEDSCRIBE_HOME='{}' '{}' dictate --input-file '{}'; echo $? > '{}'; sleep 60",
+        "MEDSCRIBE_HOME='{}' '{}' dictate --input-file '{}'{args}; echo $? > '{}'; sleep 60",
         home.display(),
         env!("CARGO_BIN_EXE_medscribe"),
         repo().join("samples/referral-dictation.wav").display(),
@@ -172,6 +178,49 @@ fn dictate_edit_write_and_save_a_letter_in_tmux() {
     assert_eq!(meta["kind"], "dictation");
     let wav = hound::WavReader::open(session.join("audio.wav")).unwrap();
     assert!(wav.duration() > 19 * 16_000);
+}
+
+#[test]
+fn a_letter_drafted_on_a_letter_server_reaches_the_tui() {
+    if !common::slow_tier() {
+        return;
+    }
+    // Another medscribe serves the letter model over OpenAI's API.
+    let server = crate::serve::Server::start(&[]);
+    let (_, models) = server.curl("/v1/models", &[]);
+    let models: serde_json::Value = serde_json::from_str(&models).unwrap();
+    let model = models["data"][1]["id"].as_str().unwrap().to_owned();
+    let home = data_home_with_models();
+    let (tmux, rc) = launch_with(
+        home.path(),
+        &[
+            "--letter-server",
+            &server.url,
+            "--letter-server-model",
+            &model,
+        ],
+    );
+    tmux.wait_for("Press space and speak.", 30);
+    tmux.keys(&["Space"]);
+    tmux.wait_for("STOPPED", 90);
+    tmux.keys(&["g"]);
+    // The sections stream into the letter pane as the server writes them.
+    tmux.wait_for("done, s saves", 180);
+    tmux.keys(&["s"]);
+    tmux.wait_for("saved", 10);
+    tmux.keys(&["q"]);
+    assert_eq!(wait_for_file(&rc, 30).trim(), "0");
+    let session = only_session(home.path());
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(session.join("letters/referral.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["model"], model.as_str());
+    let first_warning = json["warnings"][0].as_str().unwrap();
+    assert!(
+        first_warning.starts_with(&format!("drafted by the letter server at {}", server.url)),
+        "{first_warning}"
+    );
 }
 
 #[test]
