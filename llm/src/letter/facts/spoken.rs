@@ -59,11 +59,34 @@ pub(super) fn tokens(text: &str) -> Vec<Token> {
                     break;
                 }
             }
-            out.push(Token {
-                text: text[start..at].to_lowercase(),
-                start,
-                end: at,
-            });
+            let word = &text[start..at];
+            // A lower-case word with a number glued on ("patient64", "room12", "covid19") is a
+            // word and a number, so that the number has to have been said; a short or upper-case
+            // stem (SpO2, BRCA1, FEV1, CO2) stays a name.
+            let digits = word.bytes().rev().take_while(u8::is_ascii_digit).count();
+            let stem = &word[..word.len() - digits];
+            let body = stem
+                .strip_prefix(|c: char| c.is_ascii_uppercase())
+                .unwrap_or(stem);
+            if digits > 0 && stem.len() >= 4 && body.bytes().all(|b| b.is_ascii_lowercase()) {
+                let split = start + stem.len();
+                out.push(Token {
+                    text: stem.to_lowercase(),
+                    start,
+                    end: split,
+                });
+                out.push(Token {
+                    text: text[split..at].to_owned(),
+                    start: split,
+                    end: at,
+                });
+            } else {
+                out.push(Token {
+                    text: word.to_lowercase(),
+                    start,
+                    end: at,
+                });
+            }
         } else {
             if !c.is_whitespace() {
                 out.push(Token {

@@ -131,6 +131,20 @@ fn what_was_not_said_is_removed_with_its_clause() {
         "Cough for 5 days. Plan: review.",
         &[FactKind::Number, FactKind::Number],
     );
+    // A number glued to a word is still a number (a letter server's model wrote "patient1,
+    // patient2, ..."); names with digits are not numbers.
+    check(
+        "the patient has a cough",
+        "Patients: patient1, patient2. The cough.",
+        "The cough.",
+        &[FactKind::Number, FactKind::Number],
+    );
+    check(
+        "covid 19 swab was negative, SpO2 ninety eight percent, BRCA1 carrier",
+        "Covid19 swab negative. SpO2 98%. BRCA1 carrier.",
+        "Covid19 swab negative. SpO2 98%. BRCA1 carrier.",
+        &[],
+    );
     // Dates and record numbers are left to identifier grounding.
     check(
         "seen today",
