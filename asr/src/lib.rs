@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod ctc;
+pub mod diarize;
 pub mod error;
 pub mod features;
 pub mod formatter;

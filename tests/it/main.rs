@@ -11,6 +11,7 @@ mod cli_default_model;
 mod cli_generate;
 mod cli_memory;
 mod cli_transcribe;
+mod diarize;
 mod fuzz_regressions;
 mod hardening;
 mod letter;

@@ -1,0 +1,163 @@
+//! Speaker diarization (issue 17), the parts that have landed: pyannote's segmentation model on
+//! ONNX Runtime over sliding windows, checked against an independent Python version
+//! (tests/diarize_reference.py: numpy and the onnxruntime package) on a real recording.
+
+use crate::common;
+
+use std::process::Command;
+
+use medscribe_asr::diarize::{DVectorEmbedder, SegmentationModel, SpeakerEmbedder};
+use medscribe_pipeline::DataDir;
+
+fn segmentation_model() -> std::path::PathBuf {
+    DataDir::from_env()
+        .models_dir()
+        .join("pyannote-segmentation-3.0/segmentation-3.0.onnx")
+}
+
+#[test]
+fn segmentation_windows_and_powerset_decoding_match_the_python_reference() {
+    if !common::slow_tier() {
+        return;
+    }
+    common::init_runtime();
+    let model_path = segmentation_model();
+    let wav = common::repo().join("samples/referral-dictation.wav");
+    let out = Command::new(common::repo().join(".venv/bin/python"))
+        .arg(common::repo().join("tests/diarize_reference.py"))
+        .arg(&model_path)
+        .arg(&wav)
+        .output()
+        .expect("setup's venv runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected: Vec<Vec<u8>> = reference["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            w.as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b.as_u64().unwrap() as u8)
+                .collect()
+        })
+        .collect();
+
+    let mut model = SegmentationModel::load(&model_path, 1).unwrap();
+    let audio = common::samples(&wav);
+    let segmentation = model.segment(&audio).unwrap();
+    assert_eq!(segmentation.windows.len(), expected.len());
+    for (index, (ours, theirs)) in segmentation.windows.iter().zip(&expected).enumerate() {
+        assert_eq!(ours.len(), 589);
+        let differ = ours.iter().zip(theirs).filter(|(a, b)| a != b).count();
+        assert_eq!(differ, 0, "window {index}: {differ} frames differ");
+    }
+    // One synthetic voice dictating: speech is found, and mostly as one speaker per window.
+    let count = segmentation.speakers_per_frame();
+    let speaking = count.iter().filter(|&&c| c > 0).count();
+    let overlapped = count.iter().filter(|&&c| c > 1).count();
+    assert!(
+        speaking > count.len() / 2,
+        "{speaking} of {} frames",
+        count.len()
+    );
+    assert!(
+        overlapped < speaking / 10,
+        "{overlapped} overlapped of {speaking}"
+    );
+    let locals = segmentation.local_speakers();
+    assert!(!locals.is_empty());
+    for local in &locals {
+        for &(start, end) in &local.samples {
+            assert!(start < end && end <= audio.len() + 16_000, "{start}..{end}");
+        }
+    }
+}
+
+#[test]
+fn a_model_that_is_not_pyannotes_segmentation_is_refused_by_name() {
+    if !common::slow_tier() {
+        return;
+    }
+    common::init_runtime();
+    let vad = DataDir::from_env()
+        .models_dir()
+        .join("silero-vad/silero_vad.onnx");
+    let error = SegmentationModel::load(&vad, 1).unwrap_err().to_string();
+    assert!(
+        error.contains("silero_vad.onnx") && error.contains("not pyannote's segmentation"),
+        "{error}"
+    );
+    let missing = std::path::Path::new("/nonexistent/segmentation-3.0.onnx");
+    let error = SegmentationModel::load(missing, 1).unwrap_err().to_string();
+    assert!(error.contains("run scripts/setup.sh"), "{error}");
+}
+
+fn embedder_model() -> std::path::PathBuf {
+    DataDir::from_env()
+        .models_dir()
+        .join("voicefilter-dvector/embedder.int8.onnx")
+}
+
+#[test]
+fn dvector_features_and_embeddings_match_the_wheels_recipe() {
+    if !common::slow_tier() {
+        return;
+    }
+    common::init_runtime();
+    let wav = common::repo().join("samples/referral-dictation.wav");
+    let audio = common::samples(&wav);
+    let mut embedder = DVectorEmbedder::load(&embedder_model(), 1).unwrap();
+    // A long stretch (several windows), a short one (padded to one window), a sliver.
+    for (start, end) in [(16_000, 96_000), (40_000, 50_000), (60_000, 60_300)] {
+        let out = Command::new(common::repo().join(".venv/bin/python"))
+            .arg(common::repo().join("tests/diarize_reference.py"))
+            .arg("--embed")
+            .arg(embedder_model())
+            .arg(&wav)
+            .args([start.to_string(), end.to_string()])
+            .output()
+            .expect("setup's venv runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let reference: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ours = embedder.log_mel(&audio[start..end]);
+        let theirs = reference["log_mel"].as_array().unwrap();
+        // The reference pads short stretches to one window with zero rows.
+        assert!(theirs.len() >= ours.len());
+        let mut worst = 0f32;
+        for (a, b) in ours.iter().zip(theirs) {
+            for (x, y) in a.iter().zip(b.as_array().unwrap()) {
+                worst = worst.max((x - y.as_f64().unwrap() as f32).abs());
+            }
+        }
+        assert!(
+            worst < 1e-3,
+            "log-mel of {start}..{end}: max difference {worst}"
+        );
+        let ours = embedder.embed(&audio[start..end]).unwrap();
+        let theirs: Vec<f32> = reference["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        // The embedder quantizes its inputs to 8 bits on the fly, so float-rounding differences
+        // in the features move a value here and there by a step; the direction stays.
+        let diff = common::max_abs_diff(&ours, &theirs);
+        let cosine: f32 = ours.iter().zip(&theirs).map(|(a, b)| a * b).sum();
+        eprintln!("embedding of {start}..{end}: max difference {diff}, cosine {cosine}");
+        assert!(
+            diff < 5e-3 && cosine > 0.9999,
+            "embedding of {start}..{end}: max difference {diff}, cosine {cosine}"
+        );
+    }
+}
