@@ -167,7 +167,7 @@ mod tests {
                         (0b001, 0b010)
                     };
                     let mut bits = 0;
-                    if t < 8.0 || t >= 16.0 {
+                    if !(8.0..16.0).contains(&t) {
                         bits |= a;
                     }
                     if (9.0..17.0).contains(&t) {
