@@ -6,7 +6,10 @@ use crate::common;
 
 use std::process::Command;
 
-use medscribe_asr::diarize::{DVectorEmbedder, SegmentationModel, SpeakerEmbedder};
+use medscribe_asr::diarize::{
+    diarization_error, diarize, Clusters, DVectorEmbedder, SegmentationModel, SpeakerEmbedder,
+    SpeakerTurn, TurnOptions,
+};
 use medscribe_pipeline::DataDir;
 
 fn segmentation_model() -> std::path::PathBuf {
@@ -160,4 +163,76 @@ fn dvector_features_and_embeddings_match_the_wheels_recipe() {
             "embedding of {start}..{end}: max difference {diff}, cosine {cosine}"
         );
     }
+}
+
+/// The committed three-speaker sample's true turns.
+fn case_conference_truth() -> Vec<SpeakerTurn> {
+    let text =
+        std::fs::read_to_string(common::repo().join("samples/case-conference.turns.json")).unwrap();
+    let turns: serde_json::Value = serde_json::from_str(&text).unwrap();
+    turns
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| SpeakerTurn {
+            start_s: t["start_s"].as_f64().unwrap(),
+            end_s: t["end_s"].as_f64().unwrap(),
+            speaker: t["speaker"].as_u64().unwrap() as usize,
+        })
+        .collect()
+}
+
+#[test]
+fn three_voices_of_a_case_conference_are_told_apart() {
+    if !common::slow_tier() {
+        return;
+    }
+    common::init_runtime();
+    let wav = common::repo().join("samples/case-conference.wav");
+    let audio = common::samples(&wav);
+    let mut model = SegmentationModel::load(&segmentation_model(), 1).unwrap();
+    let mut embedder = DVectorEmbedder::load(&embedder_model(), 1).unwrap();
+    let truth = case_conference_truth();
+    let mut results = Vec::new();
+    for clusters in [Clusters::Count(3), Clusters::default()] {
+        // Told the number of speakers, as `--speakers 3` does; then on its own.
+        let started = std::time::Instant::now();
+        let turns = diarize(
+            &mut model,
+            &mut embedder,
+            &audio,
+            clusters,
+            &TurnOptions::default(),
+        )
+        .unwrap();
+        let seconds = started.elapsed().as_secs_f64();
+        let error = diarization_error(&truth, &turns, 0.25);
+        let found = turns.iter().map(|t| t.speaker + 1).max().unwrap_or(0);
+        eprintln!(
+            "{clusters:?}: {found} speakers, DER {:.1}% (missed {:.2} s, false alarm {:.2} s, \
+             confusion {:.2} s of {:.1} s), real-time factor {:.3}",
+            100.0 * error.rate(),
+            error.missed_s,
+            error.false_alarm_s,
+            error.confusion_s,
+            error.reference_s,
+            seconds / (audio.len() as f64 / 16_000.0)
+        );
+        for turn in &turns {
+            eprintln!(
+                "  S{} {:.2}-{:.2}",
+                turn.speaker + 1,
+                turn.start_s,
+                turn.end_s
+            );
+        }
+        results.push((clusters, found, error.rate()));
+    }
+    let (_, found, rate) = results[0];
+    assert_eq!(found, 3);
+    assert!(rate <= 0.10, "DER {rate}");
+    // On its own it tells the woman from the men; the two men's voices (both diphone voices of
+    // American men) it merges at the default threshold: not yet the issue's goal of three.
+    let (_, found, _) = results[1];
+    assert!(found >= 2, "{found} speakers");
 }

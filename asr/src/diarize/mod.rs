@@ -14,11 +14,13 @@
 
 pub mod cluster;
 pub mod dvector;
+pub mod metrics;
 pub mod reconstruct;
 pub mod segmentation;
 
 pub use cluster::{cluster, Clusters};
 pub use dvector::DVectorEmbedder;
+pub use metrics::{diarization_error, DiarizationError};
 pub use reconstruct::{reconstruct, SpeakerTurn, TurnOptions};
 pub use segmentation::{LocalSpeaker, Segmentation, SegmentationModel};
 
