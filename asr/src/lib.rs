@@ -35,6 +35,10 @@ pub struct Segment {
     pub raw_text: String,
     /// Formatted text.
     pub text: String,
+    /// Who said it (from 0), when speakers were told apart. Absent from session files written
+    /// without speakers, so they read and write as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speaker: Option<usize>,
 }
 
 /// The transcript of one recording.

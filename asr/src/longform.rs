@@ -173,6 +173,7 @@ impl LongFormCtc {
                 continue;
             }
             segments.push(Segment {
+                speaker: None,
                 start_s: start as f64 / 16_000.0,
                 end_s: end as f64 / 16_000.0,
                 text: format_dictation(&raw),

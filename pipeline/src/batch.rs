@@ -9,6 +9,7 @@ use crate::error::{PipelineError, Result};
 use crate::job::{correct_transcript, FileTranscript, TextCorrector};
 use crate::output::write_private_atomically;
 use crate::render::{render, TranscriptFormat};
+use crate::speakers::Speakers;
 use crate::speech::Speech;
 use crate::wav::WavSource;
 
@@ -276,6 +277,7 @@ pub fn output_paths(dir: &Path, input: &BatchInput, formats: &[TranscriptFormat]
 pub fn run_batch(
     request: &BatchRequest,
     speech: &mut Speech,
+    mut speakers: Option<&mut Speakers>,
     on_event: &mut dyn FnMut(BatchEvent<'_>),
 ) -> BatchSummary {
     let mut summary = BatchSummary::default();
@@ -333,6 +335,13 @@ pub fn run_batch(
                 on_event(BatchEvent::Progress { done_s, total_s })
             })
             .and_then(|mut done| {
+                if let Some(speakers) = speakers.as_deref_mut() {
+                    speakers.label(
+                        &input.path,
+                        &mut done.transcript,
+                        speech.recognizer.as_mut(),
+                    )?;
+                }
                 if let Some(corrector) = &request.corrector {
                     correct_transcript(&mut done.transcript, corrector.as_ref());
                 }

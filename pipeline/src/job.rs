@@ -119,6 +119,7 @@ pub(crate) fn by_utterance(
                     continue;
                 }
                 segments.push(Segment {
+                    speaker: None,
                     start_s: (skip + utterance.start) as f64 / f64::from(TARGET_RATE),
                     end_s: (skip + utterance.end) as f64 / f64::from(TARGET_RATE),
                     text: recognizer.format_text(&raw),

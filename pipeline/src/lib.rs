@@ -22,6 +22,7 @@ pub mod resample;
 pub mod segmenter;
 pub mod session;
 pub mod source;
+pub mod speakers;
 pub mod speech;
 pub mod timestamp;
 pub mod wav;

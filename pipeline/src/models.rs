@@ -118,6 +118,20 @@ pub fn drug_lexicon(data: &DataDir) -> PathBuf {
     data.root().join("lexicon").join("drugs.tsv")
 }
 
+/// Where setup installs the speaker segmentation model (pyannote segmentation-3.0).
+pub fn speaker_segmentation_model(data: &DataDir) -> PathBuf {
+    data.models_dir()
+        .join("pyannote-segmentation-3.0")
+        .join("segmentation-3.0.onnx")
+}
+
+/// Where setup installs the speaker embedding model (VoiceFilter-Lite's d-vector).
+pub fn speaker_embedding_model(data: &DataDir) -> PathBuf {
+    data.models_dir()
+        .join("voicefilter-dvector")
+        .join("embedder.int8.onnx")
+}
+
 /// The voice activity model file.
 pub fn default_vad_model(data: &DataDir) -> PathBuf {
     data.models_dir().join("silero-vad").join("silero_vad.onnx")

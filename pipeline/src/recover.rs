@@ -69,6 +69,7 @@ pub fn recover_session(
         .segments
         .into_iter()
         .map(|segment| TranscriptLine {
+            speaker: None,
             start_s: segment.start_s,
             end_s: segment.end_s,
             text: segment.text,

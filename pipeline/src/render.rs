@@ -63,6 +63,31 @@ fn timestamp(seconds: f64, separator: char) -> String {
 pub fn render(done: &FileTranscript, format: TranscriptFormat) -> String {
     let transcript = &done.transcript;
     match format {
+        TranscriptFormat::Txt if labelled(transcript) => {
+            // "S1: ..." at each change of speaker, one line per turn.
+            let mut out = String::new();
+            let mut current = None;
+            for s in &transcript.segments {
+                let text = s.text.trim();
+                if text.is_empty() {
+                    continue;
+                }
+                if s.speaker != current || out.is_empty() {
+                    if !out.is_empty() {
+                        out.push('\n');
+                    }
+                    out.push_str(&format!("{}: ", speaker_name(s.speaker)));
+                    current = s.speaker;
+                } else {
+                    out.push(' ');
+                }
+                out.push_str(text);
+            }
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out
+        }
         TranscriptFormat::Txt => {
             if transcript.text.is_empty() {
                 String::new()
@@ -75,15 +100,19 @@ pub fn render(done: &FileTranscript, format: TranscriptFormat) -> String {
                 .segments
                 .iter()
                 .map(|s| {
-                    serde_json::json!({
+                    let mut segment = serde_json::json!({
                         "start_s": round_ms(s.start_s),
                         "end_s": round_ms(s.end_s),
                         "text": s.text,
                         "raw_text": s.raw_text,
-                    })
+                    });
+                    if labelled(transcript) {
+                        segment["speaker"] = speaker_name(s.speaker).into();
+                    }
+                    segment
                 })
                 .collect();
-            let object = serde_json::json!({
+            let mut object = serde_json::json!({
                 "file": done.file.display().to_string(),
                 "duration_s": round_ms(transcript.duration_s),
                 "model": done.model,
@@ -91,6 +120,16 @@ pub fn render(done: &FileTranscript, format: TranscriptFormat) -> String {
                 "raw_text": transcript.raw_text,
                 "segments": segments,
             });
+            if labelled(transcript) {
+                let count = transcript
+                    .segments
+                    .iter()
+                    .filter_map(|s| s.speaker)
+                    .max()
+                    .map_or(0, |m| m + 1);
+                let names: Vec<String> = (0..count).map(|i| speaker_name(Some(i))).collect();
+                object["speakers"] = names.into();
+            }
             format!("{object}\n")
         }
         TranscriptFormat::Srt => transcript
@@ -99,10 +138,11 @@ pub fn render(done: &FileTranscript, format: TranscriptFormat) -> String {
             .enumerate()
             .map(|(i, s)| {
                 format!(
-                    "{}\n{} --> {}\n{}\n\n",
+                    "{}\n{} --> {}\n{}{}\n\n",
                     i + 1,
                     timestamp(s.start_s, ','),
                     timestamp(s.end_s, ','),
+                    voice_tag(transcript, s),
                     s.text.trim()
                 )
             })
@@ -111,15 +151,35 @@ pub fn render(done: &FileTranscript, format: TranscriptFormat) -> String {
             let mut out = String::from("WEBVTT\n\n");
             for s in &transcript.segments {
                 out.push_str(&format!(
-                    "{} --> {}\n{}\n\n",
+                    "{} --> {}\n{}{}\n\n",
                     timestamp(s.start_s, '.'),
                     timestamp(s.end_s, '.'),
+                    voice_tag(transcript, s),
                     // A cue may not contain an empty line or "-->".
                     s.text.trim().replace("\n\n", "\n").replace("-->", "->")
                 ));
             }
             out
         }
+    }
+}
+
+/// Whether speakers were told apart (some segment has one).
+fn labelled(transcript: &medscribe_asr::Transcript) -> bool {
+    transcript.segments.iter().any(|s| s.speaker.is_some())
+}
+
+/// `S1`, `S2`, ... (`S?` for speech no turn covered).
+fn speaker_name(speaker: Option<usize>) -> String {
+    speaker.map_or_else(|| "S?".to_owned(), |s| format!("S{}", s + 1))
+}
+
+/// WebVTT's voice span opening a labelled cue (`<v S1>`), used in SRT too.
+fn voice_tag(transcript: &medscribe_asr::Transcript, segment: &medscribe_asr::Segment) -> String {
+    if labelled(transcript) {
+        format!("<v {}>", speaker_name(segment.speaker))
+    } else {
+        String::new()
     }
 }
 
@@ -140,12 +200,14 @@ mod tests {
                 duration_s: 3725.5,
                 segments: vec![
                     Segment {
+                        speaker: None,
                         start_s: 0.25,
                         end_s: 1.5,
                         raw_text: "hello {period}".into(),
                         text: "Hello.".into(),
                     },
                     Segment {
+                        speaker: None,
                         start_s: 3723.0,
                         end_s: 3725.5,
                         raw_text: "world".into(),
@@ -183,6 +245,36 @@ mod tests {
             assert!(v.get(key).is_some(), "{key}");
         }
         assert_eq!(v["segments"][1]["start_s"], 3723.0);
+    }
+
+    #[test]
+    fn speakers_appear_in_every_format() {
+        let mut done = sample();
+        done.transcript.segments[0].speaker = Some(0);
+        done.transcript.segments[1].speaker = Some(1);
+        done.transcript.segments.push(Segment {
+            speaker: Some(1),
+            start_s: 3726.0,
+            end_s: 3727.0,
+            raw_text: "again".into(),
+            text: "Again.".into(),
+        });
+        assert_eq!(
+            render(&done, TranscriptFormat::Txt),
+            "S1: Hello.\nS2: World Again.\n"
+        );
+        assert!(render(&done, TranscriptFormat::Srt)
+            .starts_with("1\n00:00:00,250 --> 00:00:01,500\n<v S1>Hello.\n\n2\n"));
+        assert!(render(&done, TranscriptFormat::Vtt)
+            .contains("01:02:03.000 --> 01:02:05.500\n<v S2>World\n\n"));
+        let v: serde_json::Value =
+            serde_json::from_str(&render(&done, TranscriptFormat::Json)).unwrap();
+        assert_eq!(v["speakers"], serde_json::json!(["S1", "S2"]));
+        assert_eq!(v["segments"][2]["speaker"], "S2");
+        // Unlabelled transcripts have no speaker fields at all.
+        let v: serde_json::Value =
+            serde_json::from_str(&render(&sample(), TranscriptFormat::Json)).unwrap();
+        assert!(v.get("speakers").is_none() && v["segments"][0].get("speaker").is_none());
     }
 
     #[test]

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
+use medscribe_asr::diarize::Clusters;
 use medscribe_llm::letter::facts::DrugLexicon;
 use medscribe_pipeline::batch::{run_batch, BatchEvent, BatchRequest, BatchSummary};
+use medscribe_pipeline::speakers::Speakers;
 use medscribe_pipeline::{render, DataDir, Speech, SpeechOptions, TextCorrector, TranscriptFormat};
 
 use super::{duration, SegmentArg};
@@ -60,9 +62,27 @@ pub struct TranscribeArgs {
     #[arg(long)]
     no_drug_correction: bool,
 
+    /// Tell speakers apart: `auto` (as many as the voices say) or how many there are (`3`).
+    /// Each segment gets its speaker (S1, S2, ...): json has `speaker` on each segment and a
+    /// `speakers` list, txt starts each turn with "S1: ", srt and vtt cues start with <v S1>.
+    /// Models: pyannote segmentation-3.0 and the VoiceFilter-Lite d-vector, installed by setup.
+    #[arg(long, value_name = "auto|N", value_parser = parse_speakers)]
+    speakers: Option<Clusters>,
+
     /// WAV files and folders to transcribe.
     #[arg(required = true, value_name = "FILE_OR_DIR")]
     inputs: Vec<PathBuf>,
+}
+
+/// `auto` or a number of speakers from 1 to 32.
+fn parse_speakers(text: &str) -> std::result::Result<Clusters, String> {
+    if text == "auto" {
+        return Ok(Clusters::default());
+    }
+    match text.parse::<usize>() {
+        Ok(n) if (1..=32).contains(&n) => Ok(Clusters::Count(n)),
+        _ => Err("expected auto or a number of speakers from 1 to 32".into()),
+    }
 }
 
 /// `medscribe transcribe`.
@@ -104,7 +124,13 @@ pub fn transcribe(args: TranscribeArgs, ort_lib: Option<PathBuf>) -> Result<Exit
         args.format[0],
         args.output.is_none(),
     );
-    let summary = run_batch(&request, &mut speech, &mut |event| reporter.event(event));
+    let mut speakers = match args.speakers {
+        Some(clusters) => Some(Speakers::open(&data, clusters, args.threads)?),
+        None => None,
+    };
+    let summary = run_batch(&request, &mut speech, speakers.as_mut(), &mut |event| {
+        reporter.event(event)
+    });
     reporter.clear_progress();
     if let Some(error) = reporter.stdout_error.take() {
         return Err(error.into());

@@ -236,3 +236,83 @@ fn three_voices_of_a_case_conference_are_told_apart() {
     let (_, found, _) = results[1];
     assert!(found >= 2, "{found} speakers");
 }
+
+fn medscribe(args: &[&str]) -> std::process::Output {
+    Command::new(assert_cmd::cargo::cargo_bin("medscribe"))
+        .args(args)
+        .output()
+        .expect("medscribe runs")
+}
+
+#[test]
+fn transcribe_with_speakers_labels_every_format() {
+    if !common::slow_tier() {
+        return;
+    }
+    let wav = common::repo().join("samples/case-conference.wav");
+    let wav = wav.to_str().unwrap();
+    // One run writes every format.
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    common::success_stdout(&medscribe(&[
+        "transcribe",
+        "--speakers",
+        "3",
+        "-f",
+        "json,txt,srt,vtt",
+        "-o",
+        dir,
+        wav,
+    ]));
+    let read = |ext: &str| {
+        std::fs::read_to_string(out.path().join(format!("case-conference.{ext}"))).unwrap()
+    };
+    let json: serde_json::Value = serde_json::from_str(&read("json")).unwrap();
+    assert_eq!(json["speakers"], serde_json::json!(["S1", "S2", "S3"]));
+    let segments = json["segments"].as_array().unwrap();
+    let turns: Vec<SpeakerTurn> = segments
+        .iter()
+        .map(|s| SpeakerTurn {
+            start_s: s["start_s"].as_f64().unwrap(),
+            end_s: s["end_s"].as_f64().unwrap(),
+            speaker: s["speaker"].as_str().unwrap()[1..]
+                .parse::<usize>()
+                .unwrap()
+                - 1,
+        })
+        .collect();
+    // The transcript's segments, cut at changes of speaker, against the true turns.
+    let error = diarization_error(&case_conference_truth(), &turns, 0.25);
+    assert!(error.rate() <= 0.15, "{error:?}");
+    // Every sentence of the script is in some segment's text, in order.
+    let text = json["text"].as_str().unwrap().to_lowercase();
+    for word in [
+        "patel",
+        "ejection fraction",
+        "diuretic",
+        "thursday",
+        "cardiology clinic",
+    ] {
+        assert!(text.contains(word), "{word} in {text}");
+    }
+    let txt = read("txt");
+    let lines: Vec<&str> = txt.lines().collect();
+    assert!(lines.len() >= 6, "{txt}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with('S') && l[1..].contains(": ")),
+        "{txt}"
+    );
+    assert!(lines[0].starts_with("S1: "), "{txt}");
+    for (format, tag) in [("vtt", "\n<v S2>"), ("srt", "\n<v S3>")] {
+        let text = read(format);
+        assert!(text.contains(tag), "{format}: {text}");
+    }
+    // Without --speakers nothing changes: no speaker anywhere.
+    let plain = common::success_stdout(&medscribe(&["transcribe", "-f", "json", wav]));
+    assert!(!plain.contains("speaker"), "{plain}");
+    let out = medscribe(&["transcribe", "--speakers", "many", wav]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected auto or a number of speakers"));
+}

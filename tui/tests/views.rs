@@ -39,6 +39,7 @@ fn app() -> App {
 
 fn line(start_s: f64, text: &str) -> TranscriptLine {
     TranscriptLine {
+        speaker: None,
         start_s,
         end_s: start_s + 3.0,
         text: text.into(),

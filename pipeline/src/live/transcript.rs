@@ -45,6 +45,7 @@ pub(super) fn transcript_stage(
                 text,
             } => {
                 let line = TranscriptLine {
+                    speaker: None,
                     start_s: seconds(start),
                     end_s: seconds(end),
                     text,

@@ -448,6 +448,7 @@ pub(super) mod tests {
 
     pub(crate) fn line(start_s: f64, text: &str) -> TranscriptLine {
         TranscriptLine {
+            speaker: None,
             start_s,
             end_s: start_s + 1.0,
             text: text.into(),

@@ -1,0 +1,242 @@
+//! Speaker turns for transcripts: the diarization models opened from the data directory, a
+//! recording diarized (`medscribe_asr::diarize`), and its transcript labelled. A segment said by
+//! one speaker takes that speaker; a segment that spans a change of speaker (the voice activity
+//! detector joins utterances with short pauses between them) is cut at the change and each part
+//! transcribed again, so that no sentence is given to the wrong person.
+
+use std::path::Path;
+
+use medscribe_asr::diarize::{
+    diarize, Clusters, DVectorEmbedder, SegmentationModel, SpeakerTurn, TurnOptions,
+};
+use medscribe_asr::{Segment, SpeechRecognizer, Transcript};
+
+use crate::datadir::DataDir;
+use crate::error::Result;
+use crate::models;
+use crate::wav::WavSource;
+
+/// The diarization models, loaded once for many recordings.
+#[derive(Debug)]
+pub struct Speakers {
+    segmentation: SegmentationModel,
+    embedder: DVectorEmbedder,
+    clusters: Clusters,
+}
+
+impl Speakers {
+    /// Loads the models setup installed; `clusters` says how many speakers to find.
+    pub fn open(data: &DataDir, clusters: Clusters, threads: usize) -> Result<Self> {
+        Ok(Self {
+            segmentation: SegmentationModel::load(
+                &models::speaker_segmentation_model(data),
+                threads,
+            )?,
+            embedder: DVectorEmbedder::load(&models::speaker_embedding_model(data), threads)?,
+            clusters,
+        })
+    }
+
+    /// The speaker turns of `audio` (16 kHz mono).
+    pub fn turns(&mut self, audio: &[f32]) -> Result<Vec<SpeakerTurn>> {
+        Ok(diarize(
+            &mut self.segmentation,
+            &mut self.embedder,
+            audio,
+            self.clusters,
+            &TurnOptions::default(),
+        )?)
+    }
+
+    /// Diarizes the recording at `path` and labels its `transcript`, cutting segments that span
+    /// a change of speaker and transcribing their parts again with `recognizer`.
+    pub fn label(
+        &mut self,
+        path: &Path,
+        transcript: &mut Transcript,
+        recognizer: &mut dyn SpeechRecognizer,
+    ) -> Result<()> {
+        let audio = WavSource::open(path)?.read_all()?;
+        let turns = self.turns(&audio)?;
+        let floor = floor_spans(&turns);
+        let mut segments = Vec::with_capacity(transcript.segments.len());
+        for segment in transcript.segments.drain(..) {
+            let pieces = pieces(&floor, segment.start_s, segment.end_s);
+            if pieces.len() <= 1 {
+                segments.push(Segment {
+                    speaker: pieces.first().map(|p| p.2),
+                    ..segment
+                });
+                continue;
+            }
+            for (start_s, end_s, speaker) in pieces {
+                let first = ((start_s * RATE) as usize).min(audio.len());
+                let last = ((end_s * RATE) as usize).clamp(first, audio.len());
+                let raw = recognizer.transcribe_segment(&audio[first..last])?;
+                if raw.trim().is_empty() {
+                    continue;
+                }
+                segments.push(Segment {
+                    start_s,
+                    end_s,
+                    text: recognizer.format_text(&raw),
+                    raw_text: raw,
+                    speaker: Some(speaker),
+                });
+            }
+        }
+        renumber(&mut segments);
+        transcript.raw_text = segments
+            .iter()
+            .map(|s| s.raw_text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        transcript.text = recognizer.format_text(&transcript.raw_text);
+        transcript.segments = segments;
+        Ok(())
+    }
+}
+
+const RATE: f64 = 16_000.0;
+/// Shortest part a segment is cut into; shorter ones join their neighbour.
+const MIN_PIECE_S: f64 = 0.5;
+
+/// Who has the floor when: the timeline cut at every turn's start and end, each stretch given
+/// to the speaker who began talking last among those talking (in overlap, the newcomer).
+fn floor_spans(turns: &[SpeakerTurn]) -> Vec<(f64, f64, usize)> {
+    let mut points: Vec<f64> = turns.iter().flat_map(|t| [t.start_s, t.end_s]).collect();
+    points.sort_by(f64::total_cmp);
+    points.dedup();
+    let mut spans: Vec<(f64, f64, usize)> = Vec::new();
+    for pair in points.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        let mid = 0.5 * (a + b);
+        let holder = turns
+            .iter()
+            .filter(|t| t.start_s <= mid && mid < t.end_s)
+            .max_by(|x, y| x.start_s.total_cmp(&y.start_s));
+        let Some(holder) = holder else { continue };
+        match spans.last_mut() {
+            Some(last) if last.2 == holder.speaker && (last.1 - a).abs() < 1e-9 => last.1 = b,
+            _ => spans.push((a, b, holder.speaker)),
+        }
+    }
+    spans
+}
+
+/// The parts of `start_s..end_s` by speaker: the floor spans inside it, gaps given to the
+/// part before (or after, at the start), parts shorter than [`MIN_PIECE_S`] joined to a
+/// neighbour.
+fn pieces(floor: &[(f64, f64, usize)], start_s: f64, end_s: f64) -> Vec<(f64, f64, usize)> {
+    let mut parts: Vec<(f64, f64, usize)> = floor
+        .iter()
+        .filter(|f| f.1 > start_s && f.0 < end_s)
+        .map(|f| (f.0.max(start_s), f.1.min(end_s), f.2))
+        .collect();
+    if parts.is_empty() {
+        return parts;
+    }
+    // Close the gaps: each part runs to the next one's start; the first starts at the segment.
+    parts[0].0 = start_s;
+    for i in 1..parts.len() {
+        parts[i - 1].1 = parts[i].0;
+    }
+    if let Some(last) = parts.last_mut() {
+        last.1 = end_s;
+    }
+    // Join short parts to a neighbour, and neighbours of one speaker.
+    loop {
+        let short = parts
+            .iter()
+            .position(|p| p.1 - p.0 < MIN_PIECE_S)
+            .filter(|_| parts.len() > 1);
+        let Some(i) = short else { break };
+        let part = parts.remove(i);
+        if i > 0 {
+            parts[i - 1].1 = part.1;
+        } else {
+            parts[0].0 = part.0;
+        }
+    }
+    let mut joined: Vec<(f64, f64, usize)> = Vec::new();
+    for part in parts {
+        match joined.last_mut() {
+            Some(last) if last.2 == part.2 => last.1 = part.1,
+            _ => joined.push(part),
+        }
+    }
+    joined
+}
+
+/// Renumbers speakers by first appearance in the transcript, so that its first voice is S1.
+fn renumber(segments: &mut [Segment]) {
+    let mut names: Vec<(usize, usize)> = Vec::new();
+    for segment in segments.iter_mut() {
+        if let Some(speaker) = segment.speaker {
+            let name = match names.iter().find(|(s, _)| *s == speaker) {
+                Some(&(_, name)) => name,
+                None => {
+                    names.push((speaker, names.len()));
+                    names.len() - 1
+                }
+            };
+            segment.speaker = Some(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(start_s: f64, end_s: f64) -> Segment {
+        Segment {
+            start_s,
+            end_s,
+            raw_text: String::new(),
+            text: String::new(),
+            speaker: None,
+        }
+    }
+
+    fn turn(start_s: f64, end_s: f64, speaker: usize) -> SpeakerTurn {
+        SpeakerTurn {
+            start_s,
+            end_s,
+            speaker,
+        }
+    }
+
+    #[test]
+    fn the_floor_goes_to_the_newcomer_in_overlap() {
+        let turns = [turn(0.0, 5.0, 1), turn(4.0, 9.0, 0), turn(12.0, 14.0, 1)];
+        assert_eq!(
+            floor_spans(&turns),
+            [(0.0, 4.0, 1), (4.0, 9.0, 0), (12.0, 14.0, 1)]
+        );
+    }
+
+    #[test]
+    fn segments_are_cut_at_changes_of_speaker_and_slivers_join_a_neighbour() {
+        let floor = [(0.0, 4.0, 1), (4.0, 4.3, 2), (4.3, 9.0, 0), (12.0, 14.0, 1)];
+        // Inside one speaker's span: one part.
+        assert_eq!(pieces(&floor, 0.5, 3.5), [(0.5, 3.5, 1)]);
+        // Across the change: two parts; the 0.3 s sliver of speaker 2 joins the part before.
+        assert_eq!(pieces(&floor, 1.0, 8.0), [(1.0, 4.3, 1), (4.3, 8.0, 0)]);
+        // A gap in the turns goes to the part before it.
+        assert_eq!(pieces(&floor, 6.0, 13.0), [(6.0, 12.0, 0), (12.0, 13.0, 1)]);
+        // No turn at all: no parts (the segment stays unlabelled).
+        assert!(pieces(&floor, 20.0, 21.0).is_empty());
+    }
+
+    #[test]
+    fn speakers_are_numbered_by_first_appearance() {
+        let mut segments = vec![segment(0.0, 1.0), segment(1.0, 2.0), segment(2.0, 3.0)];
+        segments[0].speaker = Some(2);
+        segments[1].speaker = Some(0);
+        segments[2].speaker = Some(2);
+        renumber(&mut segments);
+        let speakers: Vec<Option<usize>> = segments.iter().map(|s| s.speaker).collect();
+        assert_eq!(speakers, [Some(0), Some(1), Some(0)]);
+    }
+}
