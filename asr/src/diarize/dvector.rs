@@ -161,17 +161,15 @@ impl DVectorEmbedder {
     }
 }
 
-impl SpeakerEmbedder for DVectorEmbedder {
-    fn embed(&mut self, audio: &[f32]) -> Result<Vec<f32>> {
+impl DVectorEmbedder {
+    /// The L2-normalised embedding of each 80-frame window of `features` starting at `starts`.
+    fn window_embeddings(
+        &mut self,
+        features: &[[f32; N_MELS]],
+        starts: &[usize],
+    ) -> Result<Vec<Vec<f32>>> {
         let inference = |e: ort::Error| AsrError::Inference(one_line(e));
-        let mut features = self.log_mel(audio);
-        if features.len() < WINDOW_FRAMES {
-            // As the wheel does: zero rows (after the logarithm) up to one window.
-            features.resize(WINDOW_FRAMES, [0.0; N_MELS]);
-        }
-        let windows = 1 + (features.len() - WINDOW_FRAMES) / WINDOW_STRIDE;
-        let mut sum = vec![0f32; DIM];
-        let starts: Vec<usize> = (0..windows).map(|w| w * WINDOW_STRIDE).collect();
+        let mut out = Vec::with_capacity(starts.len());
         for batch in starts.chunks(BATCH) {
             let mut input = Vec::with_capacity(batch.len() * WINDOW_FRAMES * N_MELS);
             for &start in batch {
@@ -199,14 +197,92 @@ impl SpeakerEmbedder for DVectorEmbedder {
             }
             for row in values.chunks_exact(DIM) {
                 let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt() + 1e-12;
-                for (s, x) in sum.iter_mut().zip(row) {
-                    *s += x / norm;
-                }
+                out.push(row.iter().map(|x| x / norm).collect());
             }
         }
-        let mean: Vec<f32> = sum.iter().map(|s| s / windows as f32).collect();
-        let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt() + 1e-12;
-        Ok(mean.iter().map(|x| x / norm).collect())
+        Ok(out)
+    }
+}
+
+/// The normalised mean of normalised vectors (the wheel's last two steps).
+fn mean_direction<'a>(vectors: impl Iterator<Item = &'a Vec<f32>>) -> Vec<f32> {
+    let mut sum = vec![0f32; DIM];
+    let mut count = 0usize;
+    for v in vectors {
+        for (s, x) in sum.iter_mut().zip(v) {
+            *s += x;
+        }
+        count += 1;
+    }
+    let mean: Vec<f32> = sum.iter().map(|s| s / count.max(1) as f32).collect();
+    let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt() + 1e-12;
+    mean.iter().map(|x| x / norm).collect()
+}
+
+impl SpeakerEmbedder for DVectorEmbedder {
+    fn embed(&mut self, audio: &[f32]) -> Result<Vec<f32>> {
+        let mut features = self.log_mel(audio);
+        if features.len() < WINDOW_FRAMES {
+            // As the wheel does: zero rows (after the logarithm) up to one window.
+            features.resize(WINDOW_FRAMES, [0.0; N_MELS]);
+        }
+        let windows = 1 + (features.len() - WINDOW_FRAMES) / WINDOW_STRIDE;
+        let starts: Vec<usize> = (0..windows).map(|w| w * WINDOW_STRIDE).collect();
+        let embeddings = self.window_embeddings(&features, &starts)?;
+        Ok(mean_direction(embeddings.iter()))
+    }
+
+    /// The recording's 80-frame windows are embedded once; a speaker's embedding is the mean of
+    /// the windows that lie wholly inside its ranges. A speaker with no such window (its clean
+    /// stretches all shorter than 0.8 s) is embedded from its joined audio, as [`Self::embed`].
+    fn embed_ranges(
+        &mut self,
+        recording: &[f32],
+        ranges: &[Vec<(usize, usize)>],
+    ) -> Result<Vec<Vec<f32>>> {
+        let features = self.log_mel(recording);
+        let sample_of = |frame: usize| frame * HOP;
+        let window_samples = (WINDOW_FRAMES - 1) * HOP + N_FFT;
+        // Only the windows some speaker needs.
+        let mut wanted: Vec<usize> = Vec::new();
+        let mut per_speaker: Vec<Vec<usize>> = Vec::with_capacity(ranges.len());
+        for speaker in ranges {
+            let mut mine = Vec::new();
+            for &(start, end) in speaker {
+                let first = start.div_ceil(HOP * WINDOW_STRIDE);
+                let mut w = first;
+                while sample_of(w * WINDOW_STRIDE) + window_samples <= end
+                    && w * WINDOW_STRIDE + WINDOW_FRAMES <= features.len()
+                {
+                    mine.push(w * WINDOW_STRIDE);
+                    w += 1;
+                }
+            }
+            wanted.extend(&mine);
+            per_speaker.push(mine);
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        let embeddings = self.window_embeddings(&features, &wanted)?;
+        let mut out = Vec::with_capacity(ranges.len());
+        for (speaker, mine) in ranges.iter().zip(&per_speaker) {
+            if mine.is_empty() {
+                let mut clean = Vec::new();
+                for &(start, end) in speaker {
+                    let end = end.min(recording.len());
+                    clean.extend_from_slice(&recording[start.min(end)..end]);
+                }
+                out.push(self.embed(&clean)?);
+                continue;
+            }
+            out.push(mean_direction(mine.iter().filter_map(|start| {
+                wanted
+                    .binary_search(start)
+                    .ok()
+                    .and_then(|i| embeddings.get(i))
+            })));
+        }
+        Ok(out)
     }
 }
 

@@ -43,6 +43,27 @@ pub const LOCAL_SPEAKERS: usize = 3;
 pub trait SpeakerEmbedder {
     /// The embedding of `audio` (16 kHz mono, at least a few tenths of a second).
     fn embed(&mut self, audio: &[f32]) -> Result<Vec<f32>>;
+
+    /// One embedding per speaker of `recording`, each from its sample `ranges`. By default the
+    /// ranges are joined and embedded; an embedder may share work across speakers instead
+    /// (overlapping windows see the same audio again and again).
+    fn embed_ranges(
+        &mut self,
+        recording: &[f32],
+        ranges: &[Vec<(usize, usize)>],
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut clean = Vec::new();
+        let mut out = Vec::with_capacity(ranges.len());
+        for speaker in ranges {
+            clean.clear();
+            for &(start, end) in speaker {
+                let end = end.min(recording.len());
+                clean.extend_from_slice(&recording[start.min(end)..end]);
+            }
+            out.push(self.embed(&clean)?);
+        }
+        Ok(out)
+    }
 }
 
 /// Diarizes `audio`: segmentation, an embedding per local speaker, clustering, turns.
@@ -55,15 +76,8 @@ pub fn diarize(
 ) -> Result<Vec<SpeakerTurn>> {
     let segmentation = model.segment(audio)?;
     let locals = segmentation.local_speakers();
-    let mut embeddings = Vec::with_capacity(locals.len());
-    let mut clean = Vec::new();
-    for local in &locals {
-        clean.clear();
-        for &(start, end) in &local.samples {
-            clean.extend_from_slice(&audio[start.min(audio.len())..end.min(audio.len())]);
-        }
-        embeddings.push(embedder.embed(&clean)?);
-    }
+    let ranges: Vec<Vec<(usize, usize)>> = locals.iter().map(|l| l.samples.clone()).collect();
+    let embeddings = embedder.embed_ranges(audio, &ranges)?;
     let labels = cluster(&embeddings, clusters);
     Ok(reconstruct(&segmentation, &locals, &labels, options))
 }
