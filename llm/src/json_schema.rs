@@ -420,6 +420,15 @@ impl Compiler<'_> {
     }
 }
 
+/// Most bytes a number of this kind may take.
+fn longest_number(integer: bool) -> u8 {
+    if integer {
+        MAX_INTEGER_BYTES
+    } else {
+        MAX_NUMBER_BYTES
+    }
+}
+
 /// Where a number stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum NumberState {
@@ -661,12 +670,7 @@ impl<'s> Machine<'s> {
                     state,
                     len,
                 } => {
-                    let longest = if *integer {
-                        MAX_INTEGER_BYTES
-                    } else {
-                        MAX_NUMBER_BYTES
-                    };
-                    let next = if *len < longest {
+                    let next = if *len < longest_number(*integer) {
                         state.step(b, *integer)
                     } else {
                         None
@@ -779,12 +783,7 @@ impl<'s> Machine<'s> {
                 state,
                 len,
             } => {
-                let longest = if *integer {
-                    MAX_INTEGER_BYTES
-                } else {
-                    MAX_NUMBER_BYTES
-                };
-                if *len < longest {
+                if *len < longest_number(*integer) {
                     (0..=255u8)
                         .filter(|&b| state.step(b, *integer).is_some())
                         .for_each(|b| bytes.insert(b));

@@ -13,9 +13,7 @@ use medscribe_asr::diarize::{
 use medscribe_pipeline::DataDir;
 
 fn segmentation_model() -> std::path::PathBuf {
-    DataDir::from_env()
-        .models_dir()
-        .join("pyannote-segmentation-3.0/segmentation-3.0.onnx")
+    medscribe_pipeline::models::speaker_segmentation_model(&DataDir::from_env())
 }
 
 #[test]
@@ -102,9 +100,7 @@ fn a_model_that_is_not_pyannotes_segmentation_is_refused_by_name() {
 }
 
 fn embedder_model() -> std::path::PathBuf {
-    DataDir::from_env()
-        .models_dir()
-        .join("voicefilter-dvector/embedder.int8.onnx")
+    medscribe_pipeline::models::speaker_embedding_model(&DataDir::from_env())
 }
 
 #[test]
