@@ -267,12 +267,7 @@ impl SpeakerEmbedder for DVectorEmbedder {
         let mut out = Vec::with_capacity(ranges.len());
         for (speaker, mine) in ranges.iter().zip(&per_speaker) {
             if mine.is_empty() {
-                let mut clean = Vec::new();
-                for &(start, end) in speaker {
-                    let end = end.min(recording.len());
-                    clean.extend_from_slice(&recording[start.min(end)..end]);
-                }
-                out.push(self.embed(&clean)?);
+                out.push(self.embed(&super::joined(recording, speaker))?);
                 continue;
             }
             out.push(mean_direction(mine.iter().filter_map(|start| {

@@ -52,18 +52,21 @@ pub trait SpeakerEmbedder {
         recording: &[f32],
         ranges: &[Vec<(usize, usize)>],
     ) -> Result<Vec<Vec<f32>>> {
-        let mut clean = Vec::new();
-        let mut out = Vec::with_capacity(ranges.len());
-        for speaker in ranges {
-            clean.clear();
-            for &(start, end) in speaker {
-                let end = end.min(recording.len());
-                clean.extend_from_slice(&recording[start.min(end)..end]);
-            }
-            out.push(self.embed(&clean)?);
-        }
-        Ok(out)
+        ranges
+            .iter()
+            .map(|speaker| self.embed(&joined(recording, speaker)))
+            .collect()
     }
+}
+
+/// The samples of `recording` in `ranges`, one after the other (ranges past its end clipped).
+pub fn joined(recording: &[f32], ranges: &[(usize, usize)]) -> Vec<f32> {
+    let mut out = Vec::new();
+    for &(start, end) in ranges {
+        let end = end.min(recording.len());
+        out.extend_from_slice(&recording[start.min(end)..end]);
+    }
+    out
 }
 
 /// Diarizes `audio`: segmentation, an embedding per local speaker, clustering, turns.

@@ -156,10 +156,17 @@ pub fn write_letter(
     cancel: &AtomicBool,
     on_event: &mut dyn FnMut(LetterEvent),
 ) -> Result<LetterOutcome> {
+    outcome(cancel, || {
+        compose_letter(loaded, table, request, cancel, on_event)
+    })
+}
+
+/// Runs `compose` unless `cancel` is already set; cancelling is an outcome, not an error.
+fn outcome(cancel: &AtomicBool, compose: impl FnOnce() -> Result<Letter>) -> Result<LetterOutcome> {
     if cancel.load(Ordering::SeqCst) {
         return Ok(LetterOutcome::Cancelled);
     }
-    match compose_letter(loaded, table, request, cancel, on_event) {
+    match compose() {
         Ok(letter) => Ok(LetterOutcome::Written(letter)),
         Err(LlmError::Cancelled) => Ok(LetterOutcome::Cancelled),
         Err(error) => Err(error),

@@ -17,7 +17,7 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 
 use super::prompt::chat_instructions;
-use super::{assemble, joined_text, mend_medication_names, LetterEvent, LetterRequest};
+use super::{assemble, joined_text, mend_medication_names, outcome, LetterEvent, LetterRequest};
 use super::{Letter, LetterOutcome};
 use crate::error::{LlmError, Result};
 
@@ -222,14 +222,7 @@ impl LetterServer {
         cancel: &AtomicBool,
         on_event: &mut dyn FnMut(LetterEvent),
     ) -> Result<LetterOutcome> {
-        if cancel.load(Ordering::SeqCst) {
-            return Ok(LetterOutcome::Cancelled);
-        }
-        match self.compose(request, images, cancel, on_event) {
-            Ok(letter) => Ok(LetterOutcome::Written(letter)),
-            Err(LlmError::Cancelled) => Ok(LetterOutcome::Cancelled),
-            Err(error) => Err(error),
-        }
+        outcome(cancel, || self.compose(request, images, cancel, on_event))
     }
 
     fn compose(
@@ -432,13 +425,8 @@ fn read_ca_file(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>> {
         path: path.to_path_buf(),
         reason,
     };
-    let mut pem = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_CA_FILE + 1).read_to_end(&mut pem))
+    let pem = crate::files::read_bounded(path, MAX_CA_FILE)
         .map_err(|e| bad(format!("cannot read the CA file: {e}")))?;
-    if pem.len() as u64 > MAX_CA_FILE {
-        return Err(bad("the CA file is over 1 MB".into()));
-    }
     let certs: Vec<_> = ureq::tls::parse_pem(&pem)
         .filter_map(|item| match item {
             Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
@@ -457,13 +445,8 @@ fn data_url(path: &Path) -> Result<String> {
         path: path.to_path_buf(),
         reason,
     };
-    let mut bytes = Vec::new();
-    crate::files::open_regular(path)
-        .and_then(|f| f.take(MAX_IMAGE + 1).read_to_end(&mut bytes))
+    let bytes = crate::files::read_bounded(path, MAX_IMAGE)
         .map_err(|e| bad(format!("cannot read: {e}")))?;
-    if bytes.len() as u64 > MAX_IMAGE {
-        return Err(bad("over 32 MB".into()));
-    }
     let mime = if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         "image/png"
     } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
