@@ -8,7 +8,8 @@
 #     binary loads (ort's download of prebuilt binaries cannot work offline)
 #   - the data directory ($MEDSCRIBE_HOME, default ${XDG_DATA_HOME:-~/.local/share}/medscribe):
 #     every file listed in models/manifest.tsv, checked by size and SHA-256, Moonshine's
-#     graphs with their weights unpacked once (models/scripts/prepare_moonshine.py), and the drug
+#     graphs with their weights unpacked once (models/scripts/prepare_moonshine.py), CAM++
+#     converted to ONNX (models/scripts/campplus_to_onnx.py), and the drug
 #     lexicon of the letter guard built from the FDA's UNII names
 #     (models/scripts/build_drug_lexicon.py; wamerican's word list tells drugs from English)
 set -euo pipefail
@@ -43,8 +44,10 @@ install_debian_packages() {
 # Moonshine's graphs once, models/scripts/prepare_moonshine.py) and numpy for the Python
 # reference scripts. Model packages are never installed: their files are taken out of the
 # wheels, without their Python dependencies (silero-vad would pull in torch). The official
-# `openai` client is there for tests/it/serve.rs, which drives `medscribe serve` with it.
-VENV_REQUIREMENTS="onnxruntime==1.31.1 onnx==1.23.2 numpy==2.2.6 openai==3.57.0"
+# `openai` client is there for tests/it/serve.rs, which drives `medscribe serve` with it;
+# kaldi-native-fbank (sherpa-onnx's front end) is the reference our speaker features are tested
+# against.
+VENV_REQUIREMENTS="onnxruntime==1.31.1 onnx==1.23.2 numpy==2.2.6 openai==3.57.0 kaldi-native-fbank==1.23.0"
 
 python_requirements() {
     echo "$VENV_REQUIREMENTS"
@@ -140,6 +143,16 @@ prepare_models() {
     if [ -d "$moonshine" ]; then
         "$VENV/bin/python" "$ROOT/models/scripts/prepare_moonshine.py" "$moonshine" \
             || die "could not prepare $moonshine"
+    fi
+    # CAM++ ships as a PyTorch checkpoint; convert it to ONNX (numpy and onnx, no torch) when the
+    # graph is missing or older than the checkpoint or the converter.
+    local campplus=$DATA/models/campplus
+    local converter=$ROOT/models/scripts/campplus_to_onnx.py
+    if [ -f "$campplus/campplus_cn_en_common.pt" ] && { [ ! -f "$campplus/campplus.onnx" ] \
+        || [ "$campplus/campplus_cn_en_common.pt" -nt "$campplus/campplus.onnx" ] \
+        || [ "$converter" -nt "$campplus/campplus.onnx" ]; }; then
+        "$VENV/bin/python" "$converter" "$campplus/campplus_cn_en_common.pt" "$campplus/campplus.onnx" \
+            || die "could not convert CAM++ to ONNX"
     fi
 }
 

@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use cmd::{dictate, generate, letter, models, record, serve, sessions, templates, transcribe};
+use cmd::{
+    dictate, generate, letter, models, record, serve, sessions, speakers, templates, transcribe,
+};
 
 /// Local, private speech-to-report for doctors: transcription on ONNX Runtime (Moonshine by
 /// default, Google's MedASR when you export it) and text generation with Gemma 3 / MedGemma on
@@ -38,6 +40,13 @@ enum Command {
     /// recursively for *.wav. With --output, existing outputs are skipped (so an interrupted
     /// batch resumes) unless --force is given.
     Transcribe(transcribe::TranscribeArgs),
+    /// Who spoke when: speaker turns of WAV recordings, without transcribing them.
+    ///
+    /// pyannote's segmentation-3.0 finds up to three local speakers in 10 s windows every
+    /// second, CAM++ embeds each one's clean speech, and the embeddings are clustered into the
+    /// recording's speakers (`--speakers auto`, or the number you give). Prints "START END S1"
+    /// per turn, or JSON with --json. `transcribe --speakers` labels a transcript the same way.
+    Speakers(speakers::SpeakersArgs),
     /// List the installed models, check them, and say how to add MedASR.
     Models,
     /// Generate text with a Gemma 3 / MedGemma model (text only for now).
@@ -146,6 +155,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let ort_lib = cli.ort_lib;
     match cli.command {
         Command::Transcribe(args) => transcribe::transcribe(args, ort_lib),
+        Command::Speakers(args) => speakers::speakers(args, ort_lib),
         Command::Models => models::list_models(),
         Command::Generate(args) => generate::generate(args),
         Command::Letter(args) => letter::letter(args, ort_lib),

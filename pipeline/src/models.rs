@@ -125,11 +125,9 @@ pub fn speaker_segmentation_model(data: &DataDir) -> PathBuf {
         .join("segmentation-3.0.onnx")
 }
 
-/// Where setup installs the speaker embedding model (VoiceFilter-Lite's d-vector).
+/// Where setup installs the speaker embedding model (CAM++, converted to ONNX at setup).
 pub fn speaker_embedding_model(data: &DataDir) -> PathBuf {
-    data.models_dir()
-        .join("voicefilter-dvector")
-        .join("embedder.int8.onnx")
+    data.models_dir().join("campplus").join("campplus.onnx")
 }
 
 /// The voice activity model file.

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use medscribe_asr::diarize::{
-    diarize, Clusters, DVectorEmbedder, SegmentationModel, SpeakerTurn, TurnOptions,
+    diarize, CamppEmbedder, Clusters, SegmentationModel, SpeakerTurn, TurnOptions,
 };
 use medscribe_asr::{Segment, SpeechRecognizer, Transcript};
 
@@ -20,19 +20,27 @@ use crate::wav::WavSource;
 #[derive(Debug)]
 pub struct Speakers {
     segmentation: SegmentationModel,
-    embedder: DVectorEmbedder,
+    embedder: CamppEmbedder,
     clusters: Clusters,
 }
 
 impl Speakers {
-    /// Loads the models setup installed; `clusters` says how many speakers to find.
-    pub fn open(data: &DataDir, clusters: Clusters, threads: usize) -> Result<Self> {
+    /// Loads the models setup installed (ONNX Runtime from `ort_lib`, else where setup put it);
+    /// `clusters` says how many speakers to find.
+    pub fn open(
+        data: &DataDir,
+        clusters: Clusters,
+        threads: usize,
+        ort_lib: Option<&Path>,
+    ) -> Result<Self> {
+        let runtime = medscribe_asr::runtime::locate_runtime(ort_lib, &data.runtime_dir())?;
+        medscribe_asr::runtime::init_runtime(&runtime)?;
         Ok(Self {
             segmentation: SegmentationModel::load(
                 &models::speaker_segmentation_model(data),
                 threads,
             )?,
-            embedder: DVectorEmbedder::load(&models::speaker_embedding_model(data), threads)?,
+            embedder: CamppEmbedder::load(&models::speaker_embedding_model(data), threads)?,
             clusters,
         })
     }

