@@ -41,6 +41,8 @@ pub struct FileTranscript {
     pub processing_s: f64,
     /// What was odd about the recording but did not stop it (one line each, without the file).
     pub warnings: Vec<String>,
+    /// Names the user gave speakers, by label (`S1` -> `Dr Patel`); shown instead of the label.
+    pub speaker_names: std::collections::BTreeMap<String, String>,
 }
 
 /// Progress of one file: (audio seconds done, audio seconds in the file).
@@ -67,6 +69,7 @@ pub fn transcribe_wav(
         transcript,
         processing_s: started.elapsed().as_secs_f64(),
         warnings,
+        speaker_names: Default::default(),
     })
 }
 

@@ -76,7 +76,7 @@ pub fn render(done: &FileTranscript, format: TranscriptFormat) -> String {
                     if !out.is_empty() {
                         out.push('\n');
                     }
-                    out.push_str(&format!("{}: ", speaker_name(s.speaker)));
+                    out.push_str(&format!("{}: ", shown_name(done, s.speaker)));
                     current = s.speaker;
                 } else {
                     out.push(' ');
@@ -108,6 +108,9 @@ pub fn render(done: &FileTranscript, format: TranscriptFormat) -> String {
                     });
                     if labelled(transcript) {
                         segment["speaker"] = speaker_name(s.speaker).into();
+                        if let Some(name) = done.speaker_names.get(&speaker_name(s.speaker)) {
+                            segment["speaker_name"] = name.clone().into();
+                        }
                     }
                     segment
                 })
@@ -129,6 +132,9 @@ pub fn render(done: &FileTranscript, format: TranscriptFormat) -> String {
                     .map_or(0, |m| m + 1);
                 let names: Vec<String> = (0..count).map(|i| speaker_name(Some(i))).collect();
                 object["speakers"] = names.into();
+                if !done.speaker_names.is_empty() {
+                    object["speaker_names"] = serde_json::json!(done.speaker_names);
+                }
             }
             format!("{object}\n")
         }
@@ -142,7 +148,7 @@ pub fn render(done: &FileTranscript, format: TranscriptFormat) -> String {
                     i + 1,
                     timestamp(s.start_s, ','),
                     timestamp(s.end_s, ','),
-                    voice_tag(transcript, s),
+                    voice_tag(done, s),
                     s.text.trim()
                 )
             })
@@ -154,7 +160,7 @@ pub fn render(done: &FileTranscript, format: TranscriptFormat) -> String {
                     "{} --> {}\n{}{}\n\n",
                     timestamp(s.start_s, '.'),
                     timestamp(s.end_s, '.'),
-                    voice_tag(transcript, s),
+                    voice_tag(done, s),
                     // A cue may not contain an empty line or "-->".
                     s.text.trim().replace("\n\n", "\n").replace("-->", "->")
                 ));
@@ -170,14 +176,20 @@ fn labelled(transcript: &medscribe_asr::Transcript) -> bool {
 }
 
 /// `S1`, `S2`, ... (`S?` for speech no turn covered).
-fn speaker_name(speaker: Option<usize>) -> String {
+pub fn speaker_name(speaker: Option<usize>) -> String {
     speaker.map_or_else(|| "S?".to_owned(), |s| format!("S{}", s + 1))
 }
 
-/// WebVTT's voice span opening a labelled cue (`<v S1>`), used in SRT too.
-fn voice_tag(transcript: &medscribe_asr::Transcript, segment: &medscribe_asr::Segment) -> String {
-    if labelled(transcript) {
-        format!("<v {}>", speaker_name(segment.speaker))
+/// The name the user gave a speaker, else its label.
+fn shown_name(done: &FileTranscript, speaker: Option<usize>) -> String {
+    let label = speaker_name(speaker);
+    done.speaker_names.get(&label).cloned().unwrap_or(label)
+}
+
+/// WebVTT's voice span opening a labelled cue (`<v S1>`, `<v Dr Patel>`), used in SRT too.
+fn voice_tag(done: &FileTranscript, segment: &medscribe_asr::Segment) -> String {
+    if labelled(&done.transcript) {
+        format!("<v {}>", shown_name(done, segment.speaker))
     } else {
         String::new()
     }
@@ -194,6 +206,7 @@ mod tests {
             model: "m".into(),
             processing_s: 0.1,
             warnings: Vec::new(),
+            speaker_names: Default::default(),
             transcript: Transcript {
                 raw_text: "hello {period} world".into(),
                 text: "Hello. World".into(),

@@ -16,6 +16,18 @@ use crate::error::Result;
 use crate::models;
 use crate::wav::WavSource;
 
+/// How many speakers to find, from `auto` or a number from 1 to 32 (as the command line and
+/// `session.json` write it).
+pub fn parse_clusters(text: &str) -> Option<Clusters> {
+    if text == "auto" {
+        return Some(Clusters::default());
+    }
+    match text.parse::<usize>() {
+        Ok(n) if (1..=32).contains(&n) => Some(Clusters::Count(n)),
+        _ => None,
+    }
+}
+
 /// The diarization models, loaded once for many recordings.
 #[derive(Debug)]
 pub struct Speakers {
@@ -196,6 +208,15 @@ fn renumber(segments: &mut [Segment]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn speaker_counts_parse_as_written() {
+        assert_eq!(parse_clusters("auto"), Some(Clusters::default()));
+        assert_eq!(parse_clusters("3"), Some(Clusters::Count(3)));
+        for bad in ["0", "33", "-1", "Auto", ""] {
+            assert_eq!(parse_clusters(bad), None, "{bad}");
+        }
+    }
 
     fn segment(start_s: f64, end_s: f64) -> Segment {
         Segment {

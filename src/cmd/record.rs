@@ -7,9 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
+use medscribe_asr::diarize::Clusters;
 use medscribe_pipeline::live::{LiveConfig, LiveEvent, LiveSession};
 use medscribe_pipeline::session::{clock, Session};
 use medscribe_pipeline::source::{list_input_devices, SourceSpec};
+use medscribe_pipeline::speakers::Speakers;
 use medscribe_pipeline::{DataDir, Speech, SpeechOptions};
 
 use super::duration;
@@ -99,6 +101,13 @@ pub struct RecordArgs {
     /// List the capture devices and exit.
     #[arg(long)]
     list_devices: bool,
+
+    /// Tell speakers apart when the recording ends: `auto` or how many there are. Each line of
+    /// the session's transcript gets its speaker (S1, S2, ...; `sessions rename` names them);
+    /// lines that span a change of speaker are cut there and transcribed again. If the
+    /// recording is cut off, `sessions recover` does it.
+    #[arg(long, value_name = "auto|N", value_parser = super::transcribe::parse_speakers)]
+    speakers: Option<Clusters>,
 }
 
 fn parse_duration(text: &str) -> std::result::Result<f64, String> {
@@ -161,10 +170,21 @@ pub fn record(args: RecordArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> {
     }
     let data = DataDir::from_env();
     let source = args.input.source();
-    let (recognizer, vad) = args.input.speech(ort_lib, &data)?;
+    // The speaker models are opened first, so a missing one stops us before anything is recorded.
+    let mut speakers = match args.speakers {
+        Some(clusters) => Some(Speakers::open(
+            &data,
+            clusters,
+            args.input.threads,
+            ort_lib.as_deref(),
+        )?),
+        None => None,
+    };
+    let (recognizer, vad) = args.input.speech(ort_lib.clone(), &data)?;
     let config = LiveConfig {
         max_duration_s: args.max_duration,
         kind: "recording".into(),
+        speakers: args.speakers.map(clusters_text),
         ..LiveConfig::default()
     };
     let live = start_live(&data, source, (recognizer, vad), config)?;
@@ -217,9 +237,26 @@ pub fn record(args: RecordArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> {
         }
     }
     live.join();
-    match failed {
-        Some(problem) => Err(problem.into()),
-        None => Ok(ExitCode::SUCCESS),
+    if let Some(problem) = failed {
+        return Err(problem.into());
+    }
+    if let Some(speakers) = speakers.as_mut() {
+        eprintln!("medscribe: telling speakers apart");
+        let (mut recognizer, _) = args.input.speech(ort_lib, &data)?;
+        let found = session.label_speakers(speakers, &mut *recognizer)?;
+        eprintln!(
+            "medscribe: {found} speakers; medscribe sessions export {} shows who said what",
+            session.id()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How `session.json` writes a speaker count (`auto` or the number).
+pub fn clusters_text(clusters: Clusters) -> String {
+    match clusters {
+        Clusters::Count(n) => n.to_string(),
+        Clusters::Threshold(_) => "auto".into(),
     }
 }
 

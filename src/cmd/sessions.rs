@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use medscribe_pipeline::output::write_private_atomically;
 use medscribe_pipeline::recover::recover_session;
 use medscribe_pipeline::session::{clock, find_session, list_sessions, Session};
+use medscribe_pipeline::speakers::{parse_clusters, Speakers};
 use medscribe_pipeline::{DataDir, Speech, SpeechOptions, TranscriptFormat};
 
 use super::duration;
@@ -34,6 +35,29 @@ enum SessionsCommand {
         #[command(flatten)]
         speech: RecoverSpeech,
     },
+    /// Tell the speakers of a finished session apart (again): each line of its transcript gets
+    /// its speaker, S1, S2, ...; lines that span a change of speaker are cut there and
+    /// transcribed again. Names given before are dropped (the numbering may change).
+    Speakers {
+        /// Session name, a unique start of it, `latest`, or its directory.
+        session: String,
+        /// `auto` or how many speakers there are (default: what `record --speakers` asked for,
+        /// else auto).
+        #[arg(long, value_name = "auto|N", value_parser = super::transcribe::parse_speakers)]
+        speakers: Option<medscribe_asr::diarize::Clusters>,
+        #[command(flatten)]
+        speech: RecoverSpeech,
+    },
+    /// Name a speaker: `sessions rename latest S1 "Dr Patel"`. Every export and view of the
+    /// session then shows the name (json keeps the label in `speaker` and adds `speaker_name`).
+    Rename {
+        /// Session name, a unique start of it, `latest`, or its directory.
+        session: String,
+        /// The speaker's label, as exports show it (S1, S2, ...).
+        label: String,
+        /// The name to show.
+        name: String,
+    },
     /// Write a session's transcript as txt, json, srt or vtt.
     Export {
         /// Session name, a unique start of it, `latest`, or its directory.
@@ -48,6 +72,17 @@ enum SessionsCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+impl RecoverSpeech {
+    fn options(&self, ort_lib: Option<PathBuf>) -> SpeechOptions {
+        SpeechOptions {
+            model: self.model.clone(),
+            vad_model: self.vad_model.clone(),
+            ort_lib,
+            ..SpeechOptions::default()
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -123,9 +158,47 @@ pub fn sessions(args: SessionsArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode
                 println!("model     {}", meta.asr_model);
             }
             println!();
+            let names = session.meta().map(|m| m.speaker_names).unwrap_or_default();
             for line in session.transcript()? {
-                println!("[{}] {}", clock(line.start_s), line.text);
+                match line.speaker {
+                    Some(speaker) => {
+                        let label = format!("S{}", speaker + 1);
+                        let shown = names.get(&label).unwrap_or(&label);
+                        println!("[{}] {shown}: {}", clock(line.start_s), line.text);
+                    }
+                    None => println!("[{}] {}", clock(line.start_s), line.text),
+                }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        SessionsCommand::Speakers {
+            session,
+            speakers,
+            speech,
+        } => {
+            let session = find_session(&data, &session)?;
+            let meta = session.meta()?;
+            let clusters = speakers
+                .or_else(|| meta.speakers.as_deref().and_then(parse_clusters))
+                .unwrap_or_default();
+            let mut models = Speakers::open(&data, clusters, 1, ort_lib.as_deref())?;
+            let (mut recognizer, _) = Speech::open_live(&speech.options(ort_lib), &data)?;
+            let found = session.label_speakers(&mut models, &mut *recognizer)?;
+            eprintln!("medscribe: {}: {found} speakers", session.id());
+            Ok(ExitCode::SUCCESS)
+        }
+        SessionsCommand::Rename {
+            session,
+            label,
+            name,
+        } => {
+            let session = find_session(&data, &session)?;
+            session.rename_speaker(&label, &name)?;
+            eprintln!(
+                "medscribe: {}: {label} is now {}",
+                session.id(),
+                name.trim()
+            );
             Ok(ExitCode::SUCCESS)
         }
         SessionsCommand::Recover { sessions, speech } => {
@@ -185,15 +258,15 @@ fn recover(
         eprintln!("medscribe: no interrupted sessions; nothing to recover");
         return Ok(ExitCode::SUCCESS);
     }
-    let options = SpeechOptions {
-        model: speech.model.clone(),
-        vad_model: speech.vad_model.clone(),
-        ort_lib,
-        ..SpeechOptions::default()
-    };
-    let (mut recognizer, mut vad) = Speech::open_live(&options, data)?;
+    let (mut recognizer, mut vad) = Speech::open_live(&speech.options(ort_lib.clone()), data)?;
     let mut failures = 0;
     for session in targets {
+        // Whether the recording asked for speakers, read before recovery marks it complete.
+        let wanted_speakers = session
+            .meta()
+            .ok()
+            .and_then(|m| m.speakers)
+            .and_then(|text| parse_clusters(&text));
         match recover_session(&session, &mut *recognizer, &mut *vad) {
             Ok(done) => eprintln!(
                 "medscribe: recovered {}: {} of audio ({} were not in the header), {} new segments from {}",
@@ -206,6 +279,20 @@ fn recover(
             Err(error) => {
                 failures += 1;
                 eprintln!("medscribe: {error}");
+                continue;
+            }
+        }
+        if let Some(clusters) = wanted_speakers {
+            // The labelling the interrupted `record --speakers` never reached.
+            let labelled = Speakers::open(data, clusters, 1, ort_lib.as_deref())
+                .map_err(anyhow::Error::from)
+                .and_then(|mut models| Ok(session.label_speakers(&mut models, &mut *recognizer)?));
+            match labelled {
+                Ok(found) => eprintln!("medscribe: {}: {found} speakers", session.id()),
+                Err(error) => {
+                    failures += 1;
+                    eprintln!("medscribe: {}: speakers: {error:#}", session.id());
+                }
             }
         }
     }

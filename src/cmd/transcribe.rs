@@ -76,13 +76,8 @@ pub struct TranscribeArgs {
 
 /// `auto` or a number of speakers from 1 to 32.
 pub fn parse_speakers(text: &str) -> std::result::Result<Clusters, String> {
-    if text == "auto" {
-        return Ok(Clusters::default());
-    }
-    match text.parse::<usize>() {
-        Ok(n) if (1..=32).contains(&n) => Ok(Clusters::Count(n)),
-        _ => Err("expected auto or a number of speakers from 1 to 32".into()),
-    }
+    medscribe_pipeline::speakers::parse_clusters(text)
+        .ok_or_else(|| "expected auto or a number of speakers from 1 to 32".into())
 }
 
 /// `medscribe transcribe`.

@@ -391,3 +391,130 @@ fn the_speakers_command_prints_turns_and_refuses_bad_input_in_one_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--threshold"));
 }
+
+fn medscribe_at(home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(assert_cmd::cargo::cargo_bin("medscribe"))
+        .env("MEDSCRIBE_HOME", home)
+        .args(args)
+        .output()
+        .expect("medscribe runs")
+}
+
+fn session_lines(session: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(session.join("transcript.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// The speakers a session's transcript lines carry, as turns.
+fn line_turns(lines: &[serde_json::Value]) -> Vec<SpeakerTurn> {
+    lines
+        .iter()
+        .map(|l| SpeakerTurn {
+            start_s: l["start_s"].as_f64().unwrap(),
+            end_s: l["end_s"].as_f64().unwrap(),
+            speaker: l["speaker"].as_u64().expect("every line has a speaker") as usize,
+        })
+        .collect()
+}
+
+#[test]
+fn recorded_sessions_get_speakers_names_and_keep_them_through_recovery() {
+    if !common::slow_tier() {
+        return;
+    }
+    let home = common::data_home_with_models();
+    let sample = common::repo().join("samples/case-conference.wav");
+    let sample = sample.to_str().unwrap();
+    let out = medscribe_at(
+        home.path(),
+        &[
+            "record",
+            "--input-file",
+            sample,
+            "--fast",
+            "--speakers",
+            "3",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 speakers"));
+    let session = common::only_session(home.path());
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(session.join("session.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["speakers"], "3");
+    let lines = session_lines(&session);
+    let error = diarization_error(&case_conference_truth(), &line_turns(&lines), 0.25);
+    assert!(error.rate() <= 0.15, "{error:?}");
+
+    // A name, shown by every view; the label stays in json.
+    let out = medscribe_at(
+        home.path(),
+        &["sessions", "rename", "latest", "S1", "Dr Patel"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let txt = medscribe_at(home.path(), &["sessions", "export", "latest"]);
+    let txt = String::from_utf8(txt.stdout).unwrap();
+    assert!(txt.starts_with("Dr Patel: "), "{txt}");
+    assert!(txt.contains("\nS2: ") && txt.contains("\nS3: "), "{txt}");
+    let vtt = medscribe_at(home.path(), &["sessions", "export", "latest", "-f", "vtt"]);
+    assert!(String::from_utf8_lossy(&vtt.stdout).contains("<v Dr Patel>"));
+    let show = medscribe_at(home.path(), &["sessions", "show", "latest"]);
+    assert!(String::from_utf8_lossy(&show.stdout).contains("] Dr Patel: "));
+    let bad = medscribe_at(
+        home.path(),
+        &["sessions", "rename", "latest", "S9", "Nurse"],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("has no speaker S9"));
+
+    // Telling them apart again drops the names (the numbering may change).
+    let out = medscribe_at(home.path(), &["sessions", "speakers", "latest"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let txt = medscribe_at(home.path(), &["sessions", "export", "latest"]);
+    assert!(String::from_utf8_lossy(&txt.stdout).starts_with("S1: "));
+
+    // A recording cut off (kill -9) is labelled by `sessions recover`.
+    let home = common::data_home_with_models();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("medscribe"))
+        .env("MEDSCRIBE_HOME", home.path())
+        .args(["record", "--input-file", sample, "--speakers", "auto"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Real time: the first two speakers and part of the third are recorded.
+    std::thread::sleep(std::time::Duration::from_secs(16));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let session = common::only_session(home.path());
+    let out = medscribe_at(home.path(), &["sessions", "recover"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("speakers"));
+    let lines = session_lines(&session);
+    assert!(!lines.is_empty());
+    let found: std::collections::BTreeSet<u64> = lines
+        .iter()
+        .map(|l| l["speaker"].as_u64().unwrap())
+        .collect();
+    assert!(found.len() >= 2, "{lines:?}");
+}

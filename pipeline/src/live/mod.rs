@@ -76,6 +76,9 @@ pub struct LiveConfig {
     pub kind: String,
     /// Start paused (nothing recorded until [`LiveSession::set_paused`]`(false)`).
     pub start_paused: bool,
+    /// Speakers to tell apart when the recording ends (`auto` or how many), written to
+    /// `session.json` for whoever finishes the session (see [`crate::speakers`]).
+    pub speakers: Option<String>,
 }
 
 impl Default for LiveConfig {
@@ -86,6 +89,7 @@ impl Default for LiveConfig {
             max_duration_s: None,
             kind: "recording".into(),
             start_paused: false,
+            speakers: None,
         }
     }
 }
@@ -305,6 +309,8 @@ impl LiveSession {
             state: SessionState::Recording,
             pid: std::process::id(),
             transcribed_s: 0.0,
+            speakers: config.speakers.clone(),
+            speaker_names: Default::default(),
         };
         session.write_meta(&meta).map_err(&fail_early)?;
 

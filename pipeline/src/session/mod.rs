@@ -62,6 +62,13 @@ pub struct SessionMeta {
     pub pid: u32,
     /// Seconds of audio transcribed so far.
     pub transcribed_s: f64,
+    /// Speakers to tell apart once the recording ends (`auto` or how many): kept so that
+    /// `sessions recover` labels an interrupted recording as the finished one would have been.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speakers: Option<String>,
+    /// Names the user gave speakers, by label (`S1` -> `Dr Patel`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub speaker_names: std::collections::BTreeMap<String, String>,
 }
 
 /// `session.lock`: held (flock) by the process recording a session for as long as it records,
@@ -487,6 +494,14 @@ pub(super) mod tests {
         assert_eq!(find_session(&data, &a.id()).unwrap(), a);
     }
 
+    /// What a finished session says of itself.
+    pub(crate) fn complete_meta(session: &Session) -> SessionMeta {
+        SessionMeta {
+            state: SessionState::Complete,
+            ..recording(session, 0)
+        }
+    }
+
     /// What a session being recorded by process `pid` says of itself.
     fn recording(session: &Session, pid: u32) -> SessionMeta {
         SessionMeta {
@@ -500,6 +515,8 @@ pub(super) mod tests {
             state: SessionState::Recording,
             pid,
             transcribed_s: 0.0,
+            speakers: None,
+            speaker_names: Default::default(),
         }
     }
 

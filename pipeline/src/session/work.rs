@@ -4,13 +4,14 @@
 
 use std::path::PathBuf;
 
-use medscribe_asr::Transcript;
+use medscribe_asr::{SpeechRecognizer, Transcript};
 
 use super::{session_error, Session, SessionMeta, SessionState};
 use crate::error::Result;
 use crate::job::FileTranscript;
 use crate::output::write_private_atomically;
-use crate::render::{render, TranscriptFormat};
+use crate::render::{render, speaker_name, TranscriptFormat};
+use crate::speakers::Speakers;
 use crate::wav::WavSource;
 
 /// Where a session stands.
@@ -147,11 +148,105 @@ impl Session {
                 transcript,
                 processing_s: 0.0,
                 warnings: Vec::new(),
+                speaker_names: meta.speaker_names,
             },
             format,
         );
         Ok(Export { text, warning })
     }
+
+    /// Tells the speakers of the recorded audio apart and writes each line's speaker into
+    /// `transcript.jsonl`; a line that spans a change of speaker is cut there and its parts
+    /// transcribed again with `recognizer`. Returns how many speakers were found. Labels may be
+    /// numbered differently from an earlier pass, so names given before are dropped.
+    pub fn label_speakers(
+        &self,
+        speakers: &mut Speakers,
+        recognizer: &mut dyn SpeechRecognizer,
+    ) -> Result<usize> {
+        let mut meta = self.meta()?;
+        if self.is_being_recorded(&meta) {
+            return Err(session_error(
+                self.dir(),
+                "is still being recorded; speakers are told apart once it ends",
+            ));
+        }
+        let segments = self.transcript()?;
+        let mut transcript = Transcript {
+            raw_text: String::new(),
+            text: String::new(),
+            duration_s: meta.transcribed_s,
+            segments,
+        };
+        speakers.label(&self.audio_path(), &mut transcript, recognizer)?;
+        self.write_transcript(&transcript.segments)?;
+        if !meta.speaker_names.is_empty() {
+            meta.speaker_names.clear();
+            self.write_meta(&meta)?;
+        }
+        Ok(transcript
+            .segments
+            .iter()
+            .filter_map(|s| s.speaker)
+            .max()
+            .map_or(0, |m| m + 1))
+    }
+
+    /// Gives speaker `label` (`S1`, as exports show it) a `name` ("Dr Patel") that every export
+    /// and view of the session shows instead.
+    pub fn rename_speaker(&self, label: &str, name: &str) -> Result<()> {
+        let mut meta = self.meta()?;
+        if self.is_being_recorded(&meta) {
+            return Err(session_error(
+                self.dir(),
+                "is still being recorded; rename speakers once it ends",
+            ));
+        }
+        let mut known: Vec<String> = self
+            .transcript()?
+            .iter()
+            .filter_map(|l| l.speaker)
+            .map(|s| speaker_name(Some(s)))
+            .collect();
+        known.sort();
+        known.dedup();
+        if known.is_empty() {
+            return Err(session_error(
+                self.dir(),
+                "has no speaker labels yet (medscribe sessions speakers tells them apart)",
+            ));
+        }
+        if !known.iter().any(|k| k == label) {
+            return Err(session_error(
+                self.dir(),
+                format!("has no speaker {label} (it has {})", known.join(", ")),
+            ));
+        }
+        let name = valid_speaker_name(name).map_err(|why| session_error(self.dir(), why))?;
+        meta.speaker_names.insert(label.to_owned(), name);
+        self.write_meta(&meta)
+    }
+}
+
+/// Longest speaker name kept.
+const MAX_SPEAKER_NAME: usize = 60;
+
+/// A speaker's name as given, trimmed; refused when it is empty, too long, or holds what would
+/// break a transcript file (line breaks, control characters, the `<` `>` of subtitle voice tags).
+fn valid_speaker_name(name: &str) -> std::result::Result<String, String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("a speaker's name cannot be empty".into());
+    }
+    if name.chars().count() > MAX_SPEAKER_NAME {
+        return Err(format!(
+            "a speaker's name is at most {MAX_SPEAKER_NAME} characters"
+        ));
+    }
+    if name.chars().any(|c| c.is_control() || c == '<' || c == '>') {
+        return Err("a speaker's name cannot hold line breaks, control characters, < or >".into());
+    }
+    Ok(name.to_owned())
 }
 
 #[cfg(test)]
@@ -195,5 +290,52 @@ mod tests {
         assert_eq!(hostile.parent(), Some(session.letters_dir().as_path()));
         assert_eq!(std::fs::read_to_string(&second).unwrap(), "# B");
         assert!(session.letters_dir().join("referral-2.fhir.json").is_file());
+    }
+
+    #[test]
+    fn a_named_speaker_is_shown_by_name_in_every_export_and_bad_names_are_refused() {
+        let data = tempfile::tempdir().unwrap();
+        let session = Session::create(&DataDir::at(data.path()), "2026-11-25T10:00:00Z").unwrap();
+        session
+            .write_meta(&crate::session::tests::complete_meta(&session))
+            .unwrap();
+        // Unlabelled: nothing to rename.
+        session
+            .append_transcript(&line(0.0, "Good morning."))
+            .unwrap();
+        assert!(session.rename_speaker("S1", "Dr Patel").is_err());
+        let labelled = |start: f64, text: &str, speaker: usize| TranscriptLine {
+            speaker: Some(speaker),
+            ..line(start, text)
+        };
+        session
+            .write_transcript(&[
+                labelled(0.0, "Good morning.", 0),
+                labelled(2.0, "I have a cough.", 1),
+            ])
+            .unwrap();
+        session.rename_speaker("S1", "  Dr Patel ").unwrap();
+        let txt = session.export(TranscriptFormat::Txt).unwrap().text;
+        assert_eq!(txt, "Dr Patel: Good morning.\nS2: I have a cough.\n");
+        let vtt = session.export(TranscriptFormat::Vtt).unwrap().text;
+        assert!(vtt.contains("<v Dr Patel>Good morning."), "{vtt}");
+        let srt = session.export(TranscriptFormat::Srt).unwrap().text;
+        assert!(srt.contains("<v Dr Patel>Good morning."), "{srt}");
+        let json: serde_json::Value =
+            serde_json::from_str(&session.export(TranscriptFormat::Json).unwrap().text).unwrap();
+        assert_eq!(json["segments"][0]["speaker"], "S1");
+        assert_eq!(json["segments"][0]["speaker_name"], "Dr Patel");
+        assert!(json["segments"][1].get("speaker_name").is_none());
+        assert_eq!(json["speaker_names"]["S1"], "Dr Patel");
+        // The name is kept in session.json.
+        assert_eq!(session.meta().unwrap().speaker_names["S1"], "Dr Patel");
+        for bad in ["", "   ", "Dr\nPatel", "<v S2>", &"x".repeat(61)] {
+            assert!(session.rename_speaker("S2", bad).is_err(), "{bad:?}");
+        }
+        let unknown = session
+            .rename_speaker("S3", "Nurse")
+            .unwrap_err()
+            .to_string();
+        assert!(unknown.contains("S1, S2"), "{unknown}");
     }
 }
