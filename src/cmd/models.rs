@@ -43,6 +43,17 @@ pub fn list_models() -> Result<ExitCode> {
         "Voice activity model: {}",
         models::default_vad_model(&data).display()
     );
+    let embedder = models::speaker_embedding_model(&data);
+    println!(
+        "Speaker models: {} and {} ({})",
+        models::speaker_segmentation_model(&data).display(),
+        embedder.display(),
+        if embedder.is_file() {
+            "CAM++, converted from the checkpoint at setup"
+        } else {
+            "CAM++ not converted yet: run scripts/setup.sh"
+        }
+    );
     println!(
         "Default letter model: {} (Gemma 3 270M base, not instruction-tuned)",
         models::default_llm_model(&data).display()
