@@ -76,7 +76,7 @@ impl std::fmt::Debug for FrontEnd {
 }
 
 /// The Kaldi mel scale HF calls `mel_scale="kaldi"`: 1127 ln(1 + f/700).
-fn hertz_to_mel(hz: f64) -> f64 {
+pub(crate) fn hertz_to_mel(hz: f64) -> f64 {
     1127.0 * (1.0 + hz / 700.0).ln()
 }
 

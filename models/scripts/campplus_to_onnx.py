@@ -285,24 +285,15 @@ FIXTURE_STRETCHES = [(16_000, 96_000), (40_000, 50_000), (60_000, 62_000)]
 MIN_FRAMES = 20
 
 
-def kaldi_fbank(audio: np.ndarray) -> np.ndarray:
-    import kaldi_native_fbank as knf
-
-    opts = knf.FbankOptions()
-    opts.frame_opts.dither = 0
-    opts.frame_opts.samp_freq = 16000
-    opts.mel_opts.num_bins = 80
-    fbank = knf.OnlineFbank(opts)
-    fbank.accept_waveform(16000, audio.tolist())
-    fbank.input_finished()
-    return np.stack([fbank.get_frame(i) for i in range(fbank.num_frames_ready)]).astype(np.float32)
-
-
 def write_fixture(checkpoint: str, fixture: str, wav: str) -> None:
     import wave
 
     import torch
     from speakerlab.models.campplus.DTDNN import CAMPPlus
+
+    # kaldi-native-fbank with CAM++'s options, as the Rust tests' reference computes it.
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests"))
+    from diarize_reference import kaldi_fbank
 
     model = CAMPPlus(feat_dim=80, embedding_size=EMBEDDING_DIM)
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))

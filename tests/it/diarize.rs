@@ -103,6 +103,30 @@ fn embedder_model() -> std::path::PathBuf {
     medscribe_pipeline::models::speaker_embedding_model(&DataDir::from_env())
 }
 
+/// A JSON array of numbers.
+fn floats(value: &serde_json::Value) -> Vec<f32> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// Turns as JSON writes them (start_s, end_s, speaker from 0).
+fn json_turns(turns: &serde_json::Value) -> Vec<SpeakerTurn> {
+    turns
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| SpeakerTurn {
+            start_s: t["start_s"].as_f64().unwrap(),
+            end_s: t["end_s"].as_f64().unwrap(),
+            speaker: t["speaker"].as_u64().expect("a numbered speaker") as usize,
+        })
+        .collect()
+}
+
 #[test]
 fn campplus_features_match_kaldi_and_embeddings_match_pytorch() {
     if !common::slow_tier() {
@@ -126,12 +150,7 @@ fn campplus_features_match_kaldi_and_embeddings_match_pytorch() {
             case["end"].as_u64().unwrap() as usize,
         );
         let ours = embedder.embed(&audio[start..end]).unwrap();
-        let theirs: Vec<f32> = case["embedding"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let theirs = floats(&case["embedding"]);
         let diff = common::max_abs_diff(&ours, &theirs);
         let scale = theirs.iter().fold(0f32, |m, x| m.max(x.abs()));
         eprintln!("PyTorch embedding of {start}..{end}: max difference {diff} (scale {scale})");
@@ -169,12 +188,7 @@ fn campplus_features_match_kaldi_and_embeddings_match_pytorch() {
             "filter banks of {start}..{end}: max difference {worst}"
         );
         let ours = embedder.embed(&audio[start..end]).unwrap();
-        let theirs: Vec<f32> = reference["embedding"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let theirs = floats(&reference["embedding"]);
         let diff = common::max_abs_diff(&ours, &theirs);
         eprintln!("embedding of {start}..{end}: max difference {diff}");
         assert!(
@@ -188,17 +202,7 @@ fn campplus_features_match_kaldi_and_embeddings_match_pytorch() {
 fn case_conference_truth() -> Vec<SpeakerTurn> {
     let text =
         std::fs::read_to_string(common::repo().join("samples/case-conference.turns.json")).unwrap();
-    let turns: serde_json::Value = serde_json::from_str(&text).unwrap();
-    turns
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| SpeakerTurn {
-            start_s: t["start_s"].as_f64().unwrap(),
-            end_s: t["end_s"].as_f64().unwrap(),
-            speaker: t["speaker"].as_u64().unwrap() as usize,
-        })
-        .collect()
+    json_turns(&serde_json::from_str(&text).unwrap())
 }
 
 #[test]
@@ -350,17 +354,7 @@ fn the_speakers_command_prints_turns_and_refuses_bad_input_in_one_line() {
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["speakers"], 3);
-    let turns: Vec<SpeakerTurn> = json["turns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| SpeakerTurn {
-            start_s: t["start_s"].as_f64().unwrap(),
-            end_s: t["end_s"].as_f64().unwrap(),
-            speaker: t["speaker"].as_u64().unwrap() as usize,
-        })
-        .collect();
-    let error = diarization_error(&case_conference_truth(), &turns, 0.25);
+    let error = diarization_error(&case_conference_truth(), &json_turns(&json["turns"]), 0.25);
     assert!(error.rate() <= 0.10, "{error:?}");
 
     // Plain lines: start, end, speaker; told two speakers it finds two.
@@ -408,18 +402,6 @@ fn session_lines(session: &std::path::Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The speakers a session's transcript lines carry, as turns.
-fn line_turns(lines: &[serde_json::Value]) -> Vec<SpeakerTurn> {
-    lines
-        .iter()
-        .map(|l| SpeakerTurn {
-            start_s: l["start_s"].as_f64().unwrap(),
-            end_s: l["end_s"].as_f64().unwrap(),
-            speaker: l["speaker"].as_u64().expect("every line has a speaker") as usize,
-        })
-        .collect()
-}
-
 #[test]
 fn recorded_sessions_get_speakers_names_and_keep_them_through_recovery() {
     if !common::slow_tier() {
@@ -451,7 +433,11 @@ fn recorded_sessions_get_speakers_names_and_keep_them_through_recovery() {
             .unwrap();
     assert_eq!(meta["speakers"], "3");
     let lines = session_lines(&session);
-    let error = diarization_error(&case_conference_truth(), &line_turns(&lines), 0.25);
+    let error = diarization_error(
+        &case_conference_truth(),
+        &json_turns(&serde_json::Value::from(lines.clone())),
+        0.25,
+    );
     assert!(error.rate() <= 0.15, "{error:?}");
 
     // A name, shown by every view; the label stays in json.

@@ -8,29 +8,18 @@ use std::sync::Arc;
 
 use realfft::{RealFftPlanner, RealToComplex};
 
+pub use crate::features::frame_count;
+use crate::features::{hertz_to_mel as mel, FFT_LENGTH as N_FFT};
+
 /// Bands per frame.
 pub const BANDS: usize = 80;
-/// Samples per frame (25 ms).
-pub const FRAME_LENGTH: usize = 400;
+/// Samples per frame (25 ms), as MedASR's front end frames them.
+pub const FRAME_LENGTH: usize = crate::features::WINDOW_LENGTH;
 /// Samples between frame starts (10 ms).
-pub const FRAME_SHIFT: usize = 160;
-const N_FFT: usize = 512;
+pub const FRAME_SHIFT: usize = crate::features::HOP_LENGTH;
 const SAMPLE_RATE: f64 = 16_000.0;
 const LOW_HZ: f64 = 20.0;
 const PREEMPHASIS: f32 = 0.97;
-
-/// Frames Kaldi makes of `samples` samples (edges snipped: only whole frames).
-pub fn frame_count(samples: usize) -> usize {
-    if samples < FRAME_LENGTH {
-        0
-    } else {
-        1 + (samples - FRAME_LENGTH) / FRAME_SHIFT
-    }
-}
-
-fn mel(hz: f64) -> f64 {
-    1127.0 * (1.0 + hz / 700.0).ln()
-}
 
 /// The filter-bank computer (window, bands and FFT plan made once).
 pub struct Fbank {
@@ -160,15 +149,6 @@ pub fn subtract_mean(features: &mut [[f32; BANDS]]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frames_are_whole_25_ms_frames_every_10_ms() {
-        assert_eq!(frame_count(399), 0);
-        assert_eq!(frame_count(400), 1);
-        assert_eq!(frame_count(559), 1);
-        assert_eq!(frame_count(560), 2);
-        assert_eq!(frame_count(16_000), 98);
-    }
 
     #[test]
     fn a_tone_lights_the_band_around_its_frequency() {
