@@ -11,7 +11,9 @@ use medscribe_llm::letter::render::{render, Format};
 use medscribe_llm::letter::template::find_template;
 use medscribe_llm::letter::{DeviceName, LetterEvent, LetterOutcome, Writer};
 use medscribe_pipeline::live::LiveConfig;
-use medscribe_pipeline::DataDir;
+use medscribe_pipeline::speakers::Speakers;
+use medscribe_pipeline::{DataDir, Speech};
+use medscribe_tui::run::SpeakerLabelling;
 use medscribe_tui::{
     Dictation, FinishedLetter, LetterJob, LetterUpdate, LetterWriter, TemplateChoice, WriteError,
     WriteOutcome,
@@ -44,6 +46,12 @@ pub struct DictateArgs {
 
     #[command(flatten)]
     server: LetterServerArgs,
+
+    /// Tell speakers apart when recording stops (`auto` or how many there are), for a
+    /// consultation or a meeting: lines show S1, S2, ... and n names the highlighted line's
+    /// speaker, for the session's every export.
+    #[arg(long, value_name = "auto|N", value_parser = super::transcribe::parse_speakers)]
+    speakers: Option<medscribe_asr::diarize::Clusters>,
 }
 
 /// The TUI's letters, written by the same [`Writer`] as `medscribe letter` (on the letter
@@ -153,13 +161,38 @@ pub fn dictate(args: DictateArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> 
         Err(error) => Err(format!("{error:#}")),
     };
     let source = args.input.source();
+    // Opened before anything is recorded, so that a missing model stops us first.
+    let speakers = match args.speakers {
+        Some(clusters) => Some(Speakers::open(
+            &data,
+            clusters,
+            args.input.threads,
+            ort_lib.as_deref(),
+        )?),
+        None => None,
+    };
+    let speech_options = args.input.speech_options(ort_lib.clone());
     let (recognizer, vad) = args.input.speech(ort_lib, &data)?;
     let config = LiveConfig {
         kind: "dictation".into(),
         start_paused: true,
+        speakers: args.speakers.map(super::record::clusters_text),
         ..LiveConfig::default()
     };
     let live = super::record::start_live(&data, source, (recognizer, vad), config)?;
+    let label_speakers = speakers.map(|mut speakers| {
+        let session = live.session().clone();
+        let data = data.clone();
+        Box::new(move || {
+            // The speech model again, for lines cut at a change of speaker.
+            let (mut recognizer, _) =
+                Speech::open_live(&speech_options, &data).map_err(|e| e.to_string())?;
+            session
+                .label_speakers(&mut speakers, &mut *recognizer)
+                .map_err(|e| e.to_string())?;
+            session.transcript().map_err(|e| e.to_string())
+        }) as SpeakerLabelling
+    });
     // SIGTERM or SIGHUP (a closed terminal): finish the files and leave. Ctrl-C is a key here.
     let terminate = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&terminate);
@@ -170,6 +203,7 @@ pub fn dictate(args: DictateArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> 
         template,
         writer,
         terminate,
+        label_speakers,
     })?;
     eprintln!(
         "medscribe: session {}: {} recorded, {} segments{}",

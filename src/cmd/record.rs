@@ -47,7 +47,7 @@ pub struct InputArgs {
 
     /// Threads for the speech model.
     #[arg(long, default_value_t = 1, value_name = "N")]
-    threads: usize,
+    pub threads: usize,
 }
 
 impl InputArgs {
@@ -78,14 +78,18 @@ impl InputArgs {
         Box<dyn medscribe_asr::SpeechRecognizer>,
         Box<dyn medscribe_pipeline::segmenter::SpeechProbability + Send>,
     )> {
-        let options = SpeechOptions {
+        Ok(Speech::open_live(&self.speech_options(ort_lib), data)?)
+    }
+
+    /// The speech model options these arguments name.
+    pub fn speech_options(&self, ort_lib: Option<PathBuf>) -> SpeechOptions {
+        SpeechOptions {
             model: self.model.clone(),
             vad_model: self.vad_model.clone(),
             threads: self.threads,
             ort_lib,
             ..SpeechOptions::default()
-        };
-        Ok(Speech::open_live(&options, data)?)
+        }
     }
 }
 

@@ -83,13 +83,18 @@ fn launch(home: &Path) -> (Tmux, PathBuf) {
 
 /// [`launch`] with more arguments (plain words: they are quoted for the shell as they are).
 fn launch_with(home: &Path, args: &[&str]) -> (Tmux, PathBuf) {
+    launch_playing(home, "samples/referral-dictation.wav", args)
+}
+
+/// [`launch_with`] playing the recording `wav` (relative to the repository).
+fn launch_playing(home: &Path, wav: &str, args: &[&str]) -> (Tmux, PathBuf) {
     let rc = home.join("rc");
     let args: String = args.iter().map(|a| format!(" '{a}'")).collect();
     let script = format!(
         "MEDSCRIBE_HOME='{}' '{}' dictate --input-file '{}'{args}; echo $? > '{}'; sleep 60",
         home.display(),
         env!("CARGO_BIN_EXE_medscribe"),
-        repo().join("samples/referral-dictation.wav").display(),
+        repo().join(wav).display(),
         rc.display()
     );
     let tmux = Tmux {
@@ -254,4 +259,48 @@ fn sigterm_finishes_the_session_and_restores_the_terminal() {
         "the terminal is back: {screen}"
     );
     assert!(hound::WavReader::open(session.join("audio.wav")).is_ok());
+}
+
+#[test]
+fn a_consultation_gets_speakers_when_recording_stops_and_a_named_one_is_saved() {
+    if !slow_tier() {
+        return;
+    }
+    let home = data_home_with_models();
+    let (tmux, rc) = launch_playing(
+        home.path(),
+        "samples/case-conference.wav",
+        &["--fast", "--speakers", "3"],
+    );
+    tmux.wait_for("PAUSED", 60);
+    tmux.keys(&["Space"]);
+    // The file ends, capture stops, then the speakers are told apart.
+    let screen = tmux.wait_for("3 speakers told apart", 180);
+    assert!(
+        screen.contains(" S1: ") && screen.contains(" S2: "),
+        "{screen}"
+    );
+    tmux.keys(&["n"]);
+    tmux.wait_for("Name speaker", 10);
+    tmux.keys(&["Dr Patel", "Enter"]);
+    tmux.wait_for("Dr Patel: ", 10);
+    tmux.keys(&["q"]);
+    assert_eq!(wait_for_file(&rc, 60).trim(), "0");
+    let session = only_session(home.path());
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(session.join("session.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["speakers"], "3");
+    let named: Vec<&str> = meta["speaker_names"]
+        .as_object()
+        .expect("a name was saved")
+        .values()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(named, ["Dr Patel"]);
+    let transcript = std::fs::read_to_string(session.join("transcript.jsonl")).unwrap();
+    assert!(
+        transcript.lines().all(|l| l.contains("\"speaker\":")),
+        "{transcript}"
+    );
 }

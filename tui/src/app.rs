@@ -100,6 +100,8 @@ pub enum Overlay {
     Attach(LineInput),
     /// Quitting with an unsaved letter.
     ConfirmQuit,
+    /// Naming a speaker: its label (`S1`) and the name being typed.
+    Rename(String, LineInput),
 }
 
 /// The letter pane.
@@ -134,6 +136,8 @@ pub enum Action {
     SetPaused(bool),
     /// The user corrected a segment.
     Edit(TranscriptLine),
+    /// The user named a speaker: label (`S1`), name.
+    RenameSpeaker(String, String),
     /// Attach this image.
     Attach(PathBuf),
     /// Remove the attachment at this index.
@@ -187,6 +191,10 @@ pub struct App {
     pub overlay: Overlay,
     /// A message for the footer (warnings, confirmations).
     pub message: Option<String>,
+    /// Names given to speakers, by label (`S1` -> `Dr Patel`).
+    pub speaker_names: std::collections::BTreeMap<String, String>,
+    /// Speakers are being told apart (after capture, with `dictate --speakers`).
+    pub labelling: bool,
 }
 
 impl App {
@@ -216,6 +224,8 @@ impl App {
             focus: Focus::Transcript,
             overlay: Overlay::None,
             message: None,
+            speaker_names: Default::default(),
+            labelling: false,
         }
     }
 
@@ -259,6 +269,36 @@ impl App {
                 }
             }
         }
+    }
+
+    /// The transcript with its speakers told apart (it replaces the lines: segments that
+    /// spanned a change of speaker are now cut there).
+    pub fn set_speakers(&mut self, lines: Vec<TranscriptLine>) {
+        let count = lines
+            .iter()
+            .filter_map(|l| l.speaker)
+            .max()
+            .map_or(0, |m| m + 1);
+        self.lines = lines;
+        self.selected = self
+            .selected
+            .map(|s| s.min(self.lines.len().saturating_sub(1)));
+        self.editing = None;
+        self.labelling = false;
+        self.speaker_names.clear();
+        self.message = Some(format!(
+            "{count} speakers told apart; n names the highlighted line's speaker"
+        ));
+    }
+
+    /// What the transcript shows before a line's text: its speaker's name or label and ": ",
+    /// or nothing for unlabelled lines.
+    pub fn speaker_prefix(&self, line: &TranscriptLine) -> String {
+        line.speaker.map_or_else(String::new, |speaker| {
+            let label = format!("S{}", speaker + 1);
+            let shown = self.speaker_names.get(&label).unwrap_or(&label);
+            format!("{shown}: ")
+        })
     }
 
     /// Takes in what the letter writer reports.
@@ -366,6 +406,19 @@ impl App {
                     _ => Vec::new(),
                 };
             }
+            Overlay::Rename(label, mut input) => {
+                return match key.code {
+                    KeyCode::Enter if !input.text.trim().is_empty() => {
+                        vec![Action::RenameSpeaker(label, input.text.trim().to_owned())]
+                    }
+                    KeyCode::Esc | KeyCode::Enter => Vec::new(),
+                    _ => {
+                        input.key(key);
+                        self.overlay = Overlay::Rename(label, input);
+                        Vec::new()
+                    }
+                };
+            }
         }
         if ctrl_c {
             return self.request_quit();
@@ -409,6 +462,26 @@ impl App {
                         self.editing = Some((index, LineInput::new(&self.lines[index].text)));
                     }
                     None => self.message = Some("nothing to edit yet".into()),
+                }
+                Vec::new()
+            }
+            KeyCode::Char('n') if self.focus == Focus::Transcript => {
+                let label = self
+                    .current_line()
+                    .and_then(|index| self.lines[index].speaker)
+                    .map(|speaker| format!("S{}", speaker + 1));
+                match label {
+                    Some(label) => {
+                        let now = self.speaker_names.get(&label).cloned().unwrap_or_default();
+                        self.overlay = Overlay::Rename(label, LineInput::new(&now));
+                    }
+                    None if self.labelling => {
+                        self.message = Some("speakers are still being told apart…".into())
+                    }
+                    None => self.message = Some(
+                        "no speaker labels (dictate --speakers labels them when recording stops)"
+                            .into(),
+                    ),
                 }
                 Vec::new()
             }

@@ -35,7 +35,14 @@ pub struct Dictation {
     pub writer: Result<Box<dyn LetterWriter>, String>,
     /// Set from outside (a SIGTERM handler) to quit as if the user had, unsaved work or not.
     pub terminate: Arc<AtomicBool>,
+    /// With speakers to tell apart: run once capture has stopped (on another thread); it labels
+    /// the session's transcript and returns the labelled lines, or why it could not.
+    pub label_speakers: Option<SpeakerLabelling>,
 }
+
+/// Tells a finished session's speakers apart, returning its labelled transcript.
+pub type SpeakerLabelling =
+    Box<dyn FnOnce() -> Result<Vec<medscribe_pipeline::session::TranscriptLine>, String> + Send>;
 
 /// What the user left behind.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +70,7 @@ pub fn run(dictation: Dictation) -> Result<Outcome, TuiError> {
         template,
         writer,
         terminate,
+        mut label_speakers,
     } = dictation;
     let session = live.session().clone();
     let mut app = App::new(
@@ -90,10 +98,30 @@ pub fn run(dictation: Dictation) -> Result<Outcome, TuiError> {
     let mut task: Option<LetterTask> = None;
     let (attached_tx, attached) = crossbeam_channel::unbounded::<Result<PathBuf, String>>();
     let mut quit_requested = false;
+    let (labelled_tx, labelled) = crossbeam_channel::bounded(1);
     let result = (|| -> Result<(), TuiError> {
         loop {
             while let Ok(event) = live.events().try_recv() {
                 app.apply(event);
+            }
+            if app.capture == Capture::Stopped {
+                if let Some(labelling) = label_speakers.take() {
+                    app.labelling = true;
+                    app.message = Some("telling speakers apart…".into());
+                    let done = labelled_tx.clone();
+                    std::thread::spawn(move || {
+                        let _ = done.send(labelling());
+                    });
+                }
+            }
+            if let Ok(result) = labelled.try_recv() {
+                match result {
+                    Ok(lines) => app.set_speakers(lines),
+                    Err(error) => {
+                        app.labelling = false;
+                        app.message = Some(format!("speakers not told apart: {error}"));
+                    }
+                }
             }
             while let Ok(result) = attached.try_recv() {
                 match result {
@@ -124,7 +152,8 @@ pub fn run(dictation: Dictation) -> Result<Outcome, TuiError> {
                 quit_requested = true;
                 live.stop();
             }
-            if app.capture == Capture::Stopped && quit_requested {
+            // Quitting waits for the speakers' labels: they are being written into the session.
+            if app.capture == Capture::Stopped && quit_requested && !app.labelling {
                 return Ok(());
             }
             terminal.draw(|frame| draw(frame, &app))?;
@@ -141,6 +170,15 @@ pub fn run(dictation: Dictation) -> Result<Outcome, TuiError> {
                     Action::Edit(line) => {
                         if !live.edit(line.clone()) {
                             write_edit(&session, &line, &mut app);
+                        }
+                    }
+                    Action::RenameSpeaker(label, name) => {
+                        match session.rename_speaker(&label, &name) {
+                            Ok(()) => {
+                                app.message = Some(format!("{label} is now {name}"));
+                                app.speaker_names.insert(label, name);
+                            }
+                            Err(error) => app.message = Some(error.to_string()),
                         }
                     }
                     Action::Attach(path) => {

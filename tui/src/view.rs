@@ -16,6 +16,7 @@ const KEYS: &[(&str, &str)] = &[
     ("↑ ↓ PgUp PgDn", "move in the focused pane"),
     ("Tab", "next pane (transcript, attachments, letter)"),
     ("e / Enter", "correct the highlighted segment"),
+    ("n", "name the highlighted segment's speaker"),
     ("a", "attach an image (Tab completes the path)"),
     ("d", "remove the highlighted attachment"),
     ("t", "choose the letter template"),
@@ -48,16 +49,16 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Overlay::None => {}
         Overlay::Help => draw_help(frame, app),
         Overlay::Templates(row) => draw_templates(frame, app, *row),
-        Overlay::Attach(input) => {
-            let area = popup(frame.area(), 70, 3);
-            frame.render_widget(Clear, area);
-            let block =
-                Block::bordered().title(" Attach an image: path (Tab completes, Enter adds) ");
-            let inner = block.inner(area);
-            frame.render_widget(Paragraph::new(input.text.as_str()).block(block), area);
-            let visible = input.cursor.min(inner.width.saturating_sub(1) as usize) as u16;
-            frame.set_cursor_position((inner.x + visible, inner.y));
-        }
+        Overlay::Attach(input) => draw_input(
+            frame,
+            " Attach an image: path (Tab completes, Enter adds) ",
+            input,
+        ),
+        Overlay::Rename(label, input) => draw_input(
+            frame,
+            &format!(" Name speaker {label} (Enter saves, everywhere) "),
+            input,
+        ),
         Overlay::ConfirmQuit => {
             let area = popup(frame.area(), 50, 3);
             frame.render_widget(Clear, area);
@@ -75,6 +76,7 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
         Capture::Recording => ("● REC", Style::new().fg(Color::Red).bold()),
         Capture::Paused => ("❚❚ PAUSED", Style::new().fg(Color::Yellow).bold()),
         Capture::Finishing => ("… FINISHING", Style::new().fg(Color::Yellow)),
+        Capture::Stopped if app.labelling => ("… SPEAKERS", Style::new().fg(Color::Yellow)),
         Capture::Stopped => ("■ STOPPED", Style::new().fg(Color::DarkGray)),
     };
     let filled = (((app.level_dbfs + 60.0) / 60.0).clamp(0.0, 1.0) * 10.0).round() as usize;
@@ -162,7 +164,11 @@ fn draw_transcript(frame: &mut Frame, app: &App, area: Rect) {
         .or_else(|| app.lines.len().checked_sub(1))
         .filter(|_| focused);
     for (index, segment) in app.lines.iter().enumerate() {
-        let stamp = format!("{} ", &clock(segment.start_s)[3..]);
+        let stamp = format!(
+            "{} {}",
+            &clock(segment.start_s)[3..],
+            app.speaker_prefix(segment)
+        );
         let editing = app.editing.as_ref().filter(|(i, _)| *i == index);
         let text = editing.map_or(segment.text.as_str(), |(_, input)| input.text.as_str());
         let body = wrap(&format!("{stamp}{text}"), width);
@@ -214,7 +220,10 @@ fn draw_transcript(frame: &mut Frame, app: &App, area: Rect) {
     );
     if let Some((index, input)) = &app.editing {
         if let Some((first, _)) = selected_rows {
-            let stamp_len = clock(app.lines[*index].start_s)[3..].chars().count() + 1;
+            let line = &app.lines[*index];
+            let stamp_len = clock(line.start_s)[3..].chars().count()
+                + 1
+                + app.speaker_prefix(line).chars().count();
             let offset = stamp_len + input.cursor;
             let row = first + offset / width.max(1);
             if row >= scroll && row < scroll + height {
@@ -382,6 +391,17 @@ fn popup(area: Rect, width: u16, height: u16) -> Rect {
         width,
         height,
     }
+}
+
+/// A one-line input in a window, with its cursor.
+fn draw_input(frame: &mut Frame, title: &str, input: &crate::app::LineInput) {
+    let area = popup(frame.area(), 70, 3);
+    frame.render_widget(Clear, area);
+    let block = Block::bordered().title(title.to_owned());
+    let inner = block.inner(area);
+    frame.render_widget(Paragraph::new(input.text.as_str()).block(block), area);
+    let visible = input.cursor.min(inner.width.saturating_sub(1) as usize) as u16;
+    frame.set_cursor_position((inner.x + visible, inner.y));
 }
 
 fn draw_help(frame: &mut Frame, app: &App) {

@@ -358,3 +358,65 @@ fn a_cancelled_letter_is_not_shown_as_failed() {
         "a new letter can start"
     );
 }
+
+#[test]
+fn speakers_are_labelled_after_capture_and_named_in_place() {
+    let mut app = recording_app();
+    // Unlabelled lines have no speaker to name.
+    press(&mut app, "n");
+    assert_eq!(app.overlay, Overlay::None);
+    assert!(app.message.as_deref().unwrap().contains("--speakers"));
+    press(&mut app, " ");
+    app.apply(LiveEvent::Stopped {
+        recorded_s: 12.0,
+        error: None,
+    });
+    app.labelling = true;
+    let text = screen_text(&render(&app, 80, 24));
+    assert!(text.contains("SPEAKERS"), "{text}");
+    // The labelled transcript replaces the lines.
+    let labelled = |start_s: f64, text: &str, speaker: usize| TranscriptLine {
+        speaker: Some(speaker),
+        ..line(start_s, text)
+    };
+    app.set_speakers(vec![
+        labelled(1.0, "What brings you in today?", 0),
+        labelled(4.5, "Chest pain when I climb stairs.", 1),
+    ]);
+    assert!(!app.labelling);
+    assert!(app.message.as_deref().unwrap().starts_with("2 speakers"));
+    press(&mut app, "k");
+    let actions = press(&mut app, "n");
+    assert!(actions.is_empty());
+    assert!(matches!(&app.overlay, Overlay::Rename(label, _) if label == "S1"));
+    press(&mut app, "Dr Patel");
+    let terminal = assert_snapshot(&app, "naming-a-speaker");
+    let text = screen_text(&terminal);
+    assert!(text.contains("Name speaker S1"), "{text}");
+    assert_eq!(
+        app.key(key(KeyCode::Enter)),
+        vec![Action::RenameSpeaker("S1".into(), "Dr Patel".into())]
+    );
+    // The runner saves it in the session and tells the app.
+    app.speaker_names.insert("S1".into(), "Dr Patel".into());
+    let text = screen_text(&render(&app, 80, 24));
+    assert!(
+        text.contains("Dr Patel: What brings you in today?"),
+        "{text}"
+    );
+    assert!(text.contains("S2: Chest pain"), "{text}");
+    // Editing a labelled line keeps the cursor after the name.
+    press(&mut app, "e");
+    let mut terminal = render(&app, 80, 24);
+    let row = screen_text(&terminal)
+        .lines()
+        .position(|l| l.contains("Dr Patel:"))
+        .unwrap() as u16;
+    let prefix = "│00:01 Dr Patel: What brings you in today?".chars().count() as u16;
+    terminal.backend_mut().assert_cursor_position((prefix, row));
+    // Esc leaves a name unchanged.
+    app.key(key(KeyCode::Esc));
+    press(&mut app, "n");
+    app.key(key(KeyCode::Esc));
+    assert_eq!(app.overlay, Overlay::None);
+}

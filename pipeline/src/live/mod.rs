@@ -365,8 +365,12 @@ impl LiveSession {
         {
             let session = session.clone();
             threads.push(spawn("transcript", move || {
-                transcript_stage((format_rx, edits_rx), (&events_tx, &fatal), &session, meta);
-                drop(lock);
+                transcript_stage(
+                    (format_rx, edits_rx),
+                    (&events_tx, &fatal),
+                    &session,
+                    (meta, lock),
+                );
             })?);
         }
         Ok(Self {

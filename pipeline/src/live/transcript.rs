@@ -8,7 +8,7 @@ pub(super) fn transcript_stage(
     (input, edits): (Receiver<Recognized>, Receiver<TranscriptLine>),
     (events, fatal): (&Sender<LiveEvent>, &Fatal),
     session: &Session,
-    mut meta: SessionMeta,
+    (mut meta, lock): (SessionMeta, crate::session::SessionLock),
 ) {
     // The session's transcript so far, to rewrite it when the user corrects a segment.
     let mut lines: Vec<TranscriptLine> = Vec::new();
@@ -77,6 +77,9 @@ pub(super) fn transcript_stage(
     if let Err(e) = session.write_meta(&meta) {
         fatal.set(LiveFailure::Session(e.to_string()));
     }
+    // Released before anyone hears of the end, so that what they do next with the finished
+    // session (tell its speakers apart, recover it) finds it free.
+    drop(lock);
     let _ = events.send(LiveEvent::Stopped {
         recorded_s,
         error: fatal.get(),
