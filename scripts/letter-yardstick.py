@@ -21,6 +21,7 @@ Figures per set:
 
     python3 scripts/letter-yardstick.py [--set aci|mts] [-n 10] [--model PATH] [--template soap]
                                         [--style auto|grounded|completion|chat]
+                                        [--roles keep|strip|labels]
 
 Needs the release binary (cargo build --release) and setup's models. Model or prompt changes
 should be measured with this before and after, on the same -n.
@@ -143,6 +144,30 @@ def clinician_turns(dialogue: str) -> str:
     return "\n".join(turns)
 
 
+ROLE_TAG = re.compile(r"^\s*\[([a-z_ ]+)\]\s*", re.IGNORECASE)
+
+
+def with_roles(dialogue: str, roles: str) -> str:
+    """The dialogue as medscribe would transcribe it: with its role tags (`keep`), without any
+    (`strip`), or with speaker labels numbered by first appearance instead (`labels`)."""
+    if roles == "keep":
+        return dialogue
+    labels: dict[str, str] = {}
+    out = []
+    for line in dialogue.splitlines():
+        match = ROLE_TAG.match(line)
+        if not match:
+            out.append(line)
+            continue
+        rest = line[match.end():]
+        if roles == "strip":
+            out.append(rest)
+        else:
+            label = labels.setdefault(match.group(1).lower(), f"S{len(labels) + 1}")
+            out.append(f"{label}: {rest}")
+    return "\n".join(out)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", choices=SETS, default="aci")
@@ -151,6 +176,10 @@ def main() -> int:
     parser.add_argument("--model", help="letter model (default: setup's Gemma 3 270M)")
     parser.add_argument("--binary", default=str(ROOT / "target" / "release" / "medscribe"))
     parser.add_argument("--style", default="auto", choices=["auto", "grounded", "completion", "chat"])
+    parser.add_argument("--roles", default="keep", choices=["keep", "strip", "labels"],
+                        help="the dialogue's [doctor]/[patient] tags: kept (a transcript with roles), "
+                             "stripped (one undivided voice, as without --speakers), or replaced by "
+                             "S1/S2 in order of appearance (speakers told apart, roles unknown)")
     args = parser.parse_args()
 
     path, dialogue_col, note_col = SETS[args.set]
@@ -168,7 +197,8 @@ def main() -> int:
         if args.model:
             command += ["--model", args.model]
         started = time.monotonic()
-        result = subprocess.run(command, input=row[dialogue_col], capture_output=True, text=True)
+        spoken = with_roles(row[dialogue_col], args.roles)
+        result = subprocess.run(command, input=spoken, capture_output=True, text=True)
         seconds.append(time.monotonic() - started)
         if result.returncode != 0:
             failures += 1
@@ -206,6 +236,7 @@ def main() -> int:
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     print(json.dumps({
         "set": args.set, "template": args.template, "model": args.model or "default",
+        "roles": args.roles,
         "letters": len(scores), "failures": failures,
         "rouge_l_f1": round(mean(scores), 4),
         "baseline_clinician_turns_rouge_l_f1": round(mean(turns_scores), 4),

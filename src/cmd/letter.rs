@@ -12,6 +12,7 @@ use medscribe_llm::letter::{DeviceName, LetterEvent, LetterOutcome, TranscriptSe
 use medscribe_pipeline::{DataDir, Speech, SpeechOptions};
 
 use super::{LetterModelArgs, LetterServerArgs, SegmentArg};
+use medscribe_pipeline::speakers::Speakers;
 
 #[derive(Debug, clap::Args)]
 pub struct LetterArgs {
@@ -75,6 +76,33 @@ pub struct LetterArgs {
 
     #[command(flatten)]
     server: LetterServerArgs,
+
+    /// Tell the speakers of the recording apart (`auto` or how many there are), for a
+    /// consultation. With --clinician the letter writer reads each turn as the clinician's or
+    /// the patient's words (as it reads `[doctor]` / `[patient]` transcripts).
+    #[arg(long, value_name = "auto|N", value_parser = super::transcribe::parse_speakers)]
+    speakers: Option<medscribe_asr::diarize::Clusters>,
+
+    /// Which speakers are clinicians, by label as `medscribe speakers` prints them (S1, or
+    /// S1,S3); everyone else is read as the patient (or a relative) speaking.
+    #[arg(
+        long,
+        value_name = "S1,..",
+        value_delimiter = ',',
+        requires = "speakers"
+    )]
+    clinician: Vec<String>,
+}
+
+/// The role tag the letter writer reads at the start of a turn, for `speaker` when the user
+/// said who the clinicians are.
+fn role_tag(speaker: Option<usize>, clinicians: &[String]) -> &'static str {
+    match speaker {
+        _ if clinicians.is_empty() => "",
+        Some(s) if clinicians.iter().any(|c| *c == format!("S{}", s + 1)) => "Clinician: ",
+        Some(_) => "Patient: ",
+        None => "",
+    }
 }
 
 fn transcript_from_text(path: &Path) -> Result<Vec<TranscriptSegment>> {
@@ -272,6 +300,22 @@ fn transcribe(
         },
         data,
     )?;
+    if args.speakers.is_some() && args.audio.len() > 1 {
+        bail!("--speakers takes one recording (speaker labels are numbered per recording)");
+    }
+    for label in &args.clinician {
+        let known = label
+            .strip_prefix('S')
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|n| n >= 1);
+        if !known {
+            bail!("--clinician {label}: expected speaker labels such as S1 or S1,S3");
+        }
+    }
+    let mut speakers = match args.speakers {
+        Some(clusters) => Some(Speakers::open(data, clusters, 1, None)?),
+        None => None,
+    };
     let mut segments = Vec::new();
     let mut offset = 0.0;
     for path in &args.audio {
@@ -279,19 +323,33 @@ fn transcribe(
             eprint!("medscribe: transcribing {}", path.display());
         }
         // The pipeline's errors already name the file.
-        let file = speech.transcribe_wav(path, &mut |_, _| {})?;
+        let mut file = speech.transcribe_wav(path, &mut |_, _| {})?;
         if interactive {
             eprintln!(
                 " ({:.1} s of audio in {:.1} s)",
                 file.transcript.duration_s, file.processing_s
             );
         }
-        segments.extend(
-            file.transcript
-                .segments
-                .iter()
-                .map(|s| letter_segment(s, offset)),
-        );
+        if let Some(speakers) = speakers.as_mut() {
+            speakers.label(path, &mut file.transcript, speech.recognizer.as_mut())?;
+            if interactive {
+                let count = file
+                    .transcript
+                    .segments
+                    .iter()
+                    .filter_map(|s| s.speaker)
+                    .max();
+                eprintln!(
+                    "medscribe: {} speakers told apart",
+                    count.map_or(0, |m| m + 1)
+                );
+            }
+        }
+        segments.extend(file.transcript.segments.iter().map(|s| {
+            let mut segment = letter_segment(s, offset);
+            segment.text = format!("{}{}", role_tag(s.speaker, &args.clinician), segment.text);
+            segment
+        }));
         offset += file.transcript.duration_s;
     }
     Ok(segments)

@@ -504,3 +504,76 @@ fn recorded_sessions_get_speakers_names_and_keep_them_through_recovery() {
         .collect();
     assert!(found.len() >= 2, "{lines:?}");
 }
+
+#[test]
+fn letters_from_a_consultation_read_each_turn_as_the_clinicians_or_the_patients() {
+    if !common::slow_tier() {
+        return;
+    }
+    let sample = common::repo().join("samples/case-conference.wav");
+    let sample = sample.to_str().unwrap();
+    let out = medscribe(&[
+        "letter",
+        "--audio",
+        sample,
+        "--speakers",
+        "3",
+        "--clinician",
+        "S1,S3",
+        "--template",
+        "case-conference",
+        "--max-new-tokens",
+        "48",
+        "-f",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let letter: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let turns: Vec<&str> = letter["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["text"].as_str().unwrap())
+        .collect();
+    // The sample's first speaker opens; the second (S2) is read as the patient.
+    assert!(turns[0].starts_with("Clinician: "), "{turns:?}");
+    assert!(
+        turns.iter().any(|t| t.starts_with("Patient: ")),
+        "{turns:?}"
+    );
+    assert!(
+        turns
+            .iter()
+            .all(|t| t.starts_with("Clinician: ") || t.starts_with("Patient: ")),
+        "{turns:?}"
+    );
+    // Labels that are not labels, and roles without speakers, are refused in one line.
+    let bad = medscribe(&[
+        "letter",
+        "--audio",
+        sample,
+        "--speakers",
+        "3",
+        "--clinician",
+        "doctor",
+        "-t",
+        "soap",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--clinician doctor"));
+    let bad = medscribe(&[
+        "letter",
+        "--audio",
+        sample,
+        "--clinician",
+        "S1",
+        "-t",
+        "soap",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--speakers"));
+}
