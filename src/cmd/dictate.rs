@@ -11,7 +11,6 @@ use medscribe_llm::letter::render::{render, Format};
 use medscribe_llm::letter::template::find_template;
 use medscribe_llm::letter::{DeviceName, LetterEvent, LetterOutcome, Writer};
 use medscribe_pipeline::live::LiveConfig;
-use medscribe_pipeline::speakers::Speakers;
 use medscribe_pipeline::{DataDir, Speech};
 use medscribe_tui::run::SpeakerLabelling;
 use medscribe_tui::{
@@ -161,16 +160,9 @@ pub fn dictate(args: DictateArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> 
         Err(error) => Err(format!("{error:#}")),
     };
     let source = args.input.source();
-    // Opened before anything is recorded, so that a missing model stops us first.
-    let speakers = match args.speakers {
-        Some(clusters) => Some(Speakers::open(
-            &data,
-            clusters,
-            args.input.threads,
-            ort_lib.as_deref(),
-        )?),
-        None => None,
-    };
+    let speakers = args
+        .input
+        .speakers(args.speakers, ort_lib.as_deref(), &data)?;
     let speech_options = args.input.speech_options(ort_lib.clone());
     let (recognizer, vad) = args.input.speech(ort_lib, &data)?;
     let config = LiveConfig {

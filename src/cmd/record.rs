@@ -81,6 +81,20 @@ impl InputArgs {
         Ok(Speech::open_live(&self.speech_options(ort_lib), data)?)
     }
 
+    /// The diarization models, when `wanted` (opened before anything is recorded, so that a
+    /// missing model stops us first).
+    pub fn speakers(
+        &self,
+        wanted: Option<Clusters>,
+        ort_lib: Option<&std::path::Path>,
+        data: &DataDir,
+    ) -> Result<Option<Speakers>> {
+        Ok(match wanted {
+            Some(clusters) => Some(Speakers::open(data, clusters, self.threads, ort_lib)?),
+            None => None,
+        })
+    }
+
     /// The speech model options these arguments name.
     pub fn speech_options(&self, ort_lib: Option<PathBuf>) -> SpeechOptions {
         SpeechOptions {
@@ -175,15 +189,9 @@ pub fn record(args: RecordArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> {
     let data = DataDir::from_env();
     let source = args.input.source();
     // The speaker models are opened first, so a missing one stops us before anything is recorded.
-    let mut speakers = match args.speakers {
-        Some(clusters) => Some(Speakers::open(
-            &data,
-            clusters,
-            args.input.threads,
-            ort_lib.as_deref(),
-        )?),
-        None => None,
-    };
+    let mut speakers = args
+        .input
+        .speakers(args.speakers, ort_lib.as_deref(), &data)?;
     let (recognizer, vad) = args.input.speech(ort_lib.clone(), &data)?;
     let config = LiveConfig {
         max_duration_s: args.max_duration,

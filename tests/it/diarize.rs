@@ -30,11 +30,7 @@ fn segmentation_windows_and_powerset_decoding_match_the_python_reference() {
         .arg(&wav)
         .output()
         .expect("setup's venv runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let reference: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let expected: Vec<Vec<u8>> = reference["windows"]
         .as_array()
@@ -167,11 +163,7 @@ fn campplus_features_match_kaldi_and_embeddings_match_pytorch() {
             .args([start.to_string(), end.to_string()])
             .output()
             .expect("setup's venv runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_succeeded(&out);
         let reference: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let ours = fbank.compute(&audio[start..end]);
         let theirs = reference["fbank"].as_array().unwrap();
@@ -257,6 +249,14 @@ fn three_voices_of_a_case_conference_are_told_apart() {
         assert_eq!(found, 3, "{clusters:?}");
         assert!(rate <= 0.10, "{clusters:?}: DER {rate}");
     }
+}
+
+fn assert_succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn medscribe(args: &[&str]) -> std::process::Output {
@@ -347,11 +347,7 @@ fn the_speakers_command_prints_turns_and_refuses_bad_input_in_one_line() {
     let sample = common::repo().join("samples/case-conference.wav");
     let sample = sample.to_str().unwrap();
     let out = medscribe(&["speakers", "--json", sample]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["speakers"], 3);
     let error = diarization_error(&case_conference_truth(), &json_turns(&json["turns"]), 0.25);
@@ -421,11 +417,7 @@ fn recorded_sessions_get_speakers_names_and_keep_them_through_recovery() {
             "3",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("3 speakers"));
     let session = common::only_session(home.path());
     let meta: serde_json::Value =
@@ -445,11 +437,7 @@ fn recorded_sessions_get_speakers_names_and_keep_them_through_recovery() {
         home.path(),
         &["sessions", "rename", "latest", "S1", "Dr Patel"],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let txt = medscribe_at(home.path(), &["sessions", "export", "latest"]);
     let txt = String::from_utf8(txt.stdout).unwrap();
     assert!(txt.starts_with("Dr Patel: "), "{txt}");
@@ -467,11 +455,7 @@ fn recorded_sessions_get_speakers_names_and_keep_them_through_recovery() {
 
     // Telling them apart again drops the names (the numbering may change).
     let out = medscribe_at(home.path(), &["sessions", "speakers", "latest"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let txt = medscribe_at(home.path(), &["sessions", "export", "latest"]);
     assert!(String::from_utf8_lossy(&txt.stdout).starts_with("S1: "));
 
@@ -490,11 +474,7 @@ fn recorded_sessions_get_speakers_names_and_keep_them_through_recovery() {
     child.wait().unwrap();
     let session = common::only_session(home.path());
     let out = medscribe_at(home.path(), &["sessions", "recover"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("speakers"));
     let lines = session_lines(&session);
     assert!(!lines.is_empty());
@@ -527,11 +507,7 @@ fn letters_from_a_consultation_read_each_turn_as_the_clinicians_or_the_patients(
         "-f",
         "json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let letter: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let turns: Vec<&str> = letter["transcript"]
         .as_array()
