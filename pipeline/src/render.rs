@@ -1,5 +1,6 @@
 //! Transcript files: plain text, JSON, SubRip (.srt) and WebVTT (.vtt).
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use crate::job::FileTranscript;
@@ -124,13 +125,9 @@ pub fn render(done: &FileTranscript, format: TranscriptFormat) -> String {
                 "segments": segments,
             });
             if labelled(transcript) {
-                let count = transcript
-                    .segments
-                    .iter()
-                    .filter_map(|s| s.speaker)
-                    .max()
-                    .map_or(0, |m| m + 1);
-                let names: Vec<String> = (0..count).map(|i| speaker_name(Some(i))).collect();
+                let names: Vec<String> = (0..speaker_count(&transcript.segments))
+                    .map(|i| speaker_name(Some(i)))
+                    .collect();
                 object["speakers"] = names.into();
                 if !done.speaker_names.is_empty() {
                     object["speaker_names"] = serde_json::json!(done.speaker_names);
@@ -180,10 +177,23 @@ pub fn speaker_name(speaker: Option<usize>) -> String {
     speaker.map_or_else(|| "S?".to_owned(), |s| format!("S{}", s + 1))
 }
 
-/// The name the user gave a speaker, else its label.
-fn shown_name(done: &FileTranscript, speaker: Option<usize>) -> String {
+/// How many speakers `segments` name (labels run S1, S2, ... without gaps).
+pub fn speaker_count(segments: &[medscribe_asr::Segment]) -> usize {
+    segments
+        .iter()
+        .filter_map(|s| s.speaker)
+        .max()
+        .map_or(0, |m| m + 1)
+}
+
+/// The name the user gave a speaker (`names`, by label), else its label.
+pub fn shown_speaker(names: &BTreeMap<String, String>, speaker: Option<usize>) -> String {
     let label = speaker_name(speaker);
-    done.speaker_names.get(&label).cloned().unwrap_or(label)
+    names.get(&label).cloned().unwrap_or(label)
+}
+
+fn shown_name(done: &FileTranscript, speaker: Option<usize>) -> String {
+    shown_speaker(&done.speaker_names, speaker)
 }
 
 /// WebVTT's voice span opening a labelled cue (`<v S1>`, `<v Dr Patel>`), used in SRT too.

@@ -28,6 +28,15 @@ pub fn parse_clusters(text: &str) -> Option<Clusters> {
     }
 }
 
+/// How the command line and `session.json` write a speaker count: `auto` or the number (what
+/// [`parse_clusters`] reads back).
+pub fn clusters_text(clusters: Clusters) -> String {
+    match clusters {
+        Clusters::Count(n) => n.to_string(),
+        Clusters::Threshold(_) => "auto".into(),
+    }
+}
+
 /// The diarization models, loaded once for many recordings.
 #[derive(Debug)]
 pub struct Speakers {
@@ -215,6 +224,10 @@ mod tests {
         assert_eq!(parse_clusters("3"), Some(Clusters::Count(3)));
         for bad in ["0", "33", "-1", "Auto", ""] {
             assert_eq!(parse_clusters(bad), None, "{bad}");
+        }
+        for written in ["auto", "1", "3", "32"] {
+            let parsed = parse_clusters(written).unwrap();
+            assert_eq!(clusters_text(parsed), written);
         }
     }
 

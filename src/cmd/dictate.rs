@@ -168,7 +168,9 @@ pub fn dictate(args: DictateArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> 
     let config = LiveConfig {
         kind: "dictation".into(),
         start_paused: true,
-        speakers: args.speakers.map(super::record::clusters_text),
+        speakers: args
+            .speakers
+            .map(medscribe_pipeline::speakers::clusters_text),
         ..LiveConfig::default()
     };
     let live = super::record::start_live(&data, source, (recognizer, vad), config)?;

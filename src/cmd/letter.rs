@@ -12,6 +12,7 @@ use medscribe_llm::letter::{DeviceName, LetterEvent, LetterOutcome, TranscriptSe
 use medscribe_pipeline::{DataDir, Speech, SpeechOptions};
 
 use super::{LetterModelArgs, LetterServerArgs, SegmentArg};
+use medscribe_pipeline::render::{speaker_count, speaker_name};
 use medscribe_pipeline::speakers::Speakers;
 
 #[derive(Debug, clap::Args)]
@@ -99,7 +100,7 @@ pub struct LetterArgs {
 fn role_tag(speaker: Option<usize>, clinicians: &[String]) -> &'static str {
     match speaker {
         _ if clinicians.is_empty() => "",
-        Some(s) if clinicians.iter().any(|c| *c == format!("S{}", s + 1)) => "Clinician: ",
+        Some(s) if clinicians.contains(&speaker_name(Some(s))) => "Clinician: ",
         Some(_) => "Patient: ",
         None => "",
     }
@@ -333,15 +334,9 @@ fn transcribe(
         if let Some(speakers) = speakers.as_mut() {
             speakers.label(path, &mut file.transcript, speech.recognizer.as_mut())?;
             if interactive {
-                let count = file
-                    .transcript
-                    .segments
-                    .iter()
-                    .filter_map(|s| s.speaker)
-                    .max();
                 eprintln!(
                     "medscribe: {} speakers told apart",
-                    count.map_or(0, |m| m + 1)
+                    speaker_count(&file.transcript.segments)
                 );
             }
         }

@@ -11,7 +11,7 @@ use medscribe_asr::diarize::Clusters;
 use medscribe_pipeline::live::{LiveConfig, LiveEvent, LiveSession};
 use medscribe_pipeline::session::{clock, Session};
 use medscribe_pipeline::source::{list_input_devices, SourceSpec};
-use medscribe_pipeline::speakers::Speakers;
+use medscribe_pipeline::speakers::{clusters_text, Speakers};
 use medscribe_pipeline::{DataDir, Speech, SpeechOptions};
 
 use super::duration;
@@ -262,14 +262,6 @@ pub fn record(args: RecordArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// How `session.json` writes a speaker count (`auto` or the number).
-pub fn clusters_text(clusters: Clusters) -> String {
-    match clusters {
-        Clusters::Count(n) => n.to_string(),
-        Clusters::Threshold(_) => "auto".into(),
-    }
 }
 
 /// Ctrl-C (or SIGTERM) asks the pipeline to stop and finish its files; a second one exits at

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use medscribe_pipeline::output::write_private_atomically;
 use medscribe_pipeline::recover::recover_session;
+use medscribe_pipeline::render::shown_speaker;
 use medscribe_pipeline::session::{clock, find_session, list_sessions, Session};
 use medscribe_pipeline::speakers::{parse_clusters, Speakers};
 use medscribe_pipeline::{DataDir, Speech, SpeechOptions, TranscriptFormat};
@@ -161,11 +162,12 @@ pub fn sessions(args: SessionsArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode
             let names = session.meta().map(|m| m.speaker_names).unwrap_or_default();
             for line in session.transcript()? {
                 match line.speaker {
-                    Some(speaker) => {
-                        let label = format!("S{}", speaker + 1);
-                        let shown = names.get(&label).unwrap_or(&label);
-                        println!("[{}] {shown}: {}", clock(line.start_s), line.text);
-                    }
+                    Some(_) => println!(
+                        "[{}] {}: {}",
+                        clock(line.start_s),
+                        shown_speaker(&names, line.speaker),
+                        line.text
+                    ),
                     None => println!("[{}] {}", clock(line.start_s), line.text),
                 }
             }

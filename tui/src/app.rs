@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use medscribe_pipeline::live::LiveEvent;
+use medscribe_pipeline::render::{shown_speaker, speaker_count, speaker_name};
 use medscribe_pipeline::session::TranscriptLine;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
@@ -274,11 +275,7 @@ impl App {
     /// The transcript with its speakers told apart (it replaces the lines: segments that
     /// spanned a change of speaker are now cut there).
     pub fn set_speakers(&mut self, lines: Vec<TranscriptLine>) {
-        let count = lines
-            .iter()
-            .filter_map(|l| l.speaker)
-            .max()
-            .map_or(0, |m| m + 1);
+        let count = speaker_count(&lines);
         self.lines = lines;
         self.selected = self
             .selected
@@ -294,11 +291,10 @@ impl App {
     /// What the transcript shows before a line's text: its speaker's name or label and ": ",
     /// or nothing for unlabelled lines.
     pub fn speaker_prefix(&self, line: &TranscriptLine) -> String {
-        line.speaker.map_or_else(String::new, |speaker| {
-            let label = format!("S{}", speaker + 1);
-            let shown = self.speaker_names.get(&label).unwrap_or(&label);
-            format!("{shown}: ")
-        })
+        match line.speaker {
+            Some(_) => format!("{}: ", shown_speaker(&self.speaker_names, line.speaker)),
+            None => String::new(),
+        }
     }
 
     /// Takes in what the letter writer reports.
@@ -469,7 +465,7 @@ impl App {
                 let label = self
                     .current_line()
                     .and_then(|index| self.lines[index].speaker)
-                    .map(|speaker| format!("S{}", speaker + 1));
+                    .map(|speaker| speaker_name(Some(speaker)));
                 match label {
                     Some(label) => {
                         let now = self.speaker_names.get(&label).cloned().unwrap_or_default();

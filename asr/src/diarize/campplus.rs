@@ -13,6 +13,7 @@ use std::path::Path;
 use ort::session::Session;
 use ort::value::Tensor;
 
+use super::cluster::normalised;
 use super::fbank::{self, Fbank, BANDS};
 use super::SpeakerEmbedder;
 use crate::error::{one_line, AsrError, Result};
@@ -117,11 +118,6 @@ impl CamppEmbedder {
         }
         Ok(values.chunks_exact(DIM).map(<[f32]>::to_vec).collect())
     }
-}
-
-fn normalised(v: &[f32]) -> Vec<f32> {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt() + 1e-12;
-    v.iter().map(|x| x / norm).collect()
 }
 
 impl SpeakerEmbedder for CamppEmbedder {

@@ -29,7 +29,8 @@ pub const DIRECT_LIMIT: usize = 600;
 /// Cosine distance under which embeddings are pooled as near copies.
 const POOL_DISTANCE: f32 = 0.05;
 
-fn normalised(v: &[f32]) -> Vec<f32> {
+/// `v` scaled to unit length; zeros for a zero or non-finite vector.
+pub(super) fn normalised(v: &[f32]) -> Vec<f32> {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if norm > 0.0 && norm.is_finite() && v.iter().all(|x| x.is_finite()) {
         v.iter().map(|x| x / norm).collect()

@@ -10,7 +10,7 @@ use super::{session_error, Session, SessionMeta, SessionState};
 use crate::error::Result;
 use crate::job::FileTranscript;
 use crate::output::write_private_atomically;
-use crate::render::{render, speaker_name, TranscriptFormat};
+use crate::render::{render, speaker_count, speaker_name, TranscriptFormat};
 use crate::speakers::Speakers;
 use crate::wav::WavSource;
 
@@ -184,12 +184,7 @@ impl Session {
             meta.speaker_names.clear();
             self.write_meta(&meta)?;
         }
-        Ok(transcript
-            .segments
-            .iter()
-            .filter_map(|s| s.speaker)
-            .max()
-            .map_or(0, |m| m + 1))
+        Ok(speaker_count(&transcript.segments))
     }
 
     /// Gives speaker `label` (`S1`, as exports show it) a `name` ("Dr Patel") that every export
