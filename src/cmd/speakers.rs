@@ -60,13 +60,16 @@ pub fn speakers(args: SpeakersArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode
             .and_then(|wav| wav.read_all())
             .map_err(anyhow::Error::from)
             .and_then(|audio| {
-                let turns = speakers.turns(&audio)?;
+                // The WAV reader's errors name the file already; the diarizer's do not.
+                let turns = speakers
+                    .turns(&audio)
+                    .with_context(|| path.display().to_string())?;
                 Ok((audio.len(), turns))
             });
         let (samples, turns) = match result {
             Ok(found) => found,
             Err(error) => {
-                eprintln!("medscribe: {}: {error:#}", path.display());
+                eprintln!("medscribe: {error:#}");
                 failed = true;
                 continue;
             }

@@ -350,6 +350,8 @@ fn the_speakers_command_prints_turns_and_refuses_bad_input_in_one_line() {
     assert_succeeded(&out);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["speakers"], 3);
+    // Numbered by first turn: whoever opens is S1.
+    assert_eq!(json["turns"][0]["speaker"], 0);
     let error = diarization_error(&case_conference_truth(), &json_turns(&json["turns"]), 0.25);
     assert!(error.rate() <= 0.10, "{error:?}");
 
@@ -374,6 +376,8 @@ fn the_speakers_command_prints_turns_and_refuses_bad_input_in_one_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("broken.wav"), "{stderr}");
+    // Named once, not twice.
+    assert_eq!(stderr.matches("broken.wav").count(), 1, "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("S3"));
 
     // A threshold only means something when the count is not given.

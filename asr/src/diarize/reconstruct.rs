@@ -130,6 +130,18 @@ pub fn reconstruct(
             .total_cmp(&b.start_s)
             .then(a.speaker.cmp(&b.speaker))
     });
+    // Speakers numbered by their first turn (S1 speaks first), whatever the clustering called
+    // them, and without gaps where a cluster kept no turn.
+    let mut order: Vec<usize> = Vec::new();
+    for turn in &mut turns {
+        turn.speaker = match order.iter().position(|&s| s == turn.speaker) {
+            Some(number) => number,
+            None => {
+                order.push(turn.speaker);
+                order.len() - 1
+            }
+        };
+    }
     turns
 }
 
@@ -218,6 +230,22 @@ mod tests {
         assert!(
             turns[2].speaker == 0 && close(turns[2].start_s, 16.0) && close(turns[2].end_s, 21.0),
             "{summary:?}"
+        );
+    }
+
+    #[test]
+    fn speakers_are_numbered_by_their_first_turn() {
+        let (segmentation, locals, labels) = conversation();
+        // The clustering named the first voice 1 and the second 0 (and left 2 unused).
+        let swapped: Vec<usize> = labels.iter().map(|&l| if l == 0 { 1 } else { 0 }).collect();
+        let turns = reconstruct(&segmentation, &locals, &swapped, &TurnOptions::default());
+        let speakers: Vec<usize> = turns.iter().map(|t| t.speaker).collect();
+        assert_eq!(speakers, [0, 1, 0]);
+        let gapped: Vec<usize> = labels.iter().map(|&l| if l == 0 { 2 } else { 5 }).collect();
+        let turns = reconstruct(&segmentation, &locals, &gapped, &TurnOptions::default());
+        assert_eq!(
+            turns.iter().map(|t| t.speaker).collect::<Vec<_>>(),
+            [0, 1, 0]
         );
     }
 
