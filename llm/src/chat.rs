@@ -56,6 +56,25 @@ impl GemmaTokenizer {
             }
         };
         drop(json);
+        Self::with_specials(inner, path)
+    }
+
+    /// The tokenizer a GGUF file carries in its own metadata (`tokenizer.ggml.*`), rebuilt as the
+    /// same tokenizer as the model's `tokenizer.json`, so the file works on its own.
+    pub fn from_gguf(path: &Path) -> Result<Self> {
+        let (content, _) = crate::gemma3::read_gguf(path)?;
+        Self::from_gguf_content(&content, path)
+    }
+
+    pub(crate) fn from_gguf_content(
+        content: &candle_core::quantized::gguf_file::Content,
+        path: &Path,
+    ) -> Result<Self> {
+        Self::with_specials(crate::gguf_tokenizer::from_gguf(content, path)?, path)
+    }
+
+    /// Resolves Gemma's special tokens; `path` names the tokenizer's file in errors.
+    fn with_specials(inner: tokenizers::Tokenizer, path: &Path) -> Result<Self> {
         let id = |token: &str| {
             inner.token_to_id(token).ok_or_else(|| LlmError::BadFile {
                 path: path.to_path_buf(),

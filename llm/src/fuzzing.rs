@@ -16,13 +16,18 @@ fn scratch(name: &str, data: &[u8]) -> Option<PathBuf> {
 }
 
 /// A GGUF file through the whole text-model loader (header scan, candle's parser, tensor checks,
-/// configuration, weights) and the mmproj vision loader.
+/// configuration, weights), the mmproj vision loader and the tokenizer rebuilt from the metadata.
 pub fn gguf(data: &[u8]) {
     let Some(path) = scratch("model.gguf", data) else {
         return;
     };
     let _ = crate::Gemma3Text::load_gguf(&path, &crate::Device::Cpu);
     let _ = crate::Gemma3Vision::load_mmproj(&path, 64, &crate::Device::Cpu);
+    if let Ok(tokenizer) = crate::GemmaTokenizer::from_gguf(&path) {
+        if let Ok(ids) = tokenizer.encode(&crate::user_text("Amlodipine 5 mg <end_of_turn> x")) {
+            let _ = tokenizer.decode(&ids);
+        }
+    }
 }
 
 /// A `tokenizer.json` through the tokenizer loader, then a round of encoding and decoding.

@@ -18,6 +18,7 @@ pub mod fuzzing;
 pub mod gemma3;
 pub mod generate;
 mod gguf_check;
+mod gguf_tokenizer;
 pub mod image;
 pub mod json_schema;
 #[doc(hidden)]

@@ -1,7 +1,8 @@
 //! Opening a letter model from what the user names: a Hugging Face directory (config.json,
-//! *.safetensors, tokenizer.json) or a GGUF file with the Gemma 3 tokenizer.json beside it.
-//! A GGUF file's own vocabulary is checked against the tokenizer, so a mismatched pair fails at
-//! load with a clear message instead of writing nonsense.
+//! *.safetensors, tokenizer.json) or a GGUF file. A GGUF file works on its own (its tokenizer is
+//! rebuilt from its metadata); a tokenizer.json beside it is used instead when present, and its
+//! vocabulary is checked against the file's, so a mismatched pair fails at load with a clear
+//! message instead of writing nonsense.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,7 @@ use crate::chat::GemmaTokenizer;
 use crate::error::{LlmError, Result};
 use crate::gemma3::{gguf_vocabulary, read_gguf, safetensors_files, Gemma3Text, GgufWeights};
 use crate::generate::PromptImages;
+use crate::gguf_tokenizer::has_tokenizer;
 use crate::vision::Gemma3Vision;
 
 /// Ids checked when comparing a tokenizer with a GGUF vocabulary: the specials and a spread of
@@ -88,21 +90,39 @@ pub fn load_with_mmproj(
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     let tokenizer_path = dir.join("tokenizer.json");
-    if !tokenizer_path.is_file() {
-        return Err(LlmError::MissingFile {
-            dir: dir.to_path_buf(),
-            file: "tokenizer.json (the Gemma 3 tokenizer, installed by scripts/setup.sh)".into(),
-        });
-    }
-    // Parsing Gemma's 33 MB tokenizer.json needs scratch memory (370 MB through `tokenizers`' own
-    // reader, less through ours). Parsed first and handed back to the system before the weights
-    // are read, the scratch does not add to the weights' own peak.
-    let tokenizer = GemmaTokenizer::load(&tokenizer_path)?;
-    release_free_memory();
-    let (content, file) = read_gguf(path)?;
-    let vocabulary = gguf_vocabulary(&content, path)?;
-    let model = Gemma3Text::from_gguf(&content, file, path, device, GgufWeights::Quantized)?;
-    check_vocabulary(&tokenizer, &vocabulary, &tokenizer_path)?;
+    let (tokenizer, model) = if tokenizer_path.is_file() {
+        // Parsing Gemma's 33 MB tokenizer.json needs scratch memory (370 MB through `tokenizers`'
+        // own reader, less through ours). Parsed first and handed back to the system before the
+        // weights are read, the scratch does not add to the weights' own peak.
+        let tokenizer = GemmaTokenizer::load(&tokenizer_path)?;
+        release_free_memory();
+        let (content, file) = read_gguf(path)?;
+        let vocabulary = gguf_vocabulary(&content, path)?;
+        let model = Gemma3Text::from_gguf(&content, file, path, device, GgufWeights::Quantized)?;
+        check_vocabulary(&tokenizer, &vocabulary, &tokenizer_path)?;
+        (tokenizer, model)
+    } else {
+        // The file works on its own, as in llama.cpp: the tokenizer is rebuilt from its
+        // metadata, on another thread while the weights load (its scratch is small).
+        let (content, file) = read_gguf(path)?;
+        if !has_tokenizer(&content) {
+            return Err(LlmError::BadFile {
+                path: path.to_path_buf(),
+                reason: "has no tokenizer in its metadata (tokenizer.ggml.tokens) and no \
+                         tokenizer.json lies beside it"
+                    .into(),
+            });
+        }
+        std::thread::scope(|scope| {
+            let tokenizer = scope.spawn(|| GemmaTokenizer::from_gguf_content(&content, path));
+            let model = Gemma3Text::from_gguf(&content, file, path, device, GgufWeights::Quantized);
+            let tokenizer = tokenizer.join().map_err(|_| LlmError::BadFile {
+                path: path.to_path_buf(),
+                reason: "building the tokenizer from its metadata failed".into(),
+            })?;
+            Ok::<_, LlmError>((tokenizer?, model?))
+        })?
+    };
     // A GGUF file holds the language model only; llama.cpp keeps the vision tower and projector
     // in a separate mmproj file.
     let mmproj = match mmproj {

@@ -106,7 +106,7 @@ pub fn default_asr_model(data: &DataDir) -> PathBuf {
     data.models_dir().join("moonshine-base-en")
 }
 
-/// The default letter model (Gemma 3 270M GGUF; its tokenizer.json lies beside it).
+/// The default letter model (Gemma 3 270M GGUF; setup puts its tokenizer.json beside it).
 pub fn default_llm_model(data: &DataDir) -> PathBuf {
     data.models_dir()
         .join("gemma3-270m")

@@ -12,8 +12,9 @@ use medscribe_pipeline::DataDir;
 
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
-    /// A model directory (config.json, *.safetensors, tokenizer.json) or a .gguf file with
-    /// tokenizer.json beside it. Default: Gemma 3 270M as installed by setup.
+    /// A model directory (config.json, *.safetensors, tokenizer.json) or a .gguf file, which
+    /// works on its own (its tokenizer comes from its metadata; a tokenizer.json beside it is
+    /// used instead). Default: Gemma 3 270M as installed by setup.
     #[arg(long, short, value_name = "PATH")]
     model: Option<PathBuf>,
 

@@ -253,6 +253,36 @@ fn a_gguf_model_takes_its_vision_from_the_mmproj_file_beside_it() {
 }
 
 #[test]
+fn a_gguf_file_works_on_its_own() {
+    if !common::slow_tier() {
+        return;
+    }
+    // As people download MedGemma: the .gguf and nothing else. Its tokenizer comes from its
+    // own metadata and writes exactly what the model writes with tokenizer.json beside it.
+    let gguf =
+        medscribe_pipeline::models::default_llm_model(&medscribe_pipeline::DataDir::from_env());
+    let dir = tempfile::tempdir().unwrap();
+    let lone = dir.path().join("gemma-3-270m-q4_k_m.gguf");
+    std::os::unix::fs::symlink(&gguf, &lone).unwrap();
+    let run = |model: &std::path::Path| {
+        success_stdout(
+            &medscribe()
+                .args(["generate", "--max-new-tokens", "24", "--model"])
+                .arg(model)
+                .args([
+                    "--prompt",
+                    "Name two side effects of metformin. Naïve café 12.5 mg.",
+                ])
+                .output()
+                .unwrap(),
+        )
+    };
+    let alone = run(&lone);
+    assert!(!alone.trim().is_empty());
+    assert_eq!(alone, run(&gguf));
+}
+
+#[test]
 fn usage_and_model_errors_are_one_clear_line() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["generate", "--prompt", "   "], "empty prompt"),
@@ -283,8 +313,23 @@ fn usage_and_model_errors_are_one_clear_line() {
         let out = medscribe().args(&args).output().unwrap();
         assert_one_line_error(&out, &format!("{args:?}"), reason);
     }
-    // A GGUF without its tokenizer beside it.
+    // A GGUF with no tokenizer in its metadata (a vision projector) and none beside it.
     let dir = tempfile::tempdir().unwrap();
+    let lone = dir.path().join("projector.gguf");
+    std::fs::copy(fixture("gemma3-mmproj/mmproj-gemma3-tiny-f16.gguf"), &lone).unwrap();
+    let out = medscribe()
+        .args(["generate", "--prompt", "hi", "--model"])
+        .arg(&lone)
+        .output()
+        .unwrap();
+    assert_one_line_error(
+        &out,
+        "GGUF without a tokenizer",
+        "has no tokenizer in its metadata (tokenizer.ggml.tokens) and no tokenizer.json lies beside it",
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("projector.gguf"));
+    std::fs::remove_file(&lone).unwrap();
+    // A corrupt GGUF, alone and with a tokenizer.
     let gguf = dir.path().join("model.gguf");
     std::fs::write(&gguf, b"GGUF").unwrap();
     let out = medscribe()
@@ -292,8 +337,7 @@ fn usage_and_model_errors_are_one_clear_line() {
         .arg(&gguf)
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("tokenizer.json"));
-    // A corrupt GGUF with a tokenizer.
+    assert_one_line_error(&out, "corrupt GGUF alone", "not a readable GGUF file");
     std::fs::copy(
         fixture("gemma3-tiny/tokenizer.json"),
         dir.path().join("tokenizer.json"),

@@ -208,3 +208,91 @@ fn our_tokenizer_reader_builds_what_tokenizers_builds() {
         }
     }
 }
+
+#[test]
+fn a_gguf_rebuilds_the_tokenizer_of_its_tokenizer_json() {
+    // The default GGUF's own metadata (tokenizer.ggml.*) against the model's tokenizer.json, read
+    // by `tokenizers` itself: the same pieces at the same ids, the same added tokens, and the same
+    // ids and offsets for every text.
+    let path = models::default_llm_model(&DataDir::from_env());
+    let ours = GemmaTokenizer::from_gguf(&path).expect("setup installs the GGUF");
+    let theirs = tokenizers::Tokenizer::from_file(path.with_file_name("tokenizer.json")).unwrap();
+    // This GGUF is a text model: llama.cpp's converter keeps its 262,144 embedding rows, so the
+    // image token tokenizer.json adds after them is not in it (a multimodal GGUF has it as its
+    // 262,145th token).
+    let mut their_vocab = theirs.get_vocab(true);
+    assert_eq!(their_vocab.remove("<image_soft_token>"), Some(262_144));
+    let our_vocab = ours.as_tokenizers().get_vocab(true);
+    let differing: Vec<_> = their_vocab
+        .iter()
+        .filter(|(piece, id)| our_vocab.get(*piece) != Some(id))
+        .take(5)
+        .collect();
+    assert!(differing.is_empty(), "pieces at other ids: {differing:?}");
+    assert_eq!(our_vocab.len(), their_vocab.len());
+    let added = |t: &tokenizers::Tokenizer| -> Vec<(u32, String)> {
+        let mut added: Vec<_> = t
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(id, _)| *id < 262_144)
+            .map(|(id, token)| (id, token.content))
+            .collect();
+        added.sort();
+        added
+    };
+    assert_eq!(added(ours.as_tokenizers()), added(&theirs));
+    // The pieces constrained JSON is built from.
+    let json_tokenizer = GemmaTokenizer::load(&path.with_file_name("tokenizer.json")).unwrap();
+    let (mine, reference) = (ours.text_pieces(), json_tokenizer.text_pieces());
+    assert_eq!(mine[..], reference[..mine.len()]);
+    assert_eq!(ours.bos, json_tokenizer.bos);
+    assert_eq!(ours.end_of_turn, json_tokenizer.end_of_turn);
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut texts = vec![
+        std::fs::read_to_string(root.join("README.md")).unwrap(),
+        String::new(),
+        // Accents, other scripts, digits.
+        "Café, naïve, Ångström, Müller-Lüdenscheidt, Ærø, ça, señor, Dvořák, Łódź".into(),
+        "胸痛 患者 心電図; Боль в груди; ألم في الصدر; दर्द; 가슴 통증; ΗΚΓ".into(),
+        "BP 142/91 mmHg, HbA1c 7.2%, 0.125 mg, 1,000,000 IU, 3.14159265358979, -40°C, 1e-6, ½ ¾".into(),
+        // Whitespace runs the vocabulary has whole tokens for, and longer ones it does not.
+        format!(
+            "a{}b{}c{}d\r\ne\u{a0}f\u{2003}g\u{3000}h",
+            " ".repeat(40),
+            "\t".repeat(33),
+            "\n".repeat(35)
+        ),
+        "  leading and trailing  \n \n\t \t".into(),
+        // Emoji: single, with variation selectors, ZWJ sequences, flags, skin tones.
+        "🫀 ❤️ 👩‍⚕️ 👨🏽‍🔬 🇬🇧🇩🇪 🏳️‍🌈 ☃︎ 🧑🏿‍🦽".into(),
+        // Special-token look-alikes, whole and broken, and SentencePiece's own marks.
+        "<bos><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n<eos><pad><unk><mask>".into(),
+        "<start_of_turn <start_of_turn> < bos> <BOS> <b>bold</b> <td>x</td> <unused3> <unused99999> \
+         [PAD5] [multimodal] <start_of_image><end_of_image> <0x0A> ▁▁ ▁x <|im_start|>"
+            .into(),
+        // Characters only byte fallback can spell.
+        "\u{E000}\u{10FFFD}\u{1F8FF}\u{0} \u{7f} 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ꙮ".into(),
+    ];
+    for entry in std::fs::read_dir(root.join("llm/templates")).unwrap() {
+        texts.push(std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
+    for text in &texts {
+        for special in [false, true] {
+            let (a, b) = (
+                ours.as_tokenizers().encode(text.as_str(), special).unwrap(),
+                theirs.encode(text.as_str(), special).unwrap(),
+            );
+            assert_eq!(a.get_ids(), b.get_ids(), "{special}: {text:.60}");
+            assert_eq!(a.get_offsets(), b.get_offsets(), "{text:.60}");
+            assert_eq!(
+                ours.as_tokenizers().decode(a.get_ids(), false).unwrap(),
+                theirs.decode(b.get_ids(), false).unwrap()
+            );
+        }
+        assert_eq!(
+            ours.encode(text).unwrap(),
+            json_tokenizer.encode(text).unwrap()
+        );
+    }
+}
