@@ -74,7 +74,7 @@ impl GemmaTokenizer {
     }
 
     /// Resolves Gemma's special tokens; `path` names the tokenizer's file in errors.
-    fn with_specials(inner: tokenizers::Tokenizer, path: &Path) -> Result<Self> {
+    pub(crate) fn with_specials(inner: tokenizers::Tokenizer, path: &Path) -> Result<Self> {
         let id = |token: &str| {
             inner.token_to_id(token).ok_or_else(|| LlmError::BadFile {
                 path: path.to_path_buf(),

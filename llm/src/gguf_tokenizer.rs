@@ -306,6 +306,7 @@ fn flag(content: &Content, key: &str) -> std::result::Result<Option<bool>, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::GemmaTokenizer;
     use candle_core::quantized::gguf_file::VersionedMagic;
     use std::collections::HashMap;
 
@@ -437,6 +438,30 @@ mod tests {
         );
         // Control pieces are special (skipped), user-defined ones are text.
         assert_eq!(tokenizer.decode(&[2, 8, 4, 5, 9], true).unwrap(), "a  b");
+    }
+
+    #[test]
+    fn a_padded_multimodal_vocabulary_keeps_its_image_token_and_hides_its_padding() {
+        // MedGemma 4B's GGUF layout (llama.cpp's converter, config vocab 262,208): the
+        // SentencePiece pieces, then `<image_soft_token>` as a control token at 262,144, then
+        // `[PAD{id}]` rows up to the embedding size.
+        let mut layout = pieces();
+        layout.truncate(13);
+        layout.push(("<image_soft_token>", -1000.0, CONTROL));
+        layout.extend([("[PAD14]", -1000.0, UNUSED), ("[PAD15]", -1000.0, UNUSED)]);
+        let tokenizer =
+            GemmaTokenizer::with_specials(build(&content(&layout)).unwrap(), Path::new("m.gguf"))
+                .unwrap();
+        assert_eq!(tokenizer.vocab_size(), 16);
+        assert_eq!(tokenizer.token_id("<image_soft_token>"), Some(13));
+        let (expanded, images) = crate::chat::expand_image_markers("a<start_of_image>", 2);
+        assert_eq!(images, 1);
+        let ids = tokenizer.encode(&expanded).unwrap();
+        assert_eq!(ids.iter().filter(|&&id| id == 13).count(), 2);
+        for text in ["[PAD14]", "[PAD15] ab"] {
+            let ids = tokenizer.encode(text).unwrap();
+            assert!(ids.iter().all(|&id| id < 13), "{text}: {ids:?}");
+        }
     }
 
     #[test]

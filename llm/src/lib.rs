@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod chat;
+pub mod chat_template;
 pub mod config;
 mod cpu;
 pub mod error;

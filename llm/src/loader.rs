@@ -11,6 +11,7 @@ use candle_core::Device;
 use candle_core::Tensor;
 
 use crate::chat::GemmaTokenizer;
+use crate::chat_template::ChatTemplateCheck;
 use crate::error::{LlmError, Result};
 use crate::gemma3::{gguf_vocabulary, read_gguf, safetensors_files, Gemma3Text, GgufWeights};
 use crate::generate::PromptImages;
@@ -35,6 +36,24 @@ pub struct LoadedModel {
     pub tokenizer: GemmaTokenizer,
     /// The file or directory it was loaded from.
     pub source: PathBuf,
+    /// The model file's own chat template, checked against the Gemma 3 turn format our prompts
+    /// are written in (GGUF files carry one in `tokenizer.chat_template`).
+    pub chat_template: ChatTemplateCheck,
+}
+
+impl LoadedModel {
+    /// Why the model's own chat template disagrees with the prompts we write, if it does: a
+    /// sentence for the user.
+    pub fn chat_template_warning(&self) -> Option<String> {
+        match &self.chat_template {
+            ChatTemplateCheck::Differs(why) => Some(format!(
+                "{}: the model's own chat template is not Gemma 3's turn format, which medscribe \
+                 writes its prompts in ({why}); its answers may suffer",
+                self.source.display()
+            )),
+            ChatTemplateCheck::Absent | ChatTemplateCheck::Gemma => None,
+        }
+    }
 }
 
 /// Loads a model directory or a `.gguf` file; a `.gguf` model's vision part comes from the one
@@ -74,6 +93,7 @@ pub fn load_with_mmproj(
             vision,
             tokenizer,
             source: path.to_path_buf(),
+            chat_template: ChatTemplateCheck::Absent,
         });
     }
     if !path.is_file() {
@@ -90,7 +110,7 @@ pub fn load_with_mmproj(
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     let tokenizer_path = dir.join("tokenizer.json");
-    let (tokenizer, model) = if tokenizer_path.is_file() {
+    let (tokenizer, model, chat_template) = if tokenizer_path.is_file() {
         // Parsing Gemma's 33 MB tokenizer.json needs scratch memory (370 MB through `tokenizers`'
         // own reader, less through ours). Parsed first and handed back to the system before the
         // weights are read, the scratch does not add to the weights' own peak.
@@ -98,9 +118,10 @@ pub fn load_with_mmproj(
         release_free_memory();
         let (content, file) = read_gguf(path)?;
         let vocabulary = gguf_vocabulary(&content, path)?;
+        let chat_template = gguf_chat_template(&content);
         let model = Gemma3Text::from_gguf(&content, file, path, device, GgufWeights::Quantized)?;
         check_vocabulary(&tokenizer, &vocabulary, &tokenizer_path)?;
-        (tokenizer, model)
+        (tokenizer, model, chat_template)
     } else {
         // The file works on its own, as in llama.cpp: the tokenizer is rebuilt from its
         // metadata, on another thread while the weights load (its scratch is small).
@@ -113,6 +134,7 @@ pub fn load_with_mmproj(
                     .into(),
             });
         }
+        let chat_template = gguf_chat_template(&content);
         std::thread::scope(|scope| {
             let tokenizer = scope.spawn(|| GemmaTokenizer::from_gguf_content(&content, path));
             let model = Gemma3Text::from_gguf(&content, file, path, device, GgufWeights::Quantized);
@@ -120,7 +142,7 @@ pub fn load_with_mmproj(
                 path: path.to_path_buf(),
                 reason: "building the tokenizer from its metadata failed".into(),
             })?;
-            Ok::<_, LlmError>((tokenizer?, model?))
+            Ok::<_, LlmError>((tokenizer?, model?, chat_template))
         })?
     };
     // A GGUF file holds the language model only; llama.cpp keeps the vision tower and projector
@@ -137,7 +159,20 @@ pub fn load_with_mmproj(
         vision,
         tokenizer,
         source: path.to_path_buf(),
+        chat_template,
     })
+}
+
+/// The GGUF's `tokenizer.chat_template`, checked; a value that is not text counts as absent.
+fn gguf_chat_template(content: &candle_core::quantized::gguf_file::Content) -> ChatTemplateCheck {
+    match content
+        .metadata
+        .get("tokenizer.chat_template")
+        .and_then(|v| v.to_string().ok())
+    {
+        Some(template) => crate::chat_template::check(template),
+        None => ChatTemplateCheck::Absent,
+    }
 }
 
 /// The single `mmproj*.gguf` file in `dir`, if there is exactly one.

@@ -107,6 +107,9 @@ pub fn generate(args: GenerateArgs) -> Result<ExitCode> {
     let mut loaded = medscribe_llm::load_with_mmproj(&path, args.mmproj.as_deref(), &device)
         .with_context(|| format!("cannot load letter model {}", path.display()))?;
     let load_s = started.elapsed().as_secs_f64();
+    if let (Some(warning), false) = (loaded.chat_template_warning(), args.raw) {
+        eprintln!("medscribe: warning: {warning}");
+    }
     let text = if args.raw {
         prompt
     } else {

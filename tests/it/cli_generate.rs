@@ -282,6 +282,78 @@ fn a_gguf_file_works_on_its_own() {
     assert_eq!(alone, run(&gguf));
 }
 
+/// The default GGUF written again into `dir` with `tokenizer.chat_template` set.
+fn default_gguf_with_chat_template(dir: &std::path::Path, template: &str) -> std::path::PathBuf {
+    use candle_core::quantized::gguf_file::{self, Value};
+    let gguf =
+        medscribe_pipeline::models::default_llm_model(&medscribe_pipeline::DataDir::from_env());
+    let mut reader = std::io::BufReader::new(std::fs::File::open(&gguf).unwrap());
+    let mut content = gguf_file::Content::read(&mut reader).unwrap();
+    content.metadata.insert(
+        "tokenizer.chat_template".into(),
+        Value::String(template.into()),
+    );
+    let tensors: Vec<_> = content
+        .tensor_infos
+        .keys()
+        .map(|name| {
+            let tensor = content
+                .tensor(&mut reader, name, &candle_core::Device::Cpu)
+                .unwrap();
+            (name.clone(), tensor)
+        })
+        .collect();
+    let metadata: Vec<_> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let tensors: Vec<_> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let out = dir.join("with-template.gguf");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&out).unwrap());
+    gguf_file::write(&mut file, &metadata, &tensors).unwrap();
+    out
+}
+
+#[test]
+fn a_ggufs_own_chat_template_is_checked_against_our_prompts() {
+    if !common::slow_tier() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let generate = |model: &std::path::Path| {
+        medscribe()
+            .args(["generate", "--max-new-tokens", "8", "--model"])
+            .arg(model)
+            .args(["--prompt", "Name one symptom of asthma."])
+            .output()
+            .unwrap()
+    };
+    // Gemma 3's own template: our prompts are exactly what it writes, so nothing to say.
+    let gemma = default_gguf_with_chat_template(
+        dir.path(),
+        medscribe_llm::chat_template::GEMMA3_CHAT_TEMPLATE,
+    );
+    let out = generate(&gemma);
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    // Another model family's template: said once, naming the file, and the prompt still runs.
+    let chatml = default_gguf_with_chat_template(
+        dir.path(),
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}",
+    );
+    let out = generate(&chatml);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("warning: ")
+            && stderr.contains("with-template.gguf")
+            && stderr.contains("not Gemma 3's turn format")
+            && stderr.contains("<|im_start|>"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn usage_and_model_errors_are_one_clear_line() {
     let cases: Vec<(Vec<&str>, &str)> = vec![

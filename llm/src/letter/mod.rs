@@ -240,7 +240,7 @@ fn compose_letter(
         }
         parts
     };
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = loaded.chat_template_warning().into_iter().collect();
     if parts.len() > 1 {
         warnings.push(format!(
             "the transcript is longer than the model's context ({} tokens): the letter was \
