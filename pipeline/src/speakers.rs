@@ -7,12 +7,12 @@
 use std::path::Path;
 
 use medscribe_asr::diarize::{
-    diarize, CamppEmbedder, Clusters, SegmentationModel, SpeakerTurn, TurnOptions,
+    diarize, CamppEmbedder, Clusters, Diarizer, SegmentationModel, SpeakerTurn, TurnOptions,
 };
 use medscribe_asr::{Segment, SpeechRecognizer, Transcript};
 
 use crate::datadir::DataDir;
-use crate::error::Result;
+use crate::error::{PipelineError, Result};
 use crate::models;
 use crate::wav::WavSource;
 
@@ -66,6 +66,16 @@ impl Speakers {
         })
     }
 
+    /// How many speakers these models are to find.
+    pub fn clusters(&self) -> Clusters {
+        self.clusters
+    }
+
+    /// A streaming diarizer on these models, for one recording fed as it arrives.
+    pub fn diarizer(&mut self) -> Diarizer<'_> {
+        Diarizer::new(&mut self.segmentation, &mut self.embedder)
+    }
+
     /// The speaker turns of `audio` (16 kHz mono).
     pub fn turns(&mut self, audio: &[f32]) -> Result<Vec<SpeakerTurn>> {
         Ok(diarize(
@@ -77,31 +87,63 @@ impl Speakers {
         )?)
     }
 
+    /// The speaker turns of the recording at `path` and its length in 16 kHz samples. The file
+    /// is read block by block into the diarizer, so memory stays flat however long it is.
+    pub fn turns_of_file(&mut self, path: &Path) -> Result<(Vec<SpeakerTurn>, usize)> {
+        // The WAV reader's errors name the file; the diarizer's are given its name.
+        let named = |error: medscribe_asr::AsrError| PipelineError::Audio {
+            path: path.to_path_buf(),
+            reason: format!("cannot tell the speakers apart: {error}"),
+        };
+        let mut wav = WavSource::open(path)?;
+        let mut diarizer = Diarizer::new(&mut self.segmentation, &mut self.embedder);
+        while let Some(block) = wav.next_block()? {
+            diarizer.push(&block).map_err(named)?;
+        }
+        let samples = diarizer.samples();
+        let turns = diarizer
+            .finish(self.clusters, &TurnOptions::default())
+            .map_err(named)?;
+        Ok((turns, samples))
+    }
+
     /// Diarizes the recording at `path` and labels its `transcript`, cutting segments that span
-    /// a change of speaker and transcribing their parts again with `recognizer`.
+    /// a change of speaker and transcribing their parts again with `recognizer`. The recording
+    /// is read twice, block by block (once to diarize, once for the parts to transcribe again),
+    /// and never held whole.
     pub fn label(
         &mut self,
         path: &Path,
         transcript: &mut Transcript,
         recognizer: &mut dyn SpeechRecognizer,
     ) -> Result<()> {
-        let audio = WavSource::open(path)?.read_all()?;
-        let turns = self.turns(&audio)?;
+        let (turns, _) = self.turns_of_file(path)?;
         let floor = floor_spans(&turns);
+        let parts: Vec<Vec<(f64, f64, usize)>> = transcript
+            .segments
+            .iter()
+            .map(|segment| pieces(&floor, segment.start_s, segment.end_s))
+            .collect();
+        let sample = |seconds: f64| (seconds * RATE) as usize;
+        let cut: Vec<(usize, usize)> = parts
+            .iter()
+            .filter(|parts| parts.len() > 1)
+            .flatten()
+            .map(|&(start_s, end_s, _)| (sample(start_s), sample(end_s).max(sample(start_s))))
+            .collect();
+        let mut audio_of_cut = read_ranges(path, &cut)?.into_iter();
         let mut segments = Vec::with_capacity(transcript.segments.len());
-        for segment in transcript.segments.drain(..) {
-            let pieces = pieces(&floor, segment.start_s, segment.end_s);
-            if pieces.len() <= 1 {
+        for (segment, parts) in transcript.segments.drain(..).zip(parts) {
+            if parts.len() <= 1 {
                 segments.push(Segment {
-                    speaker: pieces.first().map(|p| p.2),
+                    speaker: parts.first().map(|p| p.2),
                     ..segment
                 });
                 continue;
             }
-            for (start_s, end_s, speaker) in pieces {
-                let first = ((start_s * RATE) as usize).min(audio.len());
-                let last = ((end_s * RATE) as usize).clamp(first, audio.len());
-                let raw = recognizer.transcribe_segment(&audio[first..last])?;
+            for (start_s, end_s, speaker) in parts {
+                let audio = audio_of_cut.next().unwrap_or_default();
+                let raw = recognizer.transcribe_segment(&audio)?;
                 if raw.trim().is_empty() {
                     continue;
                 }
@@ -124,6 +166,43 @@ impl Speakers {
         transcript.segments = segments;
         Ok(())
     }
+}
+
+/// The 16 kHz samples of the recording at `path` in each of `ranges` (start, end), in one pass
+/// over the file; ranges past its end come back short or empty.
+fn read_ranges(path: &Path, ranges: &[(usize, usize)]) -> Result<Vec<Vec<f32>>> {
+    let mut out: Vec<Vec<f32>> = vec![Vec::new(); ranges.len()];
+    if ranges.is_empty() {
+        return Ok(out);
+    }
+    let mut order: Vec<usize> = (0..ranges.len()).collect();
+    order.sort_by_key(|&i| ranges[i].0);
+    let mut wav = WavSource::open(path)?;
+    let mut position = 0usize;
+    // Ranges before `first_open` in `order` are complete.
+    let mut first_open = 0;
+    while let Some(block) = wav.next_block()? {
+        let block_end = position + block.len();
+        for &index in order[first_open..]
+            .iter()
+            .take_while(|&&i| ranges[i].0 < block_end)
+        {
+            let (start, end) = ranges[index];
+            let from = start.max(position);
+            let to = end.min(block_end);
+            if from < to {
+                out[index].extend_from_slice(&block[from - position..to - position]);
+            }
+        }
+        while first_open < order.len() && ranges[order[first_open]].1 <= block_end {
+            first_open += 1;
+        }
+        position = block_end;
+        if first_open == order.len() {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 const RATE: f64 = 16_000.0;
@@ -195,6 +274,15 @@ fn pieces(floor: &[(f64, f64, usize)], start_s: f64, end_s: f64) -> Vec<(f64, f6
         }
     }
     joined
+}
+
+/// Who said most of `start_s..end_s`, by the floor of `turns` (as [`Speakers::label`] would
+/// cut the segment, the longest part's speaker), if anyone spoke in it.
+pub(crate) fn speaker_of(turns: &[SpeakerTurn], start_s: f64, end_s: f64) -> Option<usize> {
+    pieces(&floor_spans(turns), start_s, end_s)
+        .into_iter()
+        .max_by(|a, b| (a.1 - a.0).total_cmp(&(b.1 - b.0)))
+        .map(|part| part.2)
 }
 
 /// Renumbers speakers by first appearance in the transcript, so that its first voice is S1.
@@ -269,6 +357,40 @@ mod tests {
         assert_eq!(pieces(&floor, 6.0, 13.0), [(6.0, 12.0, 0), (12.0, 13.0, 1)]);
         // No turn at all: no parts (the segment stays unlabelled).
         assert!(pieces(&floor, 20.0, 21.0).is_empty());
+    }
+
+    #[test]
+    fn ranges_are_read_in_one_pass_whatever_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ramp.wav");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 16_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut writer = hound::WavWriter::create(&path, spec).unwrap();
+        // 70,000 samples: more than one block of the reader.
+        for i in 0..70_000i32 {
+            writer.write_sample((i % 30_000) as i16).unwrap();
+        }
+        writer.finalize().unwrap();
+        let all = WavSource::open(&path).unwrap().read_all().unwrap();
+        let ranges = [
+            (65_000, 69_000),
+            (10, 20),
+            (15, 60_000),
+            (40_000, 40_000),
+            (69_990, 80_000),
+            (90_000, 95_000),
+        ];
+        let parts = read_ranges(&path, &ranges).unwrap();
+        for (&(start, end), part) in ranges.iter().zip(&parts) {
+            let end = end.min(all.len());
+            let start = start.min(end);
+            assert_eq!(part[..], all[start..end], "{start}..{end}");
+        }
+        assert!(read_ranges(&path, &[]).unwrap().is_empty());
     }
 
     #[test]

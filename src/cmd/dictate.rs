@@ -173,7 +173,12 @@ pub fn dictate(args: DictateArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> 
             .map(medscribe_pipeline::speakers::clusters_text),
         ..LiveConfig::default()
     };
-    let live = super::record::start_live(&data, source, (recognizer, vad), config)?;
+    // A second set of the speaker models labels lines while recording goes on; the first
+    // labels them all when it stops.
+    let live_speakers =
+        args.input
+            .speakers(args.speakers, speech_options.ort_lib.as_deref(), &data)?;
+    let live = super::record::start_live(&data, source, (recognizer, vad), config, live_speakers)?;
     let label_speakers = speakers.map(|mut speakers| {
         let session = live.session().clone();
         let data = data.clone();

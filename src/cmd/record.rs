@@ -120,10 +120,11 @@ pub struct RecordArgs {
     #[arg(long)]
     list_devices: bool,
 
-    /// Tell speakers apart when the recording ends: `auto` or how many there are. Each line of
-    /// the session's transcript gets its speaker (S1, S2, ...; `sessions rename` names them);
-    /// lines that span a change of speaker are cut there and transcribed again. If the
-    /// recording is cut off, `sessions recover` does it.
+    /// Tell speakers apart: `auto` or how many there are. Lines get a speaker in the session's
+    /// transcript.jsonl (S1, S2, ...) while the recording goes on, about ten seconds behind the
+    /// audio; when it ends, all are told apart again, and lines that span a change of speaker
+    /// are cut there and transcribed again (`sessions rename` then names them). If the
+    /// recording is cut off, `sessions recover` does the final pass.
     #[arg(long, value_name = "auto|N", value_parser = super::transcribe::parse_speakers)]
     speakers: Option<Clusters>,
 }
@@ -173,12 +174,14 @@ pub fn start_live(
         Box<dyn medscribe_pipeline::segmenter::SpeechProbability + Send>,
     ),
     config: LiveConfig,
+    speakers: Option<Speakers>,
 ) -> Result<LiveSession> {
     let session = Session::create(data, &medscribe_pipeline::timestamp::now_rfc3339())?;
-    LiveSession::start(source, recognizer, vad, session.clone(), config).map_err(|error| {
-        let _ = std::fs::remove_dir_all(session.dir());
-        error.into()
-    })
+    LiveSession::start_with_speakers(source, recognizer, vad, session.clone(), config, speakers)
+        .map_err(|error| {
+            let _ = std::fs::remove_dir_all(session.dir());
+            error.into()
+        })
 }
 
 /// `medscribe record`.
@@ -189,7 +192,8 @@ pub fn record(args: RecordArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> {
     let data = DataDir::from_env();
     let source = args.input.source();
     // The speaker models are opened first, so a missing one stops us before anything is recorded.
-    let mut speakers = args
+    // They label lines while the recording goes on, and all of them again when it ends.
+    let speakers = args
         .input
         .speakers(args.speakers, ort_lib.as_deref(), &data)?;
     let (recognizer, vad) = args.input.speech(ort_lib.clone(), &data)?;
@@ -199,7 +203,7 @@ pub fn record(args: RecordArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> {
         speakers: args.speakers.map(clusters_text),
         ..LiveConfig::default()
     };
-    let live = start_live(&data, source, (recognizer, vad), config)?;
+    let live = start_live(&data, source, (recognizer, vad), config, speakers)?;
     let session = live.session().clone();
     let stop = live.stop_flag();
     install_interrupt(Arc::clone(&stop));
@@ -248,11 +252,12 @@ pub fn record(args: RecordArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> {
             _ => {}
         }
     }
-    live.join();
+    let speakers = live.join();
     if let Some(problem) = failed {
         return Err(problem.into());
     }
-    if let Some(speakers) = speakers.as_mut() {
+    if let Some(mut speakers) = speakers {
+        let speakers = &mut speakers;
         eprintln!("medscribe: telling speakers apart");
         let (mut recognizer, _) = args.input.speech(ort_lib, &data)?;
         let found = session.label_speakers(speakers, &mut *recognizer)?;

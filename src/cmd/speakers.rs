@@ -8,7 +8,6 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use medscribe_asr::diarize::Clusters;
 use medscribe_pipeline::speakers::Speakers;
-use medscribe_pipeline::wav::WavSource;
 use medscribe_pipeline::DataDir;
 
 #[derive(Debug, clap::Args)]
@@ -56,17 +55,8 @@ pub fn speakers(args: SpeakersArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode
     let mut out = std::io::stdout().lock();
     for path in &args.inputs {
         let started = Instant::now();
-        let result = WavSource::open(path)
-            .and_then(|wav| wav.read_all())
-            .map_err(anyhow::Error::from)
-            .and_then(|audio| {
-                // The WAV reader's errors name the file already; the diarizer's do not.
-                let turns = speakers
-                    .turns(&audio)
-                    .with_context(|| path.display().to_string())?;
-                Ok((audio.len(), turns))
-            });
-        let (samples, turns) = match result {
+        // Every error names the file once.
+        let (turns, samples) = match speakers.turns_of_file(path) {
             Ok(found) => found,
             Err(error) => {
                 eprintln!("medscribe: {error:#}");

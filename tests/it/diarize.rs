@@ -7,7 +7,7 @@ use crate::common;
 use std::process::Command;
 
 use medscribe_asr::diarize::{
-    diarization_error, diarize, fbank::Fbank, CamppEmbedder, Clusters, SegmentationModel,
+    diarization_error, diarize, fbank::Fbank, CamppEmbedder, Clusters, Diarizer, SegmentationModel,
     SpeakerEmbedder, SpeakerTurn, TurnOptions,
 };
 use medscribe_pipeline::DataDir;
@@ -249,6 +249,181 @@ fn three_voices_of_a_case_conference_are_told_apart() {
         assert_eq!(found, 3, "{clusters:?}");
         assert!(rate <= 0.10, "{clusters:?}: DER {rate}");
     }
+}
+
+#[test]
+fn audio_fed_as_it_arrives_gives_the_turns_of_the_whole() {
+    if !common::slow_tier() {
+        return;
+    }
+    // The streaming diarizer keeps only the window being filled; fed in blocks of any size
+    // (smaller and larger than a window, uneven), it must give the turns of one whole push, and
+    // a second recording through the same models must not reuse the first one's embeddings.
+    common::init_runtime();
+    let audio = common::samples(&common::repo().join("samples/case-conference.wav"));
+    let mut model = SegmentationModel::load(&segmentation_model(), 1).unwrap();
+    let mut embedder = CamppEmbedder::load(&embedder_model(), 1).unwrap();
+    let options = TurnOptions::default();
+    let whole = diarize(
+        &mut model,
+        &mut embedder,
+        &audio,
+        Clusters::Count(3),
+        &options,
+    )
+    .unwrap();
+    assert!(whole.len() >= 6, "{whole:?}");
+    for blocks in [
+        vec![4_000],
+        vec![7_919, 160_000, 1, 250_000],
+        vec![audio.len()],
+    ] {
+        let mut diarizer = Diarizer::new(&mut model, &mut embedder);
+        let mut at = 0;
+        for &size in blocks.iter().cycle() {
+            if at >= audio.len() {
+                break;
+            }
+            let end = (at + size).min(audio.len());
+            diarizer.push(&audio[at..end]).unwrap();
+            at = end;
+        }
+        assert_eq!(diarizer.samples(), audio.len());
+        let turns = diarizer.finish(Clusters::Count(3), &options).unwrap();
+        assert_eq!(turns, whole, "blocks {blocks:?}");
+    }
+    // While the recording goes on, the turns so far come from an online clustering: each local
+    // speaker joins the nearest voice so far, or starts one.
+    let truth = case_conference_truth();
+    for clusters in [Clusters::Count(3), Clusters::default()] {
+        let mut diarizer = Diarizer::new(&mut model, &mut embedder);
+        let mut so_far = Vec::new();
+        for block in audio.chunks(16_000) {
+            diarizer.push(block).unwrap();
+            let labelled = diarizer.labelled_s();
+            so_far = diarizer.turns_so_far(clusters, &options);
+            assert!(
+                so_far.iter().all(|t| t.end_s <= labelled + 1e-9),
+                "turns past {labelled}: {so_far:?}"
+            );
+        }
+        let labelled = diarizer.labelled_s();
+        let truth_so_far: Vec<SpeakerTurn> = truth
+            .iter()
+            .filter(|t| t.start_s < labelled)
+            .map(|t| SpeakerTurn {
+                end_s: t.end_s.min(labelled),
+                ..t.clone()
+            })
+            .collect();
+        let error = diarization_error(&truth_so_far, &so_far, 0.25);
+        let found = so_far.iter().map(|t| t.speaker + 1).max().unwrap_or(0);
+        eprintln!(
+            "online {clusters:?}: {found} speakers, DER {:.1}% over the first {labelled:.1} s",
+            100.0 * error.rate()
+        );
+        assert!(error.rate() <= 0.25, "{clusters:?}: {error:?}");
+    }
+
+    // Another, short recording (under one window) after the long one: the same as on fresh
+    // models, though its sub-segments start at the same sample numbers as the first one's.
+    let short = &audio[50_000..150_000];
+    let after = diarize(
+        &mut model,
+        &mut embedder,
+        short,
+        Clusters::Count(2),
+        &options,
+    )
+    .unwrap();
+    let mut fresh_model = SegmentationModel::load(&segmentation_model(), 1).unwrap();
+    let mut fresh_embedder = CamppEmbedder::load(&embedder_model(), 1).unwrap();
+    let fresh = diarize(
+        &mut fresh_model,
+        &mut fresh_embedder,
+        short,
+        Clusters::Count(2),
+        &options,
+    )
+    .unwrap();
+    assert_eq!(after, fresh);
+}
+
+#[test]
+fn lines_get_their_speakers_while_the_recording_goes_on() {
+    if !common::slow_tier() {
+        return;
+    }
+    use medscribe_pipeline::live::{LiveConfig, LiveEvent, LiveSession};
+    use medscribe_pipeline::source::SourceSpec;
+    use medscribe_pipeline::speakers::Speakers;
+    use medscribe_pipeline::speech::{Speech, SpeechOptions};
+    // The live pipeline with speaker models, fed the case conference as fast as it can be read:
+    // lines are labelled as the diarizer catches up with them, each label is in
+    // transcript.jsonl when it is announced, and the models come back for the final pass.
+    let home = common::data_home_with_models();
+    let data = DataDir::at(home.path());
+    let (recognizer, vad) = Speech::open_live(&SpeechOptions::default(), &data).unwrap();
+    let speakers = Speakers::open(&data, Clusters::Count(3), 1, None).unwrap();
+    let session =
+        medscribe_pipeline::session::Session::create(&data, "2026-11-26T10:00:00Z").unwrap();
+    let live = LiveSession::start_with_speakers(
+        SourceSpec::File {
+            path: common::repo().join("samples/case-conference.wav"),
+            paced: false,
+        },
+        recognizer,
+        vad,
+        session.clone(),
+        LiveConfig {
+            speakers: Some("3".into()),
+            ..LiveConfig::default()
+        },
+        Some(speakers),
+    )
+    .unwrap();
+    let mut finals = Vec::new();
+    let mut relabelled = 0;
+    for event in live.events().iter() {
+        match event {
+            // A line may be labelled as it comes, when the diarizer is ahead of it.
+            LiveEvent::Final(line) if !line.text.is_empty() => finals.push(line),
+            LiveEvent::Speaker(line) => {
+                assert!(line.speaker.is_some());
+                let Some(known) = finals.iter_mut().find(|f| f.start_s == line.start_s) else {
+                    panic!("a label for a line never sent: {line:?}");
+                };
+                let on_disk = session.transcript().unwrap();
+                let written = on_disk.iter().find(|l| l.start_s == line.start_s).unwrap();
+                assert_eq!(
+                    written.speaker, line.speaker,
+                    "announced before it was written"
+                );
+                known.speaker = line.speaker;
+                relabelled += 1;
+            }
+            LiveEvent::Stopped { error, .. } => assert!(error.is_none(), "{error:?}"),
+            _ => {}
+        }
+    }
+    assert!(live.join().is_some(), "the speaker models come back");
+    // Every line has its speaker in the session's transcript before any final pass, as the
+    // events said.
+    assert!(!finals.is_empty());
+    let lines = session.transcript().unwrap();
+    assert_eq!(lines.len(), finals.len());
+    for (line, told) in lines.iter().zip(&finals) {
+        assert!(line.speaker.is_some(), "{line:?}");
+        assert_eq!(line.speaker, told.speaker, "{line:?}");
+    }
+    eprintln!(
+        "{} lines, {relabelled} labels after their line: {:?}",
+        lines.len(),
+        lines
+            .iter()
+            .map(|l| (l.start_s, l.end_s, l.speaker))
+            .collect::<Vec<_>>()
+    );
 }
 
 fn assert_succeeded(out: &std::process::Output) {

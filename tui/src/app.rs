@@ -259,6 +259,16 @@ impl App {
                     self.lines.push(line);
                 }
             }
+            LiveEvent::Speaker(labelled) => {
+                // A label while recording goes on; all are told apart again when it stops.
+                if let Some(line) = self
+                    .lines
+                    .iter_mut()
+                    .find(|l| l.start_s == labelled.start_s)
+                {
+                    line.speaker = labelled.speaker;
+                }
+            }
             LiveEvent::Warning(message) => self.message = Some(message),
             LiveEvent::Stopped { recorded_s, error } => {
                 self.capture = Capture::Stopped;
@@ -467,6 +477,14 @@ impl App {
                     .and_then(|index| self.lines[index].speaker)
                     .map(|speaker| speaker_name(Some(speaker)));
                 match label {
+                    // Labels while recording are provisional: all are told apart again when
+                    // it stops, and names given now would be lost.
+                    Some(_) if self.capture != Capture::Stopped || self.labelling => {
+                        self.message = Some(
+                            "speakers can be named once recording stops and they are told apart"
+                                .into(),
+                        )
+                    }
                     Some(label) => {
                         let now = self.speaker_names.get(&label).cloned().unwrap_or_default();
                         self.overlay = Overlay::Rename(label, LineInput::new(&now));

@@ -8,6 +8,7 @@
 //! does it: 1.5 s sub-segments every 0.75 s, each embedded once however many local speakers
 //! need it, and a speaker is the normalised mean of the sub-segments inside its clean stretches.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use ort::session::Session;
@@ -34,6 +35,9 @@ const BATCH: usize = 16;
 pub struct CamppEmbedder {
     session: Session,
     fbank: Fbank,
+    /// Normalised embeddings of this recording's sub-segments, by first sample, kept while a
+    /// later window may still ask for them.
+    subsegments: BTreeMap<usize, Vec<f32>>,
 }
 
 impl std::fmt::Debug for CamppEmbedder {
@@ -72,6 +76,7 @@ impl CamppEmbedder {
         Ok(Self {
             session,
             fbank: Fbank::new(),
+            subsegments: BTreeMap::new(),
         })
     }
 
@@ -128,61 +133,68 @@ impl SpeakerEmbedder for CamppEmbedder {
         Ok(out.pop().unwrap_or_default())
     }
 
+    fn start_recording(&mut self) {
+        self.subsegments.clear();
+    }
+
+    fn forget_before(&mut self, sample: usize) {
+        self.subsegments = self.subsegments.split_off(&sample);
+    }
+
     /// The sub-segments lying wholly inside a speaker's ranges are embedded (each once, even when
-    /// several speakers' ranges hold it); the speaker is the normalised mean of its sub-segments'
-    /// normalised embeddings. A speaker with none (its clean stretches all shorter than 1.5 s)
-    /// is embedded from its joined audio, as [`Self::embed`].
+    /// several speakers' ranges, or several calls for overlapping windows, hold it); the speaker is
+    /// the normalised mean of its sub-segments' normalised embeddings. A speaker with none (its
+    /// clean stretches all shorter than 1.5 s) is embedded from its joined audio, as
+    /// [`Self::embed`].
     fn embed_ranges(
         &mut self,
-        recording: &[f32],
+        audio: &[f32],
+        offset: usize,
         ranges: &[Vec<(usize, usize)>],
     ) -> Result<Vec<Vec<f32>>> {
         let step = SUBSEGMENT_STRIDE * fbank::FRAME_SHIFT;
         let span = subsegment_samples();
+        let audio_end = offset + audio.len();
         let mut wanted: Vec<usize> = Vec::new();
+        // Sub-segments start at multiples of `step` of the whole recording, so that overlapping
+        // windows ask for the same ones.
         let per_speaker: Vec<Vec<usize>> = ranges
             .iter()
             .map(|speaker| {
                 let mut mine = Vec::new();
                 for &(start, end) in speaker {
-                    let end = end.min(recording.len());
-                    let mut at = start.div_ceil(step) * step;
+                    let end = end.min(audio_end);
+                    let mut at = start.max(offset).div_ceil(step) * step;
                     while at + span <= end {
                         mine.push(at);
                         at += step;
                     }
                 }
-                wanted.extend(&mine);
+                wanted.extend(mine.iter().filter(|at| !self.subsegments.contains_key(at)));
                 mine
             })
             .collect();
         wanted.sort_unstable();
         wanted.dedup();
-        let mut embeddings = Vec::with_capacity(wanted.len());
         for batch in wanted.chunks(BATCH) {
             let inputs: Vec<Vec<[f32; BANDS]>> = batch
                 .iter()
-                .map(|&at| self.features(&recording[at..at + span]))
+                .map(|&at| self.features(&audio[at - offset..at - offset + span]))
                 .collect();
-            embeddings.extend(
-                self.run(&inputs, SUBSEGMENT_FRAMES)?
-                    .iter()
-                    .map(|e| normalised(e)),
-            );
+            let embeddings = self.run(&inputs, SUBSEGMENT_FRAMES)?;
+            for (&at, embedding) in batch.iter().zip(&embeddings) {
+                self.subsegments.insert(at, normalised(embedding));
+            }
         }
         let mut out = Vec::with_capacity(ranges.len());
         for (speaker, mine) in ranges.iter().zip(&per_speaker) {
             let found: Vec<&Vec<f32>> = mine
                 .iter()
-                .filter_map(|at| {
-                    wanted
-                        .binary_search(at)
-                        .ok()
-                        .and_then(|i| embeddings.get(i))
-                })
+                .filter_map(|at| self.subsegments.get(at))
                 .collect();
             if found.is_empty() {
-                out.push(self.embed(&super::joined(recording, speaker))?);
+                let joined = super::joined(audio, offset, speaker);
+                out.push(self.embed(&joined)?);
                 continue;
             }
             let mut sum = vec![0f32; DIM];

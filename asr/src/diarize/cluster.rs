@@ -168,6 +168,52 @@ pub fn cluster_reliable(
     labels
 }
 
+/// Speakers found as embeddings arrive, for labels while a recording goes on (the whole
+/// recording is clustered again when it ends): each embedding joins the nearest speaker so far
+/// if it is within the threshold (or the count of speakers is reached), else starts a new one.
+/// Embeddings of scattered speech (not reliable) never start a speaker unless there is none.
+#[derive(Debug, Clone, Default)]
+pub struct OnlineClusters {
+    centroids: Vec<Group>,
+}
+
+impl OnlineClusters {
+    /// The speaker of the next `embedding`, with the clusters' rule.
+    pub fn assign(&mut self, embedding: &[f32], reliable: bool, clusters: Clusters) -> usize {
+        let single = Group {
+            sum: normalised(embedding),
+            members: Vec::new(),
+        };
+        let nearest = self
+            .centroids
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.distance(&single), i))
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        // Told the count, a new voice still has to be as far as `auto` asks until the count is
+        // reached.
+        let (threshold, limit) = match (clusters, Clusters::default()) {
+            (Clusters::Threshold(t), _) => (t, usize::MAX),
+            (Clusters::Count(n), Clusters::Threshold(t)) => (t, n.max(1)),
+            (Clusters::Count(n), Clusters::Count(_)) => (f32::INFINITY, n.max(1)),
+        };
+        match nearest {
+            Some((distance, i))
+                if distance < threshold || !reliable || self.centroids.len() >= limit =>
+            {
+                if reliable {
+                    self.centroids[i].absorb(single);
+                }
+                i
+            }
+            _ => {
+                self.centroids.push(single);
+                self.centroids.len() - 1
+            }
+        }
+    }
+}
+
 /// A speaker label for each embedding, numbered by first appearance (0, 1, ...).
 pub fn cluster(embeddings: &[Vec<f32>], clusters: Clusters) -> Vec<usize> {
     let n = embeddings.len();

@@ -77,14 +77,29 @@ impl SegmentationModel {
     /// Log-probabilities of the seven powerset classes for each frame of one window
     /// ([`WINDOW`] samples; a shorter one is padded with silence).
     pub fn window_log_probs(&mut self, window: &[f32]) -> Result<Vec<[f32; 7]>> {
+        Ok(self.windows_log_probs(&[window])?.pop().unwrap_or_default())
+    }
+
+    /// [`Self::window_log_probs`] of several windows in one run of the model, which reads
+    /// them about a quarter faster than one by one (its LSTM multiplies matrices instead of
+    /// vectors).
+    pub fn windows_log_probs(&mut self, windows: &[&[f32]]) -> Result<Vec<Vec<[f32; 7]>>> {
         let inference = |e: ort::Error| AsrError::Inference(one_line(e));
-        let mut input: Vec<f32> = window
-            .iter()
-            .take(WINDOW)
-            .map(|&x| if x.is_finite() { x } else { 0.0 })
-            .collect();
-        input.resize(WINDOW, 0.0);
-        let input = Tensor::from_array(([1usize, 1, WINDOW], input)).map_err(inference)?;
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut input = Vec::with_capacity(windows.len() * WINDOW);
+        for window in windows {
+            let start = input.len();
+            input.extend(
+                window
+                    .iter()
+                    .take(WINDOW)
+                    .map(|&x| if x.is_finite() { x } else { 0.0 }),
+            );
+            input.resize(start + WINDOW, 0.0);
+        }
+        let input = Tensor::from_array(([windows.len(), 1, WINDOW], input)).map_err(inference)?;
         let outputs = self
             .session
             .run(ort::inputs!["input" => input])
@@ -95,17 +110,24 @@ impl SegmentationModel {
             .try_extract_tensor::<f32>()
             .map_err(inference)?;
         let dims: Vec<i64> = shape.iter().copied().collect();
-        if dims.len() != 3 || dims[0] != 1 || dims[2] != 7 {
+        if dims.len() != 3 || dims[0] != windows.len() as i64 || dims[2] != 7 || dims[1] < 1 {
             return Err(AsrError::Inference(format!(
-                "the segmentation model returned shape {dims:?}, expected [1, frames, 7]"
+                "the segmentation model returned shape {dims:?}, expected [{}, frames, 7]",
+                windows.len()
             )));
         }
+        let frames = dims[1] as usize;
         Ok(values
-            .chunks_exact(7)
-            .map(|row| {
-                let mut classes = [0.0; 7];
-                classes.copy_from_slice(row);
-                classes
+            .chunks_exact(frames * 7)
+            .map(|window| {
+                window
+                    .chunks_exact(7)
+                    .map(|row| {
+                        let mut classes = [0.0; 7];
+                        classes.copy_from_slice(row);
+                        classes
+                    })
+                    .collect()
             })
             .collect())
     }
@@ -142,7 +164,7 @@ pub fn window_starts(samples: usize) -> Vec<usize> {
 }
 
 /// A frame's local speakers: the bits of its most likely powerset class.
-fn decode_frame(log_probs: &[f32; 7]) -> u8 {
+pub(crate) fn decode_frame(log_probs: &[f32; 7]) -> u8 {
     let mut best = 0;
     for (class, &p) in log_probs.iter().enumerate() {
         // The first maximum wins, as numpy's and Eigen's argmax do.
@@ -199,43 +221,51 @@ impl Segmentation {
     /// Every local speaker with enough clean frames (it and nobody else talking) to embed, with
     /// the sample ranges of those frames.
     pub fn local_speakers(&self) -> Vec<LocalSpeaker> {
-        let mut out = Vec::new();
-        for (index, window) in self.windows.iter().enumerate() {
-            let frames = window.len();
-            if frames == 0 {
-                continue;
-            }
-            let sample_at = |frame: usize| index * WINDOW_SHIFT + frame * WINDOW / frames;
-            for speaker in 0..LOCAL_SPEAKERS {
-                let bit = 1u8 << speaker;
-                let clean: Vec<bool> = window.iter().map(|&bits| bits == bit).collect();
-                if clean.iter().filter(|&&c| c).count() < MIN_CLEAN_FRAMES {
-                    continue;
+        self.windows
+            .iter()
+            .enumerate()
+            .flat_map(|(index, window)| window_local_speakers(index, window))
+            .collect()
+    }
+}
+
+/// The local speakers of window `index` (its frames' speaker bits) with enough clean frames to
+/// embed, as [`Segmentation::local_speakers`] lists them.
+pub fn window_local_speakers(index: usize, window: &[u8]) -> Vec<LocalSpeaker> {
+    let frames = window.len();
+    let mut out = Vec::new();
+    if frames == 0 {
+        return out;
+    }
+    let sample_at = |frame: usize| index * WINDOW_SHIFT + frame * WINDOW / frames;
+    for speaker in 0..LOCAL_SPEAKERS {
+        let bit = 1u8 << speaker;
+        let clean: Vec<bool> = window.iter().map(|&bits| bits == bit).collect();
+        if clean.iter().filter(|&&c| c).count() < MIN_CLEAN_FRAMES {
+            continue;
+        }
+        let mut samples = Vec::new();
+        let mut run_start = None;
+        for (frame, &on) in clean.iter().enumerate() {
+            match (on, run_start) {
+                (true, None) => run_start = Some(frame),
+                (false, Some(start)) => {
+                    samples.push((sample_at(start), sample_at(frame)));
+                    run_start = None;
                 }
-                let mut samples = Vec::new();
-                let mut run_start = None;
-                for (frame, &on) in clean.iter().enumerate() {
-                    match (on, run_start) {
-                        (true, None) => run_start = Some(frame),
-                        (false, Some(start)) => {
-                            samples.push((sample_at(start), sample_at(frame)));
-                            run_start = None;
-                        }
-                        _ => {}
-                    }
-                }
-                if let Some(start) = run_start {
-                    samples.push((sample_at(start), sample_at(frames - 1)));
-                }
-                out.push(LocalSpeaker {
-                    window: index,
-                    speaker,
-                    samples,
-                });
+                _ => {}
             }
         }
-        out
+        if let Some(start) = run_start {
+            samples.push((sample_at(start), sample_at(frames - 1)));
+        }
+        out.push(LocalSpeaker {
+            window: index,
+            speaker,
+            samples,
+        });
     }
+    out
 }
 
 #[cfg(test)]

@@ -137,9 +137,17 @@ pub(super) fn recorder_stage(
 pub(super) fn resampler_stage(
     format: AudioFormat,
     input: Receiver<Audio>,
-    out: Sender<Audio>,
+    (out, mut speakers): (Sender<Audio>, Option<Sender<Vec<f32>>>),
     fatal: &Fatal,
 ) {
+    // The speaker stage gets a copy of the 16 kHz audio; if it has gone, it gets no more.
+    let mut tee = |block: &[f32]| {
+        if let Some(to) = &speakers {
+            if to.send(block.to_vec()).is_err() {
+                speakers = None;
+            }
+        }
+    };
     let channels = usize::from(format.channels);
     let mut resampler = if format.sample_rate == TARGET_RATE {
         None
@@ -181,7 +189,11 @@ pub(super) fn resampler_stage(
             }
             None => std::mem::take(&mut mono),
         };
-        if !converted.is_empty() && out.send(Audio::Block(converted)).is_err() {
+        if converted.is_empty() {
+            continue;
+        }
+        tee(&converted);
+        if out.send(Audio::Block(converted)).is_err() {
             return;
         }
     }
@@ -189,6 +201,7 @@ pub(super) fn resampler_stage(
         let mut tail = Vec::new();
         resampler.finish(&mut tail);
         if !tail.is_empty() {
+            tee(&tail);
             let _ = out.send(Audio::Block(tail));
         }
     }

@@ -24,10 +24,12 @@ use crate::resample::StreamResampler;
 use crate::segmenter::{Segmenter, SegmenterConfig, SpeechProbability, SpeechSegment};
 use crate::session::{Session, SessionMeta, SessionState, TranscriptLine};
 use crate::source::{AudioFormat, SourceSpec};
+use crate::speakers::Speakers;
 use crate::wav::TARGET_RATE;
 
 mod capture;
 mod recognition;
+mod speakers;
 mod spill;
 mod transcript;
 
@@ -117,6 +119,10 @@ pub enum LiveEvent {
     /// A finished utterance (text may be empty: noise). Already in `transcript.jsonl` when
     /// non-empty.
     Final(TranscriptLine),
+    /// A finished line's speaker, as told apart so far while the recording goes on (it may
+    /// change again, and every line is labelled anew when the recording ends); already in
+    /// `transcript.jsonl`. Only when the session was started with speaker models.
+    Speaker(TranscriptLine),
     /// Something went wrong but recording goes on.
     Warning(String),
     /// Capture ended (stop, end of source, maximum duration, or a fatal error) and every stage
@@ -212,6 +218,7 @@ pub struct LiveSession {
     events: Receiver<LiveEvent>,
     edits: Sender<TranscriptLine>,
     threads: Vec<JoinHandle<()>>,
+    speakers_back: Option<Receiver<Speakers>>,
 }
 
 impl std::fmt::Debug for LiveSession {
@@ -251,6 +258,20 @@ impl LiveSession {
         vad: Box<dyn SpeechProbability + Send>,
         session: Session,
         config: LiveConfig,
+    ) -> Result<Self> {
+        Self::start_with_speakers(spec, recognizer, vad, session, config, None)
+    }
+
+    /// Like [`Self::start`], and with `speakers`' models the lines get their speakers while the
+    /// recording goes on ([`LiveEvent::Speaker`]); [`Self::join`] gives the models back for the
+    /// final labelling.
+    pub fn start_with_speakers(
+        spec: SourceSpec,
+        recognizer: Box<dyn SpeechRecognizer>,
+        vad: Box<dyn SpeechProbability + Send>,
+        session: Session,
+        config: LiveConfig,
+        speakers: Option<Speakers>,
     ) -> Result<Self> {
         // Held by the transcript stage, the last to finish, until the session is marked complete:
         // while it is held nobody may recover the session as interrupted.
@@ -337,10 +358,26 @@ impl LiveSession {
                 );
             })?);
         }
+        // Unbounded: the speaker stage runs about ten times faster than real time, and must
+        // never hold up the audio on its way to the speech model.
+        let (speakers_audio, turns_rx, speakers_back) = match speakers {
+            Some(mut models) => {
+                let (audio_tx, audio_rx) = crossbeam_channel::unbounded::<Vec<f32>>();
+                let (turns_tx, turns_rx) = bounded(4);
+                let (back_tx, back_rx) = bounded(1);
+                let events_tx = events_tx.clone();
+                threads.push(spawn("speakers", move || {
+                    speakers::speakers_stage(&mut models, audio_rx, turns_tx, &events_tx);
+                    let _ = back_tx.send(models);
+                })?);
+                (Some(audio_tx), Some(turns_rx), Some(back_rx))
+            }
+            None => (None, None, None),
+        };
         {
             let fatal = fatal.clone();
             threads.push(spawn("resampler", move || {
-                resampler_stage(format, resample_rx, segment_tx, &fatal);
+                resampler_stage(format, resample_rx, (segment_tx, speakers_audio), &fatal);
             })?);
         }
         {
@@ -366,7 +403,7 @@ impl LiveSession {
             let session = session.clone();
             threads.push(spawn("transcript", move || {
                 transcript_stage(
-                    (format_rx, edits_rx),
+                    (format_rx, edits_rx, turns_rx),
                     (&events_tx, &fatal),
                     &session,
                     (meta, lock),
@@ -382,6 +419,7 @@ impl LiveSession {
             events,
             edits,
             threads,
+            speakers_back,
         })
     }
 
@@ -432,11 +470,13 @@ impl LiveSession {
         self.paused.load(Ordering::SeqCst)
     }
 
-    /// Waits for every stage to finish (after [`stop`](Self::stop) or the end of the source).
-    pub fn join(self) {
+    /// Waits for every stage to finish (after [`stop`](Self::stop) or the end of the source);
+    /// gives back the speaker models the session was started with.
+    pub fn join(self) -> Option<Speakers> {
         for thread in self.threads {
             let _ = thread.join();
         }
+        self.speakers_back.and_then(|back| back.try_recv().ok())
     }
 }
 

@@ -5,18 +5,54 @@
 use super::*;
 
 pub(super) fn transcript_stage(
-    (input, edits): (Receiver<Recognized>, Receiver<TranscriptLine>),
+    (input, edits, speakers): (
+        Receiver<Recognized>,
+        Receiver<TranscriptLine>,
+        Option<Receiver<super::speakers::TurnsSoFar>>,
+    ),
     (events, fatal): (&Sender<LiveEvent>, &Fatal),
     session: &Session,
     (mut meta, lock): (SessionMeta, crate::session::SessionLock),
 ) {
     // The session's transcript so far, to rewrite it when the user corrects a segment.
     let mut lines: Vec<TranscriptLine> = Vec::new();
+    // Speaker turns while the recording goes on, if speakers are told apart; after the last
+    // line, the stage waits for the speaker stage's last turns (it is behind by a few seconds of
+    // audio at most) so that they reach the transcript too.
+    let mut speakers = speakers;
+    let mut turns_so_far: Option<super::speakers::TurnsSoFar> = None;
+    let mut input_open = true;
+    let (no_turns, no_input) = (crossbeam_channel::never(), crossbeam_channel::never());
     loop {
+        if !input_open && speakers.is_none() {
+            break;
+        }
         let recognized = crossbeam_channel::select! {
-            recv(input) -> message => match message {
+            recv(speakers.as_ref().unwrap_or(&no_turns)) -> update => {
+                match update {
+                    Ok(update) => {
+                        let changed = label_lines(&mut lines, &update);
+                        if !changed.is_empty() {
+                            if let Err(e) = session.write_transcript(&lines) {
+                                let _ = events.send(LiveEvent::Warning(e.to_string()));
+                            }
+                            for line in changed {
+                                let _ = events.send(LiveEvent::Speaker(line));
+                            }
+                        }
+                        turns_so_far = Some(update);
+                    }
+                    // The speaker stage has finished: nothing more comes from it.
+                    Err(_) => speakers = None,
+                }
+                continue;
+            }
+            recv(if input_open { &input } else { &no_input }) -> message => match message {
                 Ok(recognized) => recognized,
-                Err(_) => break,
+                Err(_) => {
+                    input_open = false;
+                    continue;
+                }
             },
             recv(edits) -> edit => {
                 if let Ok(edit) = edit {
@@ -44,13 +80,17 @@ pub(super) fn transcript_stage(
                 raw,
                 text,
             } => {
-                let line = TranscriptLine {
+                let mut line = TranscriptLine {
                     speaker: None,
                     start_s: seconds(start),
                     end_s: seconds(end),
                     text,
                     raw_text: raw,
                 };
+                if let Some(so_far) = turns_so_far.as_ref().filter(|t| line.end_s <= t.until_s) {
+                    line.speaker =
+                        crate::speakers::speaker_of(&so_far.turns, line.start_s, line.end_s);
+                }
                 if !line.text.is_empty() {
                     if let Err(e) = session.append_transcript(&line) {
                         fatal.set(LiveFailure::Session(e.to_string()));
@@ -84,4 +124,65 @@ pub(super) fn transcript_stage(
         recorded_s,
         error: fatal.get(),
     });
+}
+
+/// Gives each line the turns so far cover its speaker; the lines whose speaker changed.
+fn label_lines(
+    lines: &mut [TranscriptLine],
+    so_far: &super::speakers::TurnsSoFar,
+) -> Vec<TranscriptLine> {
+    let mut changed = Vec::new();
+    for line in lines.iter_mut().filter(|l| l.end_s <= so_far.until_s) {
+        let speaker = crate::speakers::speaker_of(&so_far.turns, line.start_s, line.end_s);
+        if speaker.is_some() && speaker != line.speaker {
+            line.speaker = speaker;
+            changed.push(line.clone());
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+    use medscribe_asr::diarize::SpeakerTurn;
+
+    fn line(start_s: f64, end_s: f64) -> TranscriptLine {
+        TranscriptLine {
+            speaker: None,
+            start_s,
+            end_s,
+            text: "x".into(),
+            raw_text: "x".into(),
+        }
+    }
+
+    #[test]
+    fn lines_in_labelled_audio_take_the_speaker_of_most_of_them() {
+        let mut lines = vec![line(0.0, 5.0), line(5.0, 12.0), line(12.0, 30.0)];
+        let turn = |start_s, end_s, speaker| SpeakerTurn {
+            start_s,
+            end_s,
+            speaker,
+        };
+        let so_far = super::super::speakers::TurnsSoFar {
+            turns: vec![turn(0.0, 6.0, 0), turn(6.0, 12.0, 1)],
+            until_s: 12.0,
+        };
+        let changed = label_lines(&mut lines, &so_far);
+        assert_eq!(changed.len(), 2);
+        let speakers: Vec<_> = lines.iter().map(|l| l.speaker).collect();
+        // The second line is 1 s of the first voice and 6 s of the second; the third ends in
+        // audio not labelled yet.
+        assert_eq!(speakers, [Some(0), Some(1), None]);
+        assert!(label_lines(&mut lines, &so_far).is_empty(), "nothing new");
+        // Later turns that change a label report that line only.
+        let later = super::super::speakers::TurnsSoFar {
+            turns: vec![turn(0.0, 6.0, 1), turn(6.0, 12.0, 1), turn(12.0, 30.0, 2)],
+            until_s: f64::INFINITY,
+        };
+        let changed = label_lines(&mut lines, &later);
+        let starts: Vec<f64> = changed.iter().map(|l| l.start_s).collect();
+        assert_eq!(starts, [0.0, 12.0]);
+    }
 }
