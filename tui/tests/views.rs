@@ -360,6 +360,37 @@ fn a_cancelled_letter_is_not_shown_as_failed() {
 }
 
 #[test]
+fn lines_take_their_speakers_while_recording_and_are_named_once_it_stops() {
+    let mut app = recording_app();
+    // A label for the second line arrives while recording goes on.
+    app.apply(LiveEvent::Speaker(TranscriptLine {
+        speaker: Some(1),
+        ..line(4.5, "ignored: the label is what counts")
+    }));
+    let text = screen_text(&render(&app, 100, 24));
+    assert!(text.contains("S2: Mr Jones is a 62-year-old"), "{text}");
+    assert!(!text.contains("S1: Referral"), "{text}");
+    // Labels may still change: no naming until recording stops.
+    press(&mut app, "n");
+    assert_eq!(app.overlay, Overlay::None);
+    assert!(
+        app.message
+            .as_deref()
+            .unwrap()
+            .contains("once recording stops"),
+        "{:?}",
+        app.message
+    );
+    // A later label replaces it.
+    app.apply(LiveEvent::Speaker(TranscriptLine {
+        speaker: Some(0),
+        ..line(4.5, "")
+    }));
+    let text = screen_text(&render(&app, 100, 24));
+    assert!(text.contains("S1: Mr Jones"), "{text}");
+}
+
+#[test]
 fn speakers_are_labelled_after_capture_and_named_in_place() {
     let mut app = recording_app();
     // Unlabelled lines have no speaker to name.

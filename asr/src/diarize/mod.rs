@@ -155,11 +155,15 @@ impl<'m> Diarizer<'m> {
 
     /// Seconds of the recording whose windows are labelled so far.
     pub fn labelled_s(&self) -> f64 {
-        let end = match self.windows.len() {
+        self.labelled_samples() as f64 / SAMPLE_RATE as f64
+    }
+
+    /// Samples of the recording the labelled windows cover.
+    fn labelled_samples(&self) -> usize {
+        match self.windows.len() {
             0 => 0,
             n => ((n - 1) * WINDOW_SHIFT + WINDOW).min(self.samples),
-        };
-        end as f64 / SAMPLE_RATE as f64
+        }
     }
 
     /// The speaker turns of the audio labelled so far ([`Self::labelled_s`]), with each local
@@ -174,7 +178,7 @@ impl<'m> Diarizer<'m> {
         }
         let segmentation = Segmentation {
             windows: self.windows.clone(),
-            samples: (self.labelled_s() * SAMPLE_RATE as f64).round() as usize,
+            samples: self.labelled_samples(),
         };
         reconstruct(&segmentation, &self.locals, &self.online_labels, options)
     }
