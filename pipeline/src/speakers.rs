@@ -96,13 +96,14 @@ impl Speakers {
             reason: format!("cannot tell the speakers apart: {error}"),
         };
         let mut wav = WavSource::open(path)?;
-        let mut diarizer = Diarizer::new(&mut self.segmentation, &mut self.embedder);
+        let clusters = self.clusters;
+        let mut diarizer = self.diarizer();
         while let Some(block) = wav.next_block()? {
             diarizer.push(&block).map_err(named)?;
         }
         let samples = diarizer.samples();
         let turns = diarizer
-            .finish(self.clusters, &TurnOptions::default())
+            .finish(clusters, &TurnOptions::default())
             .map_err(named)?;
         Ok((turns, samples))
     }

@@ -11,6 +11,7 @@ use medscribe_llm::letter::render::{render, Format};
 use medscribe_llm::letter::template::find_template;
 use medscribe_llm::letter::{DeviceName, LetterEvent, LetterOutcome, Writer};
 use medscribe_pipeline::live::LiveConfig;
+use medscribe_pipeline::speakers::Speakers;
 use medscribe_pipeline::{DataDir, Speech};
 use medscribe_tui::run::SpeakerLabelling;
 use medscribe_tui::{
@@ -173,16 +174,14 @@ pub fn dictate(args: DictateArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> 
             .map(medscribe_pipeline::speakers::clusters_text),
         ..LiveConfig::default()
     };
-    // A second set of the speaker models labels lines while recording goes on; the first
-    // labels them all when it stops.
-    let live_speakers =
-        args.input
-            .speakers(args.speakers, speech_options.ort_lib.as_deref(), &data)?;
-    let live = super::record::start_live(&data, source, (recognizer, vad), config, live_speakers)?;
-    let label_speakers = speakers.map(|mut speakers| {
+    // The speaker models label lines while recording goes on, then come back from the live
+    // session to label them all when it stops.
+    let labelling_wanted = speakers.is_some();
+    let live = super::record::start_live(&data, source, (recognizer, vad), config, speakers)?;
+    let label_speakers = labelling_wanted.then(|| {
         let session = live.session().clone();
         let data = data.clone();
-        Box::new(move || {
+        Box::new(move |mut speakers: Speakers| {
             // The speech model again, for lines cut at a change of speaker.
             let (mut recognizer, _) =
                 Speech::open_live(&speech_options, &data).map_err(|e| e.to_string())?;

@@ -203,7 +203,7 @@ pub fn record(args: RecordArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> {
         speakers: args.speakers.map(clusters_text),
         ..LiveConfig::default()
     };
-    let live = start_live(&data, source, (recognizer, vad), config, speakers)?;
+    let mut live = start_live(&data, source, (recognizer, vad), config, speakers)?;
     let session = live.session().clone();
     let stop = live.stop_flag();
     install_interrupt(Arc::clone(&stop));
@@ -252,15 +252,15 @@ pub fn record(args: RecordArgs, ort_lib: Option<PathBuf>) -> Result<ExitCode> {
             _ => {}
         }
     }
-    let speakers = live.join();
+    let speakers = live.take_speakers();
+    live.join();
     if let Some(problem) = failed {
         return Err(problem.into());
     }
     if let Some(mut speakers) = speakers {
-        let speakers = &mut speakers;
         eprintln!("medscribe: telling speakers apart");
         let (mut recognizer, _) = args.input.speech(ort_lib, &data)?;
-        let found = session.label_speakers(speakers, &mut *recognizer)?;
+        let found = session.label_speakers(&mut speakers, &mut *recognizer)?;
         eprintln!(
             "medscribe: {found} speakers; medscribe sessions export {} shows who said what",
             session.id()

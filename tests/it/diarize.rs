@@ -406,7 +406,13 @@ fn lines_get_their_speakers_while_the_recording_goes_on() {
             _ => {}
         }
     }
-    assert!(live.join().is_some(), "the speaker models come back");
+    let mut live = live;
+    assert!(
+        live.take_speakers().is_some(),
+        "the speaker models come back"
+    );
+    assert!(live.take_speakers().is_none(), "once");
+    live.join();
     // Every line has its speaker in the session's transcript before any final pass, as the
     // events said.
     assert!(!finals.is_empty());

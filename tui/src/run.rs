@@ -35,14 +35,20 @@ pub struct Dictation {
     pub writer: Result<Box<dyn LetterWriter>, String>,
     /// Set from outside (a SIGTERM handler) to quit as if the user had, unsaved work or not.
     pub terminate: Arc<AtomicBool>,
-    /// With speakers to tell apart: run once capture has stopped (on another thread); it labels
+    /// With speakers to tell apart (the live session must then have been started with speaker
+    /// models): run once capture has stopped (on another thread) with those models; it labels
     /// the session's transcript and returns the labelled lines, or why it could not.
     pub label_speakers: Option<SpeakerLabelling>,
 }
 
-/// Tells a finished session's speakers apart, returning its labelled transcript.
-pub type SpeakerLabelling =
-    Box<dyn FnOnce() -> Result<Vec<medscribe_pipeline::session::TranscriptLine>, String> + Send>;
+/// Tells a finished session's speakers apart with the speaker models the live session gives
+/// back, returning its labelled transcript.
+pub type SpeakerLabelling = Box<
+    dyn FnOnce(
+            medscribe_pipeline::speakers::Speakers,
+        ) -> Result<Vec<medscribe_pipeline::session::TranscriptLine>, String>
+        + Send,
+>;
 
 /// What the user left behind.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,7 +71,7 @@ struct LetterTask {
 /// Runs the dictation screen until the user quits and the session's files are finished.
 pub fn run(dictation: Dictation) -> Result<Outcome, TuiError> {
     let Dictation {
-        live,
+        mut live,
         templates,
         template,
         writer,
@@ -99,123 +105,132 @@ pub fn run(dictation: Dictation) -> Result<Outcome, TuiError> {
     let (attached_tx, attached) = crossbeam_channel::unbounded::<Result<PathBuf, String>>();
     let mut quit_requested = false;
     let (labelled_tx, labelled) = crossbeam_channel::bounded(1);
-    let result = (|| -> Result<(), TuiError> {
-        loop {
-            while let Ok(event) = live.events().try_recv() {
-                app.apply(event);
-            }
-            if app.capture == Capture::Stopped {
-                if let Some(labelling) = label_speakers.take() {
-                    app.labelling = true;
-                    app.message = Some("telling speakers apart…".into());
-                    let done = labelled_tx.clone();
-                    std::thread::spawn(move || {
-                        let _ = done.send(labelling());
-                    });
+    let result =
+        (|| -> Result<(), TuiError> {
+            loop {
+                while let Ok(event) = live.events().try_recv() {
+                    app.apply(event);
                 }
-            }
-            if let Ok(result) = labelled.try_recv() {
-                match result {
-                    Ok(lines) => app.set_speakers(lines),
-                    Err(error) => {
-                        app.labelling = false;
-                        app.message = Some(format!("speakers not told apart: {error}"));
-                    }
-                }
-            }
-            while let Ok(result) = attached.try_recv() {
-                match result {
-                    Ok(target) => {
-                        let name = target
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_default();
-                        app.message = Some(format!("attached {name}"));
-                        app.attachments.push(target);
-                    }
-                    Err(error) => app.message = Some(error),
-                }
-            }
-            if let Some(running) = &task {
-                loop {
-                    match running.updates.try_recv() {
-                        Ok(update) => app.apply_letter(update),
-                        Err(TryRecvError::Empty) => break,
-                        Err(TryRecvError::Disconnected) => {
-                            task = None;
-                            break;
-                        }
-                    }
-                }
-            }
-            if terminate.load(Ordering::SeqCst) && !quit_requested {
-                quit_requested = true;
-                live.stop();
-            }
-            // Quitting waits for the speakers' labels: they are being written into the session.
-            if app.capture == Capture::Stopped && quit_requested && !app.labelling {
-                return Ok(());
-            }
-            terminal.draw(|frame| draw(frame, &app))?;
-            if !event::poll(Duration::from_millis(40))? {
-                continue;
-            }
-            let key = match event::read()? {
-                Event::Key(key) if key.kind != KeyEventKind::Release => key,
-                _ => continue,
-            };
-            for action in app.key(key) {
-                match action {
-                    Action::SetPaused(paused) => live.set_paused(paused),
-                    Action::Edit(line) => {
-                        if !live.edit(line.clone()) {
-                            write_edit(&session, &line, &mut app);
-                        }
-                    }
-                    Action::RenameSpeaker(label, name) => {
-                        match session.rename_speaker(&label, &name) {
-                            Ok(()) => {
-                                app.message = Some(format!("{label} is now {name}"));
-                                app.speaker_names.insert(label, name);
+                if app.capture == Capture::Stopped {
+                    if let Some(labelling) = label_speakers.take() {
+                        match live.take_speakers() {
+                            Some(models) => {
+                                app.labelling = true;
+                                app.message = Some("telling speakers apart…".into());
+                                let done = labelled_tx.clone();
+                                std::thread::spawn(move || {
+                                    let _ = done.send(labelling(models));
+                                });
                             }
-                            Err(error) => app.message = Some(error.to_string()),
+                            None => app.message = Some(
+                                "speakers not told apart: the live session had no speaker models"
+                                    .into(),
+                            ),
                         }
                     }
-                    Action::Attach(path) => {
-                        app.message = Some(format!("attaching {}…", path.display()));
-                        start_attach(&session, path, &attached_tx);
-                    }
-                    Action::Detach(index) => {
-                        let removed = app.attachments.remove(index);
-                        let _ = std::fs::remove_file(&removed);
-                        app.attachment =
-                            app.attachment.min(app.attachments.len().saturating_sub(1));
-                    }
-                    Action::Generate(job) => match &writer {
-                        Some(writer) => task = Some(start_letter(Arc::clone(writer), job)),
-                        None => app.letter = LetterPane::Failed("no letter model".into()),
-                    },
-                    Action::CancelLetter => {
-                        if let Some(running) = &task {
-                            running.cancel.store(true, Ordering::SeqCst);
+                }
+                if let Ok(result) = labelled.try_recv() {
+                    match result {
+                        Ok(lines) => app.set_speakers(lines),
+                        Err(error) => {
+                            app.labelling = false;
+                            app.message = Some(format!("speakers not told apart: {error}"));
                         }
                     }
-                    Action::SaveLetter => save_letter(&session, &mut app, &mut letters),
-                    Action::Quit => {
-                        quit_requested = true;
-                        if let Some(running) = &task {
-                            running.cancel.store(true, Ordering::SeqCst);
+                }
+                while let Ok(result) = attached.try_recv() {
+                    match result {
+                        Ok(target) => {
+                            let name = target
+                                .file_name()
+                                .map(|n| n.to_string_lossy().into_owned())
+                                .unwrap_or_default();
+                            app.message = Some(format!("attached {name}"));
+                            app.attachments.push(target);
                         }
-                        live.stop();
-                        if app.capture != Capture::Stopped {
-                            app.capture = Capture::Finishing;
+                        Err(error) => app.message = Some(error),
+                    }
+                }
+                if let Some(running) = &task {
+                    loop {
+                        match running.updates.try_recv() {
+                            Ok(update) => app.apply_letter(update),
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Disconnected) => {
+                                task = None;
+                                break;
+                            }
                         }
-                        app.message = Some("finishing the recording…".into());
+                    }
+                }
+                if terminate.load(Ordering::SeqCst) && !quit_requested {
+                    quit_requested = true;
+                    live.stop();
+                }
+                // Quitting waits for the speakers' labels: they are being written into the session.
+                if app.capture == Capture::Stopped && quit_requested && !app.labelling {
+                    return Ok(());
+                }
+                terminal.draw(|frame| draw(frame, &app))?;
+                if !event::poll(Duration::from_millis(40))? {
+                    continue;
+                }
+                let key = match event::read()? {
+                    Event::Key(key) if key.kind != KeyEventKind::Release => key,
+                    _ => continue,
+                };
+                for action in app.key(key) {
+                    match action {
+                        Action::SetPaused(paused) => live.set_paused(paused),
+                        Action::Edit(line) => {
+                            if !live.edit(line.clone()) {
+                                write_edit(&session, &line, &mut app);
+                            }
+                        }
+                        Action::RenameSpeaker(label, name) => {
+                            match session.rename_speaker(&label, &name) {
+                                Ok(()) => {
+                                    app.message = Some(format!("{label} is now {name}"));
+                                    app.speaker_names.insert(label, name);
+                                }
+                                Err(error) => app.message = Some(error.to_string()),
+                            }
+                        }
+                        Action::Attach(path) => {
+                            app.message = Some(format!("attaching {}…", path.display()));
+                            start_attach(&session, path, &attached_tx);
+                        }
+                        Action::Detach(index) => {
+                            let removed = app.attachments.remove(index);
+                            let _ = std::fs::remove_file(&removed);
+                            app.attachment =
+                                app.attachment.min(app.attachments.len().saturating_sub(1));
+                        }
+                        Action::Generate(job) => match &writer {
+                            Some(writer) => task = Some(start_letter(Arc::clone(writer), job)),
+                            None => app.letter = LetterPane::Failed("no letter model".into()),
+                        },
+                        Action::CancelLetter => {
+                            if let Some(running) = &task {
+                                running.cancel.store(true, Ordering::SeqCst);
+                            }
+                        }
+                        Action::SaveLetter => save_letter(&session, &mut app, &mut letters),
+                        Action::Quit => {
+                            quit_requested = true;
+                            if let Some(running) = &task {
+                                running.cancel.store(true, Ordering::SeqCst);
+                            }
+                            live.stop();
+                            if app.capture != Capture::Stopped {
+                                app.capture = Capture::Finishing;
+                            }
+                            app.message = Some("finishing the recording…".into());
+                        }
                     }
                 }
             }
-        }
-    })();
+        })();
     ratatui::try_restore()?;
     result?;
     let segments = app.lines.len();

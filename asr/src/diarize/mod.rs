@@ -231,13 +231,12 @@ impl<'m> Diarizer<'m> {
             .map(|&start| &self.buffer[start - offset..(start + WINDOW).min(self.samples) - offset])
             .collect();
         let log_probs = self.model.windows_log_probs(&views)?;
-        for (&start, probs) in starts.iter().zip(log_probs) {
+        for ((&start, audio), probs) in starts.iter().zip(views).zip(log_probs) {
             let frames: Vec<u8> = probs.iter().map(segmentation::decode_frame).collect();
             let index = self.windows.len();
             let locals = segmentation::window_local_speakers(index, &frames);
             let ranges: Vec<Vec<(usize, usize)>> =
                 locals.iter().map(|l| l.samples.clone()).collect();
-            let audio = &self.buffer[start - offset..(start + WINDOW).min(self.samples) - offset];
             self.embeddings
                 .extend(self.embedder.embed_ranges(audio, start, &ranges)?);
             self.reliable.extend(ranges.iter().map(|r| {

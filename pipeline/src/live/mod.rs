@@ -263,8 +263,8 @@ impl LiveSession {
     }
 
     /// Like [`Self::start`], and with `speakers`' models the lines get their speakers while the
-    /// recording goes on ([`LiveEvent::Speaker`]); [`Self::join`] gives the models back for the
-    /// final labelling.
+    /// recording goes on ([`LiveEvent::Speaker`]); [`Self::take_speakers`] gives the models back
+    /// for the final labelling.
     pub fn start_with_speakers(
         spec: SourceSpec,
         recognizer: Box<dyn SpeechRecognizer>,
@@ -470,13 +470,18 @@ impl LiveSession {
         self.paused.load(Ordering::SeqCst)
     }
 
-    /// Waits for every stage to finish (after [`stop`](Self::stop) or the end of the source);
-    /// gives back the speaker models the session was started with.
-    pub fn join(self) -> Option<Speakers> {
+    /// The speaker models the session was started with, back from the speaker stage once the
+    /// audio has ended (this waits for that: call it after [`LiveEvent::Stopped`]); `None`
+    /// without models, or on a second call.
+    pub fn take_speakers(&mut self) -> Option<Speakers> {
+        self.speakers_back.take().and_then(|back| back.recv().ok())
+    }
+
+    /// Waits for every stage to finish (after [`stop`](Self::stop) or the end of the source).
+    pub fn join(self) {
         for thread in self.threads {
             let _ = thread.join();
         }
-        self.speakers_back.and_then(|back| back.try_recv().ok())
     }
 }
 

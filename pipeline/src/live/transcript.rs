@@ -5,7 +5,7 @@
 use super::*;
 
 pub(super) fn transcript_stage(
-    (input, edits, speakers): (
+    (input, edits, mut speakers): (
         Receiver<Recognized>,
         Receiver<TranscriptLine>,
         Option<Receiver<super::speakers::TurnsSoFar>>,
@@ -19,7 +19,6 @@ pub(super) fn transcript_stage(
     // Speaker turns while the recording goes on, if speakers are told apart; after the last
     // line, the stage waits for the speaker stage's last turns (it is behind by a few seconds of
     // audio at most) so that they reach the transcript too.
-    let mut speakers = speakers;
     let mut turns_so_far: Option<super::speakers::TurnsSoFar> = None;
     let mut input_open = true;
     let (no_turns, no_input) = (crossbeam_channel::never(), crossbeam_channel::never());
@@ -87,9 +86,8 @@ pub(super) fn transcript_stage(
                     text,
                     raw_text: raw,
                 };
-                if let Some(so_far) = turns_so_far.as_ref().filter(|t| line.end_s <= t.until_s) {
-                    line.speaker =
-                        crate::speakers::speaker_of(&so_far.turns, line.start_s, line.end_s);
+                if let Some(so_far) = &turns_so_far {
+                    line.speaker = speaker_in(so_far, &line);
                 }
                 if !line.text.is_empty() {
                     if let Err(e) = session.append_transcript(&line) {
@@ -126,14 +124,21 @@ pub(super) fn transcript_stage(
     });
 }
 
+/// The speaker of `line` by the turns so far, once they cover all of it.
+fn speaker_in(so_far: &super::speakers::TurnsSoFar, line: &TranscriptLine) -> Option<usize> {
+    (line.end_s <= so_far.until_s)
+        .then(|| crate::speakers::speaker_of(&so_far.turns, line.start_s, line.end_s))
+        .flatten()
+}
+
 /// Gives each line the turns so far cover its speaker; the lines whose speaker changed.
 fn label_lines(
     lines: &mut [TranscriptLine],
     so_far: &super::speakers::TurnsSoFar,
 ) -> Vec<TranscriptLine> {
     let mut changed = Vec::new();
-    for line in lines.iter_mut().filter(|l| l.end_s <= so_far.until_s) {
-        let speaker = crate::speakers::speaker_of(&so_far.turns, line.start_s, line.end_s);
+    for line in lines.iter_mut() {
+        let speaker = speaker_in(so_far, line);
         if speaker.is_some() && speaker != line.speaker {
             line.speaker = speaker;
             changed.push(line.clone());
