@@ -17,6 +17,14 @@ the gguf-py package vendored in the same llama.cpp sources as the bench build; t
 Matrices are f16 from N(0, 0.02), written one tensor at a time so a 27B file never sits in memory;
 norm gains are f32 ones (llama.cpp stores 1 + w, and w = 0). Quantize the result with the bench build's
 `llama-quantize FILE OUT Q4_K_M` (scripts/bench-gemma3-vs-llamacpp.sh --model 4b does all this).
+
+`--random-q4-k-m` skips the f16 file and llama-quantize where no llama.cpp build is at hand (a GPU
+machine that reaches no registry): it writes random blocks straight in llama.cpp's Q4_K_M mix
+(Q6_K for token_embd and for attn_v / ffn_down of the layers llama.cpp gives more bits, Q4_K for
+the rest), with block scales chosen so the weights stay within about +-0.25. Speed and memory do
+not depend on the values. `--tokenizer-from` may then be a tokenizer.json: only its pieces are
+written (tokenizer.ggml.tokens), so the loader needs that tokenizer.json beside the GGUF.
+The vendored gguf-py is used where present, else an installed `gguf` package.
 """
 from __future__ import annotations
 
@@ -27,8 +35,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / ".bench/llama.cpp/gguf-py"))
-import gguf  # noqa: E402  (the vendored copy above)
+if (ROOT / ".bench/llama.cpp/gguf-py").is_dir():
+    sys.path.insert(0, str(ROOT / ".bench/llama.cpp/gguf-py"))
+import gguf  # noqa: E402  (the vendored copy above, or an installed gguf package)
 
 SHAPES = {
     "4b": dict(layers=34, hidden=2560, heads=8, kv_heads=4, head_dim=256, intermediate=10240),
@@ -66,6 +75,16 @@ def tensor_plan(shape: dict) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def copy_tokenizer(writer: gguf.GGUFWriter, source: Path) -> None:
+    if source.suffix == ".json":
+        import json
+        model = json.loads(source.read_text())
+        pieces = {**model["model"]["vocab"], **{t["content"]: t["id"] for t in model["added_tokens"]}}
+        tokens = [""] * len(pieces)
+        for piece, index in pieces.items():
+            tokens[index] = piece
+        writer.add_tokenizer_model("llama")
+        writer.add_token_list(tokens)
+        return
     reader = gguf.GGUFReader(source)
     copied = 0
     for key, field in reader.fields.items():
@@ -79,12 +98,43 @@ def copy_tokenizer(writer: gguf.GGUFWriter, source: Path) -> None:
         raise SystemExit(f"{source}: no tokenizer.* metadata to copy")
 
 
+# Bytes of one 256-value block.
+Q4_K_BLOCK, Q6_K_BLOCK = 144, 210
+
+
+def q4_k_m_type(name: str, layers: int) -> "gguf.GGMLQuantizationType":
+    """llama.cpp's Q4_K_M choice (llama-quant.cpp, use_more_bits): Q6_K for the embedding and for
+    attn_v / ffn_down in the first and last eighth of the layers and every third layer between."""
+    Q = gguf.GGMLQuantizationType
+    if name == "token_embd.weight":
+        return Q.Q6_K
+    if name.endswith(("attn_v.weight", "ffn_down.weight")):
+        i = int(name.split(".")[1])
+        if i < layers // 8 or i >= 7 * layers // 8 or (i - layers // 8) % 3 == 2:
+            return Q.Q6_K
+    return Q.Q4_K
+
+
+def random_blocks(rng: np.random.Generator, rows: int, cols: int, kind) -> np.ndarray:
+    """`rows` rows of random Q4_K or Q6_K blocks, as bytes, with small super-block scales."""
+    Q = gguf.GGMLQuantizationType
+    size = Q4_K_BLOCK if kind == Q.Q4_K else Q6_K_BLOCK
+    blocks = rng.integers(0, 256, (rows, cols // 256, size), dtype=np.uint8)
+    if kind == Q.Q4_K:  # d, dmin (f16) then 12 scale bytes and 128 nibble bytes
+        blocks[..., 0:4] = np.array([1 / 4096, 1 / 4096], dtype=np.float16).view(np.uint8)
+    else:  # 128 + 64 quant bytes, 16 int8 scales, then d (f16)
+        blocks[..., 208:210] = np.array([1 / 65536], dtype=np.float16).view(np.uint8)
+    return blocks.reshape(rows, -1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shape", choices=sorted(SHAPES), default="4b")
     parser.add_argument("--tokenizer-from", type=Path, required=True,
                         help="a Gemma 3 GGUF whose tokenizer.* metadata is copied (the default 270M)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--random-q4-k-m", action="store_true",
+                        help="write random Q4_K_M blocks directly (no f16 file, no llama-quantize)")
     args = parser.parse_args()
     shape = SHAPES[args.shape]
 
@@ -103,11 +153,19 @@ def main() -> None:
     writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
     writer.add_rope_scaling_factor(8.0)
     writer.add_sliding_window(SLIDING_WINDOW)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_K_M if args.random_q4_k_m
+                         else gguf.LlamaFileType.MOSTLY_F16)
     copy_tokenizer(writer, args.tokenizer_from)
 
     plan = tensor_plan(shape)
     for name, dims in plan:
+        if args.random_q4_k_m and len(dims) == 2:
+            kind = q4_k_m_type(name, shape["layers"])
+            size = Q4_K_BLOCK if kind == gguf.GGMLQuantizationType.Q4_K else Q6_K_BLOCK
+            byte_shape = (dims[0], dims[1] // 256 * size)
+            writer.add_tensor_info(name, byte_shape, np.dtype(np.uint8),
+                                   byte_shape[0] * byte_shape[1], raw_dtype=kind)
+            continue
         dtype = np.dtype(np.float32 if len(dims) == 1 else np.float16)
         writer.add_tensor_info(name, dims, dtype, int(np.prod(dims)) * dtype.itemsize)
     writer.write_header_to_file()
@@ -120,6 +178,9 @@ def main() -> None:
         if len(dims) == 1:
             # Norms stay f32, as llama.cpp's converter writes them (its CPU kernels need that).
             data = np.ones(dims, dtype=np.float32)
+        elif args.random_q4_k_m:
+            kind = q4_k_m_type(name, shape["layers"])
+            data = random_blocks(rng, dims[0], dims[1], kind)
         else:
             # Row blocks keep the float32 temporaries small for the 262144-row table.
             data = np.empty(dims, dtype=np.float16)
@@ -129,7 +190,7 @@ def main() -> None:
                 block = rng.standard_normal((rows, dims[1]), dtype=np.float32) * np.float32(0.02)
                 data[start:start + rows] = block.astype(np.float16)
         writer.write_tensor_data(data)
-        done += data.size
+        done += int(np.prod(dims))
         print(f"\r{done / total:6.1%} {name:<40}", end="", file=sys.stderr, flush=True)
     writer.close()
     print(f"\nwrote {args.out} ({total / 1e9:.2f} B parameters)", file=sys.stderr)

@@ -21,5 +21,6 @@ mod parity_gemma3_270m;
 mod parity_medasr;
 mod parity_moonshine;
 mod quality_wer;
+mod quantized_model;
 mod serve;
 mod tui_tmux;

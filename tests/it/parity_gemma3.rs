@@ -6,6 +6,8 @@
 //! two-image prompts, a prompt far longer than the sliding window and a prompt fed in pieces
 //! (multi-turn prefill). Image preprocessing is compared with HF's PIL processor separately, with
 //! a tolerance (resize filters and JPEG decoders differ by a grey level here and there).
+//! The model, the tower and the mmproj file compute on the device `MEDSCRIBE_TEST_DEVICE` names
+//! (the processor when unset; `cuda` in a `--features cuda` build), within the same bounds.
 
 use crate::common;
 
@@ -16,12 +18,12 @@ use medscribe_llm::{expand_image_markers, Gemma3Text, Gemma3Vision, GemmaTokeniz
 const TOKENS_PER_IMAGE: usize = 4;
 
 fn model() -> Gemma3Text {
-    Gemma3Text::load(&fixture("gemma3-tiny"), &Device::Cpu).expect("tiny Gemma 3 loads")
+    Gemma3Text::load(&fixture("gemma3-tiny"), &test_device()).expect("tiny Gemma 3 loads")
 }
 
 fn vision() -> Gemma3Vision {
     let dir = fixture("gemma3-tiny");
-    Gemma3Vision::load(&dir, &[dir.join("model.safetensors")], &Device::Cpu)
+    Gemma3Vision::load(&dir, &[dir.join("model.safetensors")], &test_device())
         .expect("vision tower loads")
         .expect("the tiny model is multimodal")
 }
@@ -39,7 +41,7 @@ fn reference_pixels(image: &str) -> Tensor {
         "gemma3-expected/{}.pixels.f32",
         image.replace('.', "_")
     )));
-    Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+    Tensor::from_vec(values, shape, &test_device()).unwrap()
 }
 
 /// The images of a reference prompt, encoded from HF's own pixel values.
@@ -89,7 +91,7 @@ fn vision_from_a_llama_cpp_mmproj_file_matches_hf() {
     // and projector as a GGUF with f16 matrices (as public MedGemma mmproj files are). Rounding
     // the weights to f16 moves the outputs by about 4e-4; the limit stays the f32 one, 1e-3.
     let path = fixture("gemma3-mmproj/mmproj-gemma3-tiny-f16.gguf");
-    let vision = Gemma3Vision::load_mmproj(&path, 64, &Device::Cpu).unwrap();
+    let vision = Gemma3Vision::load_mmproj(&path, 64, &test_device()).unwrap();
     assert_eq!(vision.tokens_per_image(), TOKENS_PER_IMAGE);
     assert_eq!(vision.image_size(), 56);
     let expected = gemma3_expected();
@@ -106,6 +108,11 @@ fn vision_from_a_llama_cpp_mmproj_file_matches_hf() {
             assert!(diff <= 1e-3, "{image} {name}: {diff}");
         }
     }
+}
+
+#[test]
+fn mmproj_files_of_the_wrong_kind_or_cut_short_are_refused() {
+    let path = fixture("gemma3-mmproj/mmproj-gemma3-tiny-f16.gguf");
     // A projector for another language model width is refused with the reason.
     let error = Gemma3Vision::load_mmproj(&path, 640, &Device::Cpu)
         .unwrap_err()
