@@ -653,8 +653,10 @@ fn recorded_sessions_get_speakers_names_and_keep_them_through_recovery() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Real time: the first two speakers and part of the third are recorded.
-    std::thread::sleep(std::time::Duration::from_secs(16));
+    // Real time: the first two speakers and part of the third are recorded. Waits for 16 s of
+    // audio on disk rather than 16 s of wall time, which a loaded machine spends partly loading
+    // the models.
+    wait_for_recorded_seconds(home.path(), 16.0, std::time::Duration::from_secs(120));
     child.kill().unwrap();
     child.wait().unwrap();
     let session = common::only_session(home.path());
@@ -668,6 +670,28 @@ fn recorded_sessions_get_speakers_names_and_keep_them_through_recovery() {
         .map(|l| l["speaker"].as_u64().unwrap())
         .collect();
     assert!(found.len() >= 2, "{lines:?}");
+}
+
+/// Waits until the only session under `home` has `seconds` of audio in its WAV (the header's
+/// byte rate), or `limit` has passed.
+fn wait_for_recorded_seconds(home: &std::path::Path, seconds: f64, limit: std::time::Duration) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        let recorded = std::fs::read_dir(home.join("sessions"))
+            .ok()
+            .and_then(|mut dirs| dirs.next())
+            .and_then(|dir| std::fs::read(dir.ok()?.path().join("audio.wav")).ok())
+            .filter(|wav| wav.len() > 44)
+            .map(|wav| {
+                let byte_rate = u32::from_le_bytes([wav[28], wav[29], wav[30], wav[31]]);
+                (wav.len() - 44) as f64 / f64::from(byte_rate.max(1))
+            });
+        if recorded.is_some_and(|s| s >= seconds) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("the recording did not reach {seconds} s within {limit:?}");
 }
 
 #[test]
