@@ -1,5 +1,5 @@
 //! Our quantized kernels (llm/src/cpu/kquant, llm/src/cpu/packed.rs) against candle's quantized
-//! matmul on the same weights: Q4_K and Q6_K at MedGemma 4B's widths (hidden 2560, intermediate
+//! matmul on the same weights: Q4_K, Q5_K and Q6_K at MedGemma 4B's widths (hidden 2560, intermediate
 //! 10240), Q8_0 at Gemma 3 270M's (hidden 640, intermediate 2048); one token (decode) and a
 //! 128-token prompt. Both run in this process, so compare the lines of one group.
 
@@ -10,6 +10,8 @@ fn quantized(c: &mut Criterion) {
     for (name, rows, cols, weights) in [
         // ffn_up/gate (Q4_K) and ffn_down (Q6_K in half of a Q4_K_M file's layers).
         ("q4k_10240x2560", 10240, 2560, WeightType::Q4K),
+        // The same in a Q5_K_M file.
+        ("q5k_10240x2560", 10240, 2560, WeightType::Q5K),
         ("q6k_2560x10240", 2560, 10240, WeightType::Q6K),
         // The 270M's ffn_down and the first 8192 rows of its output head.
         ("q8_0_640x2048", 640, 2048, WeightType::Q8_0),

@@ -14,6 +14,8 @@ use crate::error::{LlmError, Result};
 pub enum WeightType {
     /// Q4_K (most matrices of a Q4_K_M file).
     Q4K,
+    /// Q5_K (most matrices of a Q5_K_M file).
+    Q5K,
     /// Q6_K (`ffn_down` and `attn_v` in half of a Q4_K_M file's layers, the output head).
     Q6K,
     /// Q8_0 (Gemma 3 270M's matrices; its Q5_0 ones are re-encoded as Q8_0 at load).
@@ -36,6 +38,7 @@ impl QuantizedProducts {
     pub fn random(rows: usize, cols: usize, weights: WeightType) -> Result<Self> {
         let dtype = match weights {
             WeightType::Q4K => GgmlDType::Q4K,
+            WeightType::Q5K => GgmlDType::Q5K,
             WeightType::Q6K => GgmlDType::Q6K,
             WeightType::Q8_0 => GgmlDType::Q8_0,
         };

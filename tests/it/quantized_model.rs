@@ -1,8 +1,8 @@
 //! The quantized kernels at model level, on every quantization a public Gemma 3 / MedGemma GGUF
 //! holds: a random Gemma 3 written by this test as a GGUF wide enough for the K-quants (hidden
 //! 256), its matrices quantized the way llama.cpp's Q4_K_M mix does (Q4_K, with Q6_K for the
-//! embedding, the tied output head and half the `attn_v` / `ffn_down`; Q8_0 and Q5_0 for the
-//! others, as in narrow files). The model, loaded quantized on the test device
+//! embedding, the tied output head and half the `attn_v` / `ffn_down`), with Q5_K (Q5_K_M files)
+//! for half the feed-forward inputs, and Q8_0 and Q5_0 for the others, as in narrow files. The model, loaded quantized on the test device
 //! (`MEDSCRIBE_TEST_DEVICE`: our CPU kernels, or candle's CUDA kernels in a `--features cuda`
 //! build), must compute what the same weights unpacked to f32 compute on the CPU, within the
 //! noise of rounding activations to 8 bits, at every prompt position, across the sliding window,
@@ -67,10 +67,10 @@ fn write_random_gguf(path: &std::path::Path) {
     )];
     for layer in 0..LAYERS {
         let b = |name: &str| format!("blk.{layer}.{name}.weight");
-        let (value, down) = if layer % 2 == 0 {
-            (GgmlDType::Q6K, GgmlDType::Q6K)
+        let (value, down, gate_up) = if layer % 2 == 0 {
+            (GgmlDType::Q6K, GgmlDType::Q6K, GgmlDType::Q4K)
         } else {
-            (GgmlDType::Q8_0, GgmlDType::Q5_0)
+            (GgmlDType::Q8_0, GgmlDType::Q5_0, GgmlDType::Q5K)
         };
         tensors.extend([
             (b("attn_norm"), gain(HIDDEN)),
@@ -82,8 +82,8 @@ fn write_random_gguf(path: &std::path::Path) {
             (b("attn_output"), matrix(HIDDEN, q, GgmlDType::Q4K)),
             (b("post_attention_norm"), gain(HIDDEN)),
             (b("ffn_norm"), gain(HIDDEN)),
-            (b("ffn_gate"), matrix(INTERMEDIATE, HIDDEN, GgmlDType::Q4K)),
-            (b("ffn_up"), matrix(INTERMEDIATE, HIDDEN, GgmlDType::Q4K)),
+            (b("ffn_gate"), matrix(INTERMEDIATE, HIDDEN, gate_up)),
+            (b("ffn_up"), matrix(INTERMEDIATE, HIDDEN, gate_up)),
             (b("ffn_down"), matrix(HIDDEN, INTERMEDIATE, down)),
             (b("post_ffw_norm"), gain(HIDDEN)),
         ]);

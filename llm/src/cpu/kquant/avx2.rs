@@ -3,14 +3,16 @@
 //! so eight outputs accumulate side by side and nothing is summed across lanes.
 //!
 //! i16 partial sums stay exact: a Q4_K product pair is at most 2 * 15 * 127 = 3810, and eight
-//! of them (one 32-value sub-block) 30480; a Q6_K pair at most 2 * 63 * 127 = 16002, and two of
-//! them 32004. They widen to i32 when multiplied by the sub-block scales (`vpmaddwd`).
+//! of them (one 32-value sub-block) 30480; a Q5_K pair at most 2 * 31 * 127 = 7874, so a
+//! sub-block is summed in two halves of four (31496); a Q6_K pair at most 2 * 63 * 127 = 16002,
+//! and two of them 32004. They widen to i32 when multiplied by the sub-block scales
+//! (`vpmaddwd`).
 
 use std::arch::x86_64::*;
 
 use super::tile::{
-    TileLayout, Q4K_D, Q4K_DMIN, Q4K_MINS, Q4K_QUANTS, Q4K_SCALES, Q4K_TILE_BLOCK, Q6K_D, Q6K_HIGH,
-    Q6K_LOW, Q6K_SCALES, Q6K_TILE_BLOCK, TILE_ROWS,
+    TileLayout, Q4K_D, Q4K_DMIN, Q4K_MINS, Q4K_QUANTS, Q4K_SCALES, Q4K_TILE_BLOCK, Q5K_HIGH,
+    Q5K_TILE_BLOCK, Q6K_D, Q6K_HIGH, Q6K_LOW, Q6K_SCALES, Q6K_TILE_BLOCK, TILE_ROWS,
 };
 use super::{InputBlocks, KQuant, POSITIONS_PER_PASS, QK_K};
 
@@ -28,10 +30,30 @@ pub(super) unsafe fn q4k(tile: &[u8], inputs: &InputBlocks, sums: &mut Sums) {
     // SAFETY: `covers` checked the lengths the kernels read.
     unsafe {
         match inputs.count {
-            1 => q4k_positions::<1>(tile, inputs, sums),
-            2 => q4k_positions::<2>(tile, inputs, sums),
-            3 => q4k_positions::<3>(tile, inputs, sums),
-            _ => q4k_positions::<4>(tile, inputs, sums),
+            1 => q45k_positions::<1, false>(tile, inputs, sums),
+            2 => q45k_positions::<2, false>(tile, inputs, sums),
+            3 => q45k_positions::<3, false>(tile, inputs, sums),
+            _ => q45k_positions::<4, false>(tile, inputs, sums),
+        }
+    }
+}
+
+/// As [`q4k`] for a Q5_K tile.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q5k(tile: &[u8], inputs: &InputBlocks, sums: &mut Sums) {
+    if !covers(KQuant::Q5K, tile, inputs) {
+        return super::scalar::tile(KQuant::Q5K, tile, inputs, sums);
+    }
+    // SAFETY: `covers` checked the lengths the kernels read.
+    unsafe {
+        match inputs.count {
+            1 => q45k_positions::<1, true>(tile, inputs, sums),
+            2 => q45k_positions::<2, true>(tile, inputs, sums),
+            3 => q45k_positions::<3, true>(tile, inputs, sums),
+            _ => q45k_positions::<4, true>(tile, inputs, sums),
         }
     }
 }
@@ -124,41 +146,66 @@ unsafe fn row_scales(at: *const u8) -> __m256 {
     _mm256_cvtph_ps(unsafe { _mm_loadu_si128(at as *const __m128i) })
 }
 
+/// Q4_K tiles, or with `FIFTH` Q5_K tiles (the same layout followed by the fifth bits).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4k_positions<const P: usize>(tile: &[u8], inputs: &InputBlocks, sums: &mut Sums) {
+unsafe fn q45k_positions<const P: usize, const FIFTH: bool>(
+    tile: &[u8],
+    inputs: &InputBlocks,
+    sums: &mut Sums,
+) {
     let blocks = inputs.blocks;
+    let block_bytes = if FIFTH {
+        Q5K_TILE_BLOCK
+    } else {
+        Q4K_TILE_BLOCK
+    };
+    // Four-bit values sum eight vectors per sub-block inside i16; five-bit ones four.
+    let vectors_per_sum = if FIFTH { 4 } else { 8 };
     let low_nibbles = _mm256_set1_epi8(0xF);
+    let ones = _mm256_set1_epi8(1);
     let mut acc = [_mm256_setzero_ps(); P];
     for b in 0..blocks {
         // SAFETY (every pointer below): the tile has `blocks` tile blocks and the inputs
         // `blocks` super-blocks per position (`covers`); offsets stay inside one of each.
         unsafe {
-            let block = tile.as_ptr().add(b * Q4K_TILE_BLOCK);
-            prefetch_ahead(block, Q4K_TILE_BLOCK);
+            let block = tile.as_ptr().add(b * block_bytes);
+            prefetch_ahead(block, block_bytes);
             let y: [*const i8; P] =
                 std::array::from_fn(|p| inputs.values.as_ptr().add((p * blocks + b) * QK_K));
             let mut dots = [_mm256_setzero_si256(); P];
             for s in 0..8 {
-                // Sub-block s: the low nibbles of vectors 8(s/2).. for even s, high for odd.
+                // Sub-block s: the low nibbles of vectors 8(s/2).. for even s, high for odd;
+                // Q5_K's fifth bits are bit s of its eight high vectors.
                 let (j, high) = (s / 2, s % 2);
-                let mut pairs = [_mm256_setzero_si256(); P];
-                for g in 0..8 {
-                    let w = _mm256_loadu_si256(
-                        block.add(Q4K_QUANTS + 32 * (8 * j + g)) as *const __m256i
-                    );
-                    let w = if high == 1 {
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(w), low_nibbles)
-                    } else {
-                        _mm256_and_si256(w, low_nibbles)
-                    };
-                    for p in 0..P {
-                        let x = broadcast4(y[p].add(32 * s + 4 * g));
-                        pairs[p] = _mm256_add_epi16(pairs[p], _mm256_maddubs_epi16(w, x));
-                    }
-                }
                 let scale = row_bytes_twice(block.add(Q4K_SCALES + 8 * s), false);
-                for p in 0..P {
-                    dots[p] = _mm256_add_epi32(dots[p], _mm256_madd_epi16(pairs[p], scale));
+                let bit = _mm_cvtsi32_si128(s as i32);
+                for first in (0..8).step_by(vectors_per_sum) {
+                    let mut pairs = [_mm256_setzero_si256(); P];
+                    for g in first..first + vectors_per_sum {
+                        let w = _mm256_loadu_si256(
+                            block.add(Q4K_QUANTS + 32 * (8 * j + g)) as *const __m256i
+                        );
+                        let mut w = if high == 1 {
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(w), low_nibbles)
+                        } else {
+                            _mm256_and_si256(w, low_nibbles)
+                        };
+                        if FIFTH {
+                            // 16-bit shifts move bits between bytes only above bit 0, which the
+                            // mask drops.
+                            let h =
+                                _mm256_loadu_si256(block.add(Q5K_HIGH + 32 * g) as *const __m256i);
+                            let fifth = _mm256_and_si256(_mm256_srl_epi16(h, bit), ones);
+                            w = _mm256_or_si256(w, _mm256_slli_epi16::<4>(fifth));
+                        }
+                        for p in 0..P {
+                            let x = broadcast4(y[p].add(32 * s + 4 * g));
+                            pairs[p] = _mm256_add_epi16(pairs[p], _mm256_maddubs_epi16(w, x));
+                        }
+                    }
+                    for p in 0..P {
+                        dots[p] = _mm256_add_epi32(dots[p], _mm256_madd_epi16(pairs[p], scale));
+                    }
                 }
             }
             let mins: [__m256i; 4] = std::array::from_fn(|k| {

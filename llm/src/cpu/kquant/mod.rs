@@ -1,16 +1,16 @@
-//! llama.cpp's K-quant weight matrices (Q4_K and Q6_K: 256 values per super-block, the types of
-//! every public Q4_K_M / Q5_K_M MedGemma GGUF's large matrices) and their products, with the
+//! llama.cpp's K-quant weight matrices (Q4_K, Q5_K and Q6_K: 256 values per super-block, the types
+//! of every public Q4_K_M / Q5_K_M MedGemma GGUF's large matrices) and their products, with the
 //! instructions this CPU has, picked at run time.
 //!
-//! The arithmetic is ggml's `vec_dot_q{4,6}_K_q8_K`: the inputs are quantized per 256 values to
+//! The arithmetic is ggml's `vec_dot_q{4,5,6}_K_q8_K`: the inputs are quantized per 256 values to
 //! signed bytes with an f32 scale and 16-value sums (`quantize_row_q8_K`), each super-block's
 //! integer dot product is exact, and the f32 result adds `d_weight * d_input * sum` (minus the
-//! Q4_K minimums) block by block. The integer sums are the same whatever the instructions; only
+//! Q4_K / Q5_K minimums) block by block. The integer sums are the same whatever the instructions; only
 //! the order of the f32 additions differs between kernels and from ggml. The scalar kernel runs
 //! on any CPU and is the tests' reference.
 //!
 //! The rows are regrouped at load into tiles of eight ([`tile`]), the same bytes in another order
-//! (Q6_K exactly as large, Q4_K 3% larger for its unpacked 6-bit scales), so that one 32-byte
+//! (Q6_K exactly as large, Q4_K 3% and Q5_K 2% larger for their unpacked 6-bit scales), so that one 32-byte
 //! load holds four weights of each of eight rows. A broadcast input then feeds eight outputs at
 //! once, with no horizontal sums, for one token as for a prompt. The file's own copy is never
 //! held: tiles are built from rows as they are read.
@@ -40,6 +40,8 @@ const TILES_PER_ITEM: usize = 2;
 pub(crate) enum KQuant {
     /// 4-bit values with 6-bit scales and minimums per 32 (144 bytes per 256 values).
     Q4K,
+    /// 5-bit values, scales and minimums as Q4_K (176 bytes per 256 values).
+    Q5K,
     /// 6-bit values with 8-bit scales per 16 (210 bytes per 256 values).
     Q6K,
 }
@@ -49,6 +51,7 @@ impl KQuant {
     pub(crate) const fn block_bytes(self) -> usize {
         match self {
             KQuant::Q4K => 144,
+            KQuant::Q5K => 176,
             KQuant::Q6K => 210,
         }
     }
@@ -58,6 +61,7 @@ impl KQuant {
         use candle_core::quantized::GgmlDType;
         match dtype {
             GgmlDType::Q4K => Some(KQuant::Q4K),
+            GgmlDType::Q5K => Some(KQuant::Q5K),
             GgmlDType::Q6K => Some(KQuant::Q6K),
             _ => None,
         }
@@ -260,7 +264,7 @@ impl KQuantMatrix {
         &self.data.bytes()[t * len..(t + 1) * len]
     }
 
-    /// Appends the dequantised row `row` (as ggml's `dequantize_row_q{4,6}_K`) to `out`; `false`
+    /// Appends the dequantised row `row` (as ggml's `dequantize_row_q{4,5,6}_K`) to `out`; `false`
     /// when the row does not exist.
     pub(crate) fn dequantize_row_into(&self, row: usize, out: &mut Vec<f32>) -> bool {
         if row >= self.rows {
@@ -353,6 +357,7 @@ fn dot_tile(
         Isa::Avx2 => unsafe {
             match kind {
                 KQuant::Q4K => avx2::q4k(tile, inputs, sums),
+                KQuant::Q5K => avx2::q5k(tile, inputs, sums),
                 KQuant::Q6K => avx2::q6k(tile, inputs, sums),
             }
         },

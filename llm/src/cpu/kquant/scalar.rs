@@ -2,8 +2,8 @@
 //! against.
 
 use super::tile::{
-    q4k_d, q4k_dmin, q4k_min, q4k_scale, q4k_value, q6k_d, q6k_scale, q6k_value, TileLayout,
-    TILE_ROWS,
+    q4k_d, q4k_dmin, q4k_min, q4k_scale, q4k_value, q5k_value, q6k_d, q6k_scale, q6k_value,
+    TileLayout, TILE_ROWS,
 };
 use super::{InputBlocks, KQuant, POSITIONS_PER_PASS, QK_K};
 
@@ -27,11 +27,15 @@ pub(super) fn tile(
                 let y = &inputs.values[at * QK_K..(at + 1) * QK_K];
                 let y_scale = inputs.scales[at];
                 acc += match kind {
-                    KQuant::Q4K => {
+                    KQuant::Q4K | KQuant::Q5K => {
+                        let value = |v| match kind {
+                            KQuant::Q4K => q4k_value(block, r, v),
+                            _ => q5k_value(block, r, v),
+                        };
                         let dot: i32 = (0..QK_K)
                             .map(|v| {
                                 i32::from(q4k_scale(block, r, v / 32))
-                                    * i32::from(q4k_value(block, r, v))
+                                    * i32::from(value(v))
                                     * i32::from(y[v])
                             })
                             .sum();

@@ -31,7 +31,7 @@ fn quantized(dtype: GgmlDType, rows: usize, cols: usize, seed: u64) -> (QTensor,
 
 #[test]
 fn rows_dequantize_as_ggml_does() {
-    for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+    for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K] {
         let (q, ours) = quantized(dtype, 5, 512, 3);
         let reference = q
             .dequantize(&Device::Cpu)
@@ -67,7 +67,7 @@ fn inputs_quantize_as_ggml_does() {
 fn every_instruction_set_gives_the_scalar_result() {
     let isas = DetectedIsa::all();
     assert_eq!(isas.last().map(|i| i.isa()), Some(Isa::Scalar));
-    for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+    for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K] {
         // 19 rows: a partial work item; 1 to 9 positions: every pass width and a second tile
         // when combined with the 37-position case.
         let (_, matrix) = quantized(dtype, 19, 768, 11);
@@ -95,7 +95,7 @@ fn every_instruction_set_gives_the_scalar_result() {
 fn products_match_ggml_through_candle() {
     // candle's quantized matmul is ggml's algorithm (Q8_K inputs, the same integer sums); only the
     // order of the f32 additions differs.
-    for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+    for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K] {
         let (rows, cols) = (64, 1024);
         let (q, ours) = quantized(dtype, rows, cols, 21);
         let candle = QMatMul::from_qtensor(q).unwrap();
@@ -120,7 +120,7 @@ fn products_match_ggml_through_candle() {
 fn products_are_close_to_the_float_product() {
     // The bound on what quantizing the inputs to 8 bits may cost, against the exact product of
     // the dequantised weights.
-    for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+    for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K] {
         let (rows, cols, m) = (32, 512, 3);
         let (q, ours) = quantized(dtype, rows, cols, 31);
         let w = q.dequantize(&Device::Cpu).unwrap();
@@ -156,7 +156,7 @@ fn wrong_sizes_are_refused_not_read_past() {
 
 #[test]
 fn joined_parts_multiply_as_the_separate_matrices() {
-    for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+    for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K] {
         let kind = KQuant::of(dtype).unwrap();
         let (q1, first) = quantized(dtype, 16, 512, 41);
         let (q2, second) = quantized(dtype, 5, 512, 42);
@@ -205,4 +205,47 @@ fn a_failed_read_is_reported_not_tiled() {
         }
     });
     assert!(matches!(result, Some(Err("the file ends here"))));
+}
+
+#[test]
+fn the_largest_values_and_inputs_stay_exact() {
+    // Every weight at its largest (Q4_K 15, Q5_K 31, Q6_K 63 with scale 127), every input at
+    // its largest magnitude (127 once quantized): the kernels' i16 partial sums are at their
+    // fullest here, and must not wrap.
+    let one = half::f16::from_f32(1.0).to_le_bytes();
+    for kind in [KQuant::Q4K, KQuant::Q5K, KQuant::Q6K] {
+        let mut block = vec![0xFFu8; kind.block_bytes()];
+        match kind {
+            KQuant::Q6K => {
+                block[192..208].fill(127);
+                block[208..210].copy_from_slice(&one);
+            }
+            _ => {
+                block[0..2].copy_from_slice(&one);
+                block[2..4].fill(0);
+            }
+        }
+        let bytes: Vec<u8> = std::iter::repeat_n(block, 8 * 2).flatten().collect();
+        let matrix = KQuantMatrix::from_file_bytes(kind, 8, 2 * QK_K, &bytes).unwrap();
+        let x = vec![1.0f32; 4 * 2 * QK_K];
+        let isas = DetectedIsa::all();
+        let reference = matrix.matmul_on(*isas.last().unwrap(), &x, 4).unwrap();
+        let mut row = Vec::new();
+        matrix.dequantize_row_into(0, &mut row);
+        let exact: f32 = row.iter().sum();
+        assert!(
+            reference
+                .iter()
+                .all(|&v| (v - exact).abs() <= 1e-3 * exact.abs()),
+            "{kind:?}: {} against {exact}",
+            reference[0]
+        );
+        for isa in isas {
+            assert_eq!(
+                matrix.matmul_on(isa, &x, 4).unwrap(),
+                reference,
+                "{kind:?} on {isa:?}"
+            );
+        }
+    }
 }

@@ -9,6 +9,10 @@
 //!   nibbles and `64j + 32 + 4g ..+4` in its high nibbles (these are exactly bytes `32j + 4g ..+4`
 //!   of the row's GGUF block).
 //!
+//! One Q5_K tile block (1440 bytes; the file's 8 x 176 is 1408): a Q4_K tile block of the low four
+//! bits, then 8 vectors of fifth bits: vector `g` holds, for each row, bytes `4g ..+4` of the row's
+//! GGUF `qh`, whose bit `s` is the fifth bit of value `32s + 4g ..+4` (sub-block `s`).
+//!
 //! One Q6_K tile block (1680 bytes, 8 x 210 like the file):
 //! - `d` of the rows (f16, 16 bytes); the signed scales `scale[s][r]` per 16 values (128 bytes);
 //! - 32 vectors of low nibbles: vector `g` holds values `4g ..+4` (low nibbles) and
@@ -29,6 +33,9 @@ pub(super) const Q4K_SCALES: usize = 32;
 pub(super) const Q4K_MINS: usize = 96;
 pub(super) const Q4K_QUANTS: usize = 160;
 pub(super) const Q4K_TILE_BLOCK: usize = Q4K_QUANTS + 32 * 32;
+
+pub(super) const Q5K_HIGH: usize = Q4K_TILE_BLOCK;
+pub(super) const Q5K_TILE_BLOCK: usize = Q5K_HIGH + 8 * 32;
 
 pub(super) const Q6K_D: usize = 0;
 pub(super) const Q6K_SCALES: usize = 16;
@@ -54,6 +61,7 @@ impl TileLayout {
     pub(super) const fn block_bytes(kind: KQuant) -> usize {
         match kind {
             KQuant::Q4K => Q4K_TILE_BLOCK,
+            KQuant::Q5K => Q5K_TILE_BLOCK,
             KQuant::Q6K => Q6K_TILE_BLOCK,
         }
     }
@@ -89,14 +97,15 @@ impl TileLayout {
             for (b, ggml) in row.chunks_exact(block_bytes).enumerate() {
                 let out = &mut tile[b * Self::block_bytes(self.kind)..];
                 match self.kind {
-                    KQuant::Q4K => fill_q4k(out, r, ggml),
+                    KQuant::Q4K => fill_q4k(out, r, &ggml[..16], &ggml[16..144]),
+                    KQuant::Q5K => fill_q5k(out, r, ggml),
                     KQuant::Q6K => fill_q6k(out, r, ggml),
                 }
             }
         }
     }
 
-    /// Appends row `r` of a tile, dequantised exactly as ggml's `dequantize_row_q{4,6}_K`.
+    /// Appends row `r` of a tile, dequantised exactly as ggml's `dequantize_row_q{4,5,6}_K`.
     pub(super) fn dequantize_row(self, tile: &[u8], r: usize, out: &mut Vec<f32>) {
         for block in tile
             .chunks_exact(Self::block_bytes(self.kind))
@@ -111,6 +120,17 @@ impl TileLayout {
                         out.extend(
                             (32 * s..32 * s + 32)
                                 .map(|v| scale * f32::from(q4k_value(block, r, v)) - min),
+                        );
+                    }
+                }
+                KQuant::Q5K => {
+                    let (d, dmin) = (q4k_d(block, r), q4k_dmin(block, r));
+                    for s in 0..8 {
+                        let scale = d * f32::from(q4k_scale(block, r, s));
+                        let min = dmin * f32::from(q4k_min(block, r, s));
+                        out.extend(
+                            (32 * s..32 * s + 32)
+                                .map(|v| scale * f32::from(q5k_value(block, r, v)) - min),
                         );
                     }
                 }
@@ -147,18 +167,29 @@ fn q4k_scales_mins(packed: &[u8]) -> ([u8; 8], [u8; 8]) {
     (scales, mins)
 }
 
-/// A GGUF Q4_K block (d, dmin, 12 scale bytes, 128 nibble bytes) as row `r` of a tile block.
+/// A GGUF Q4_K block, given as its 16 header bytes (d, dmin, 12 scale bytes) and its 128 nibble
+/// bytes, as row `r` of a tile block.
 #[inline(always)]
-fn fill_q4k(tile: &mut [u8], r: usize, ggml: &[u8]) {
-    tile[Q4K_D + 2 * r..Q4K_D + 2 * r + 2].copy_from_slice(&ggml[0..2]);
-    tile[Q4K_DMIN + 2 * r..Q4K_DMIN + 2 * r + 2].copy_from_slice(&ggml[2..4]);
-    let (scales, mins) = q4k_scales_mins(&ggml[4..16]);
+fn fill_q4k(tile: &mut [u8], r: usize, header: &[u8], nibbles: &[u8]) {
+    tile[Q4K_D + 2 * r..Q4K_D + 2 * r + 2].copy_from_slice(&header[0..2]);
+    tile[Q4K_DMIN + 2 * r..Q4K_DMIN + 2 * r + 2].copy_from_slice(&header[2..4]);
+    let (scales, mins) = q4k_scales_mins(&header[4..16]);
     for s in 0..8 {
         tile[Q4K_SCALES + 8 * s + r] = scales[s];
         tile[Q4K_MINS + 8 * s + r] = mins[s];
     }
-    for (vector, four) in ggml[16..144].chunks_exact(4).enumerate() {
+    for (vector, four) in nibbles[..128].chunks_exact(4).enumerate() {
         let at = Q4K_QUANTS + 32 * vector + 4 * r;
+        tile[at..at + 4].copy_from_slice(four);
+    }
+}
+
+/// A GGUF Q5_K block (d, dmin, 12 scale bytes, 32 fifth-bit bytes, 128 nibble bytes) as row `r`.
+#[inline(always)]
+fn fill_q5k(tile: &mut [u8], r: usize, ggml: &[u8]) {
+    fill_q4k(tile, r, &ggml[..16], &ggml[48..176]);
+    for (vector, four) in ggml[16..48].chunks_exact(4).enumerate() {
+        let at = Q5K_HIGH + 32 * vector + 4 * r;
         tile[at..at + 4].copy_from_slice(four);
     }
 }
@@ -244,6 +275,13 @@ pub(super) fn q4k_value(block: &[u8], r: usize, v: usize) -> u8 {
     } else {
         byte & 0xF
     }
+}
+
+/// The 5-bit value `v` (0..256) of row `r` of a Q5_K tile block.
+pub(super) fn q5k_value(block: &[u8], r: usize, v: usize) -> u8 {
+    let (s, l) = (v / 32, v % 32);
+    let fifth = (block[Q5K_HIGH + 32 * (l / 4) + 4 * r + l % 4] >> s) & 1;
+    q4k_value(block, r, v) | fifth << 4
 }
 
 pub(super) fn q6k_d(block: &[u8], r: usize) -> f32 {
