@@ -112,25 +112,17 @@ impl TileLayout {
             .take(self.blocks)
         {
             match self.kind {
-                KQuant::Q4K => {
+                KQuant::Q4K | KQuant::Q5K => {
+                    let value = |v| match self.kind {
+                        KQuant::Q4K => q4k_value(block, r, v),
+                        _ => q5k_value(block, r, v),
+                    };
                     let (d, dmin) = (q4k_d(block, r), q4k_dmin(block, r));
                     for s in 0..8 {
                         let scale = d * f32::from(q4k_scale(block, r, s));
                         let min = dmin * f32::from(q4k_min(block, r, s));
                         out.extend(
-                            (32 * s..32 * s + 32)
-                                .map(|v| scale * f32::from(q4k_value(block, r, v)) - min),
-                        );
-                    }
-                }
-                KQuant::Q5K => {
-                    let (d, dmin) = (q4k_d(block, r), q4k_dmin(block, r));
-                    for s in 0..8 {
-                        let scale = d * f32::from(q4k_scale(block, r, s));
-                        let min = dmin * f32::from(q4k_min(block, r, s));
-                        out.extend(
-                            (32 * s..32 * s + 32)
-                                .map(|v| scale * f32::from(q5k_value(block, r, v)) - min),
+                            (32 * s..32 * s + 32).map(|v| scale * f32::from(value(v)) - min),
                         );
                     }
                 }
