@@ -19,11 +19,17 @@ pub fn slow_tier() -> bool {
 /// Where the letter-model parity tests compute: `MEDSCRIBE_TEST_DEVICE` (`cpu`, `cuda`, `cuda:N`,
 /// as users type it), the processor when unset. CI has no GPU; a build with `--features cuda` runs
 /// the same parity tests, against the same references and bounds, on a GPU.
+/// Opened once per test process, so every model and tensor of a test share one GPU context.
 pub fn test_device() -> medscribe_llm::Device {
-    let name = std::env::var("MEDSCRIBE_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
-    name.parse::<medscribe_llm::letter::DeviceName>()
-        .and_then(|device| device.open())
-        .unwrap_or_else(|error| panic!("MEDSCRIBE_TEST_DEVICE={name}: {error}"))
+    static DEVICE: std::sync::OnceLock<medscribe_llm::Device> = std::sync::OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            let name = std::env::var("MEDSCRIBE_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+            name.parse::<medscribe_llm::letter::DeviceName>()
+                .and_then(|device| device.open())
+                .unwrap_or_else(|error| panic!("MEDSCRIBE_TEST_DEVICE={name}: {error}"))
+        })
+        .clone()
 }
 
 /// The repository root.

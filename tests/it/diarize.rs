@@ -677,14 +677,19 @@ fn recorded_sessions_get_speakers_names_and_keep_them_through_recovery() {
 fn wait_for_recorded_seconds(home: &std::path::Path, seconds: f64, limit: std::time::Duration) {
     let start = std::time::Instant::now();
     while start.elapsed() < limit {
+        // The header's byte rate and the file's length: the growing samples are not read.
         let recorded = std::fs::read_dir(home.join("sessions"))
             .ok()
             .and_then(|mut dirs| dirs.next())
-            .and_then(|dir| std::fs::read(dir.ok()?.path().join("audio.wav")).ok())
-            .filter(|wav| wav.len() > 44)
-            .map(|wav| {
-                let byte_rate = u32::from_le_bytes([wav[28], wav[29], wav[30], wav[31]]);
-                (wav.len() - 44) as f64 / f64::from(byte_rate.max(1))
+            .and_then(|dir| {
+                use std::io::Read;
+                let mut wav = std::fs::File::open(dir.ok()?.path().join("audio.wav")).ok()?;
+                let mut header = [0u8; 44];
+                wav.read_exact(&mut header).ok()?;
+                let byte_rate =
+                    u32::from_le_bytes([header[28], header[29], header[30], header[31]]);
+                let length = wav.metadata().ok()?.len();
+                Some(length.saturating_sub(44) as f64 / f64::from(byte_rate.max(1)))
             });
         if recorded.is_some_and(|s| s >= seconds) {
             return;

@@ -2,9 +2,9 @@
 //! holds: a random Gemma 3 written by this test as a GGUF wide enough for the K-quants (hidden
 //! 256), its matrices quantized the way llama.cpp's Q4_K_M mix does (Q4_K, with Q6_K for the
 //! embedding, the tied output head and half the `attn_v` / `ffn_down`), with Q5_K (Q5_K_M files)
-//! for half the feed-forward inputs, and Q8_0 and Q5_0 for the others, as in narrow files. The model, loaded quantized on the test device
-//! (`MEDSCRIBE_TEST_DEVICE`: our CPU kernels, or candle's CUDA kernels in a `--features cuda`
-//! build), must compute what the same weights unpacked to f32 compute on the CPU, within the
+//! for half the feed-forward inputs, and Q8_0 and Q5_0 for the others, as in narrow files. The
+//! model, loaded quantized on the test device (`MEDSCRIBE_TEST_DEVICE`: our CPU kernels, or
+//! candle's CUDA kernels in a `--features cuda` build), must compute what the same weights unpacked to f32 compute on the CPU, within the
 //! noise of rounding activations to 8 bits, at every prompt position, across the sliding window,
 //! and in pieces as at once.
 
@@ -24,13 +24,15 @@ const SLIDING_WINDOW: u32 = 8;
 
 /// `count` values spread evenly over [-scale, scale] by a fixed xorshift sequence, so every run
 /// writes the same model.
-fn uniform(count: usize, scale: f32, state: &mut u64) -> Vec<f32> {
+fn uniform(count: usize, scale: f32, state: &std::cell::Cell<u64>) -> Vec<f32> {
     (0..count)
         .map(|_| {
-            *state ^= *state << 13;
-            *state ^= *state >> 7;
-            *state ^= *state << 17;
-            let unit = (*state >> 40) as f32 / (1u64 << 24) as f32;
+            let mut x = state.get();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            state.set(x);
+            let unit = (x >> 40) as f32 / (1u64 << 24) as f32;
             (2.0 * unit - 1.0) * scale
         })
         .collect()
@@ -40,12 +42,7 @@ fn uniform(count: usize, scale: f32, state: &mut u64) -> Vec<f32> {
 fn write_random_gguf(path: &std::path::Path) {
     use gguf_file::Value;
     let state = std::cell::Cell::new(0x5eed_0f6e_33a3_u64);
-    let values = |count: usize, scale: f32| -> Vec<f32> {
-        let mut s = state.get();
-        let out = uniform(count, scale, &mut s);
-        state.set(s);
-        out
-    };
+    let values = |count: usize, scale: f32| uniform(count, scale, &state);
     // Standard deviation 0.05, as a trained model's projections have about.
     let matrix = |rows: usize, cols: usize, dtype: GgmlDType| -> QTensor {
         let weights = Tensor::from_vec(values(rows * cols, 0.0866), (rows, cols), &Device::Cpu);
@@ -137,7 +134,8 @@ fn k_quant_mix_computes_like_its_float_unpacking_on_the_test_device() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("random-gemma3-q4_k_m.gguf");
     write_random_gguf(&path);
-    let mut quantized = Gemma3Text::load_gguf(&path, &test_device()).unwrap();
+    let device = test_device();
+    let mut quantized = Gemma3Text::load_gguf(&path, &device).unwrap();
     let mut float =
         Gemma3Text::load_gguf_with(&path, &Device::Cpu, GgufWeights::Dequantized).unwrap();
     // Longer than the sliding window, and long enough for the prompt (matrix-matrix) kernels.
@@ -149,8 +147,7 @@ fn k_quant_mix_computes_like_its_float_unpacking_on_the_test_device() {
     let spread = reference.iter().fold(0f32, |m, v| m.max(v.abs()));
     let diff = max_abs_diff(&ours, &reference);
     eprintln!(
-        "{:?}: quantized against float: max logit diff {diff:.3e} (largest logit {spread:.3e})",
-        test_device()
+        "{device:?}: quantized against float: max logit diff {diff:.3e} (largest logit {spread:.3e})"
     );
     assert!(
         spread > 0.1,

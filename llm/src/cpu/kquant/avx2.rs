@@ -18,47 +18,29 @@ use super::{InputBlocks, KQuant, POSITIONS_PER_PASS, QK_K};
 
 type Sums = [[f32; TILE_ROWS]; POSITIONS_PER_PASS];
 
-/// `sums[p][r]`: row `r` of a Q4_K tile times input position `p` (`inputs.count` of them).
+/// `sums[p][r]`: row `r` of a Q4_K tile (or with `FIFTH` a Q5_K tile) times input position `p`
+/// (`inputs.count` of them).
 ///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn q4k(tile: &[u8], inputs: &InputBlocks, sums: &mut Sums) {
-    if !covers(KQuant::Q4K, tile, inputs) {
-        return super::scalar::tile(KQuant::Q4K, tile, inputs, sums);
+pub(super) unsafe fn q45k<const FIFTH: bool>(tile: &[u8], inputs: &InputBlocks, sums: &mut Sums) {
+    let kind = if FIFTH { KQuant::Q5K } else { KQuant::Q4K };
+    if !covers(kind, tile, inputs) {
+        return super::scalar::tile(kind, tile, inputs, sums);
     }
     // SAFETY: `covers` checked the lengths the kernels read.
     unsafe {
         match inputs.count {
-            1 => q45k_positions::<1, false>(tile, inputs, sums),
-            2 => q45k_positions::<2, false>(tile, inputs, sums),
-            3 => q45k_positions::<3, false>(tile, inputs, sums),
-            _ => q45k_positions::<4, false>(tile, inputs, sums),
+            1 => q45k_positions::<1, FIFTH>(tile, inputs, sums),
+            2 => q45k_positions::<2, FIFTH>(tile, inputs, sums),
+            3 => q45k_positions::<3, FIFTH>(tile, inputs, sums),
+            _ => q45k_positions::<4, FIFTH>(tile, inputs, sums),
         }
     }
 }
 
-/// As [`q4k`] for a Q5_K tile.
-///
-/// # Safety
-/// The CPU has AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn q5k(tile: &[u8], inputs: &InputBlocks, sums: &mut Sums) {
-    if !covers(KQuant::Q5K, tile, inputs) {
-        return super::scalar::tile(KQuant::Q5K, tile, inputs, sums);
-    }
-    // SAFETY: `covers` checked the lengths the kernels read.
-    unsafe {
-        match inputs.count {
-            1 => q45k_positions::<1, true>(tile, inputs, sums),
-            2 => q45k_positions::<2, true>(tile, inputs, sums),
-            3 => q45k_positions::<3, true>(tile, inputs, sums),
-            _ => q45k_positions::<4, true>(tile, inputs, sums),
-        }
-    }
-}
-
-/// As [`q4k`] for a Q6_K tile.
+/// As [`q45k`] for a Q6_K tile.
 ///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C.

@@ -5,13 +5,13 @@
 //! The arithmetic is ggml's `vec_dot_q{4,5,6}_K_q8_K`: the inputs are quantized per 256 values to
 //! signed bytes with an f32 scale and 16-value sums (`quantize_row_q8_K`), each super-block's
 //! integer dot product is exact, and the f32 result adds `d_weight * d_input * sum` (minus the
-//! Q4_K / Q5_K minimums) block by block. The integer sums are the same whatever the instructions; only
-//! the order of the f32 additions differs between kernels and from ggml. The scalar kernel runs
-//! on any CPU and is the tests' reference.
+//! Q4_K / Q5_K minimums) block by block. The integer sums are the same whatever the
+//! instructions; only the order of the f32 additions differs between kernels and from ggml. The
+//! scalar kernel runs on any CPU and is the tests' reference.
 //!
 //! The rows are regrouped at load into tiles of eight ([`tile`]), the same bytes in another order
-//! (Q6_K exactly as large, Q4_K 3% and Q5_K 2% larger for their unpacked 6-bit scales), so that one 32-byte
-//! load holds four weights of each of eight rows. A broadcast input then feeds eight outputs at
+//! (Q6_K exactly as large, Q4_K 3% and Q5_K 2% larger for their unpacked 6-bit scales), so that
+//! one 32-byte load holds four weights of each of eight rows. A broadcast input then feeds eight outputs at
 //! once, with no horizontal sums, for one token as for a prompt. The file's own copy is never
 //! held: tiles are built from rows as they are read.
 
@@ -356,8 +356,8 @@ fn dot_tile(
         // SAFETY: a `DetectedIsa` of AVX2 exists only on CPUs with AVX2, FMA and F16C.
         Isa::Avx2 => unsafe {
             match kind {
-                KQuant::Q4K => avx2::q4k(tile, inputs, sums),
-                KQuant::Q5K => avx2::q5k(tile, inputs, sums),
+                KQuant::Q4K => avx2::q45k::<false>(tile, inputs, sums),
+                KQuant::Q5K => avx2::q45k::<true>(tile, inputs, sums),
                 KQuant::Q6K => avx2::q6k(tile, inputs, sums),
             }
         },
