@@ -42,6 +42,85 @@ pub(crate) fn cpu_product(
     Ok(Tensor::from_vec(out, dims, x.device())?)
 }
 
+/// How a weight matrix's rows are grouped into tiles while they are read from a file.
+pub(crate) struct TileReading {
+    /// Rows of each part (projections of the same input read as one matrix), in order; all but
+    /// the last are whole tiles.
+    pub(crate) part_rows: Vec<usize>,
+    /// Rows per tile.
+    pub(crate) tile_rows: usize,
+    /// Bytes of one row in the file.
+    pub(crate) row_bytes: usize,
+    /// Bytes of one tile in memory.
+    pub(crate) tile_bytes: usize,
+    /// Tiles one thread reads at once (about a megabyte).
+    pub(crate) tiles_per_read: usize,
+}
+
+impl TileReading {
+    /// The part, first row in it, and rows present of tile `t`.
+    fn rows_of(&self, t: usize) -> (usize, usize, usize) {
+        let mut first = t * self.tile_rows;
+        for (part, &rows) in self.part_rows.iter().enumerate() {
+            if first < rows {
+                return (part, first, self.tile_rows.min(rows - first));
+            }
+            first -= rows;
+        }
+        (self.part_rows.len(), 0, 0)
+    }
+
+    /// Fills `out` (whole tiles) tile by tile: `read_rows(part, first, bytes)` supplies a part's
+    /// file rows `first..first + bytes.len() / row_bytes`, and `fill(tile, rows)` turns up to
+    /// `tile_rows` of them into a zeroed tile. Every thread reads and fills its own runs of
+    /// tiles: with one thread reading while the others waited, reading was a third of a 4B
+    /// model's load. The first error stops the work and is returned.
+    pub(crate) fn fill<E: Send>(
+        &self,
+        out: &mut [u8],
+        read_rows: impl Fn(usize, usize, &mut [u8]) -> std::result::Result<(), E> + Sync,
+        fill: impl Fn(&mut [u8], &[u8]) + Sync,
+    ) -> std::result::Result<(), E> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let tiles = out.len() / self.tile_bytes.max(1);
+        let failure: std::sync::Mutex<Option<E>> = std::sync::Mutex::new(None);
+        let failed = AtomicBool::new(false);
+        let writes = DisjointWrites::new(out);
+        candle_core::utils::barrier_pool().execute_chunked(tiles, |range| {
+            let mut source = Vec::new();
+            let mut t = range.start;
+            while t < range.end && !failed.load(Ordering::Relaxed) {
+                // One read for a run of tiles of the same part.
+                let (part, first, _) = self.rows_of(t);
+                let mut end = t + 1;
+                while end < range.end.min(t + self.tiles_per_read) && self.rows_of(end).0 == part {
+                    end += 1;
+                }
+                let (_, last_first, last_present) = self.rows_of(end - 1);
+                source.resize((last_first + last_present - first) * self.row_bytes, 0);
+                if let Err(e) = read_rows(part, first, &mut source) {
+                    failed.store(true, Ordering::Relaxed);
+                    if let Ok(mut slot) = failure.lock() {
+                        slot.get_or_insert(e);
+                    }
+                    return;
+                }
+                for (n, rows) in source.chunks(self.tile_rows * self.row_bytes).enumerate() {
+                    // SAFETY: tile `t + n` lies in this worker's range, which no other worker
+                    // touches, and inside `out` (`tiles` whole tiles).
+                    let tile = unsafe { writes.slice((t + n) * self.tile_bytes, self.tile_bytes) };
+                    fill(tile, rows);
+                }
+                t = end;
+            }
+        });
+        match failure.into_inner().ok().flatten() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
 /// An output buffer that parallel workers fill at disjoint places: the one way the kernels share
 /// a buffer across candle's worker threads.
 pub(crate) struct DisjointWrites<'a, T> {

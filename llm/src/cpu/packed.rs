@@ -18,6 +18,8 @@ use half::f16;
 
 /// Output rows per tile.
 const TILE_ROWS: usize = 16;
+/// Tiles a thread reads from a file at once when packing (0.3-1.4 MB for the 270M and 4B widths).
+const LOAD_TILES_PER_READ: usize = 32;
 /// Inputs per Q8_0 block.
 const BLOCK: usize = 32;
 /// Bytes of one ggml Q8_0 block: f16 scale, 32 signed bytes.
@@ -155,32 +157,30 @@ fn fill_tile_rows(packed: &mut [u8], source: &[u8], present: usize, row_bytes: u
 }
 
 impl PackedQ8_0 {
-    /// Packs a matrix whose ggml Q8_0 rows are supplied 16 at a time: `read_rows(first, bytes)`
-    /// fills `bytes` with rows `first..first + bytes.len() / row_bytes`. Returns `None` when
-    /// `cols` is not whole blocks.
-    pub(crate) fn pack_with<E>(
+    /// Packs a matrix whose ggml Q8_0 rows are supplied in runs of whole tiles:
+    /// `read_rows(first, bytes)` fills `bytes` with rows `first..first + bytes.len() / row_bytes`,
+    /// and is called from all threads at once. Returns `None` when `cols` is not whole blocks.
+    pub(crate) fn pack_with<E: Send>(
         rows: usize,
         cols: usize,
-        mut read_rows: impl FnMut(usize, &mut [u8]) -> std::result::Result<(), E>,
+        read_rows: impl Fn(usize, &mut [u8]) -> std::result::Result<(), E> + Sync,
     ) -> Option<std::result::Result<Self, E>> {
         let (tile_bytes, row_bytes) = packed_sizes(rows, cols)?;
         let blocks = cols / BLOCK;
         let mut data = super::TileMemory::zeroed(tile_bytes, true);
-        let mut source = vec![0u8; TILE_ROWS * row_bytes];
-        for (tile, packed) in data
-            .bytes_mut()
-            .chunks_exact_mut(blocks * TILE_BLOCK_BYTES)
-            .enumerate()
-        {
-            let first = tile * TILE_ROWS;
-            let present = TILE_ROWS.min(rows - first);
-            let source = &mut source[..present * row_bytes];
-            if let Err(e) = read_rows(first, source) {
-                return Some(Err(e));
-            }
-            fill_tile(packed, source, present, row_bytes);
-        }
-        Some(Ok(Self { rows, cols, data }))
+        let reading = super::TileReading {
+            part_rows: vec![rows],
+            tile_rows: TILE_ROWS,
+            row_bytes,
+            tile_bytes: blocks * TILE_BLOCK_BYTES,
+            tiles_per_read: LOAD_TILES_PER_READ,
+        };
+        let filled = reading.fill(
+            data.bytes_mut(),
+            |_, first, bytes| read_rows(first, bytes),
+            |packed, source| fill_tile(packed, source, source.len() / row_bytes, row_bytes),
+        );
+        Some(filled.map(|()| Self { rows, cols, data }))
     }
 
     /// Packs ggml Q8_0 bytes of a `[rows, cols]` matrix; `None` if the sizes disagree.
@@ -690,12 +690,12 @@ mod tests {
             (64, 1 << 58),
         ] {
             assert!(PackedQ8_0::pack(&[], rows, cols).is_none(), "{rows}x{cols}");
-            let mut called = false;
+            let called = std::sync::atomic::AtomicBool::new(false);
             let packed = PackedQ8_0::pack_with(rows, cols, |_, _: &mut [u8]| {
-                called = true;
+                called.store(true, std::sync::atomic::Ordering::Relaxed);
                 Ok::<(), ()>(())
             });
-            assert!(packed.is_none() && !called, "{rows}x{cols}");
+            assert!(packed.is_none() && !called.into_inner(), "{rows}x{cols}");
         }
     }
 

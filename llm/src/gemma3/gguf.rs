@@ -66,9 +66,8 @@ impl GgufReader<'_> {
             && crate::cpu::packed::supported()
     }
 
-    /// Places the reader at tensor `name`'s data, after checking its shape.
-    fn seek_tensor(&mut self, name: &str, shape: [usize; 2]) -> Result<()> {
-        use std::io::{Seek, SeekFrom};
+    /// Where tensor `name`'s data starts in the file, after checking its shape.
+    fn tensor_start(&self, name: &str, shape: [usize; 2]) -> Result<u64> {
         let Some(info) = self.content.tensor_infos.get(name) else {
             return Err(self.weights_error(format!("tensor {name} is missing")));
         };
@@ -79,11 +78,7 @@ impl GgufReader<'_> {
             )));
         }
         // Both checked against the file's length when the header was read (gguf_check).
-        let start = self.content.tensor_data_offset + info.offset;
-        self.reader
-            .seek(SeekFrom::Start(start))
-            .map_err(|e| self.weights_error(format!("tensor {name}: {e}")))?;
-        Ok(())
+        Ok(self.content.tensor_data_offset + info.offset)
     }
 
     fn tensor_dtype(&self, name: &str) -> Result<GgmlDType> {
@@ -102,7 +97,6 @@ impl GgufReader<'_> {
         &mut self,
         parts: &[(&str, [usize; 2])],
     ) -> Result<Option<KQuantMatrix>> {
-        use std::io::Read;
         let Some(&(first_name, [_, cols])) = parts.first() else {
             return Ok(None);
         };
@@ -122,17 +116,20 @@ impl GgufReader<'_> {
             }
         }
         let widths: Vec<usize> = parts.iter().map(|(_, shape)| shape[0]).collect();
+        let starts = parts
+            .iter()
+            .map(|&(name, shape)| self.tensor_start(name, shape))
+            .collect::<Result<Vec<u64>>>()?;
+        let row_bytes = KQuantMatrix::file_size(kind, 1, cols).unwrap_or(0) as u64;
+        let file = self.reader.get_ref();
         let tiled =
             KQuantMatrix::tile_parts(kind, &widths, cols, |part, first, rows: &mut [u8]| {
-                let (name, shape) = parts[part];
-                if first == 0 {
-                    self.seek_tensor(name, shape)?;
-                }
-                self.reader
-                    .read_exact(rows)
-                    .map_err(|e| self.weights_error(format!("tensor {name}: {e}")))
+                let offset = starts[part] + first as u64 * row_bytes;
+                read_exact_at(file, rows, offset).map_err(|e| (part, e))
             });
-        tiled.transpose()
+        tiled
+            .transpose()
+            .map_err(|(part, e)| self.weights_error(format!("tensor {}: {e}", parts[part].0)))
     }
 
     /// A Q8_0 matrix packed while it is read from the file, 16 rows at a time; `None` when the
@@ -142,14 +139,14 @@ impl GgufReader<'_> {
         name: &str,
         shape: [usize; 2],
     ) -> Result<Option<PackedQ8_0>> {
-        use std::io::Read;
         if !self.packs() || self.tensor_dtype(name)? != GgmlDType::Q8_0 {
             return Ok(None);
         }
-        self.seek_tensor(name, shape)?;
-        let reader = &mut self.reader;
-        let packed = PackedQ8_0::pack_with(shape[0], shape[1], |_, rows: &mut [u8]| {
-            reader.read_exact(rows)
+        let start = self.tensor_start(name, shape)?;
+        let row_bytes = (shape[1] / Q8_0_BLOCK_VALUES * Q8_0_BLOCK_BYTES) as u64;
+        let file = self.reader.get_ref();
+        let packed = PackedQ8_0::pack_with(shape[0], shape[1], |first, rows: &mut [u8]| {
+            read_exact_at(file, rows, start + first as u64 * row_bytes)
         })
         .ok_or_else(|| {
             self.weights_error(format!("tensor {name}: rows are not whole Q8_0 blocks"))
@@ -210,4 +207,29 @@ pub(crate) fn gguf_vocabulary(content: &gguf_file::Content, path: &Path) -> Resu
         .iter()
         .map(|t| t.to_string().cloned().unwrap_or_default())
         .collect())
+}
+
+/// Fills `buf` from `file` at `offset`, without moving the file's position, so that several
+/// threads can read one file at once.
+fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        let (mut buf, mut offset) = (buf, offset);
+        while !buf.is_empty() {
+            match std::os::windows::fs::FileExt::seek_read(file, buf, offset) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }

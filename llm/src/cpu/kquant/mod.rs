@@ -30,7 +30,7 @@ pub(crate) const QK_K: usize = 256;
 const POSITIONS_PER_PASS: usize = 4;
 /// Prompt positions whose quantized inputs stay in cache while tiles stream past them.
 const POSITION_TILE: usize = 32;
-/// Tiles read from a file before the threads tile them (about 1 MB of a 4B model's rows).
+/// Tiles a thread reads from a file at once before tiling them (about 1 MB of a 4B model's rows).
 const LOAD_BATCH_TILES: usize = 64;
 /// Tiles per work item handed to a thread.
 const TILES_PER_ITEM: usize = 2;
@@ -153,13 +153,14 @@ impl KQuantMatrix {
 
     /// A matrix of the rows of one or more (projections of the same input, such as q, k, v, are
     /// multiplied as one), tiled as `read_rows(part, first, bytes)` supplies each part's GGUF
-    /// rows in order, up to eight at a time. `None` when `cols` is not whole super-blocks, a part
-    /// but the last does not fill whole tiles, or the sizes do not fit in memory.
-    pub(crate) fn tile_parts<E>(
+    /// rows `first..first + bytes.len() / row bytes`. `None` when `cols` is not whole
+    /// super-blocks, a part but the last does not fill whole tiles, or the sizes do not fit in
+    /// memory. `read_rows` is called from all threads at once.
+    pub(crate) fn tile_parts<E: Send>(
         kind: KQuant,
         part_rows: &[usize],
         cols: usize,
-        mut read_rows: impl FnMut(usize, usize, &mut [u8]) -> std::result::Result<(), E>,
+        read_rows: impl Fn(usize, usize, &mut [u8]) -> std::result::Result<(), E> + Sync,
     ) -> Option<std::result::Result<Self, E>> {
         let (_, whole) = part_rows.split_last()?;
         if whole.iter().any(|rows| !rows.is_multiple_of(TILE_ROWS)) {
@@ -177,45 +178,17 @@ impl KQuantMatrix {
             return None;
         }
         let mut data = super::TileMemory::zeroed(total, false);
-        let row_bytes = layout.blocks * kind.block_bytes();
-        // Rows are read in batches of tiles, and each batch is tiled by all threads: the first
-        // write to fresh memory is where the kernel zeroes it, a cost worth sharing.
-        let mut source = vec![0u8; LOAD_BATCH_TILES * TILE_ROWS * row_bytes];
-        let mut batch: Vec<(usize, usize)> = Vec::with_capacity(LOAD_BATCH_TILES);
-        let mut next_tile = 0;
-        let mut tiles = part_rows.iter().enumerate().flat_map(|(part, &rows)| {
-            (0..rows)
-                .step_by(TILE_ROWS)
-                .map(move |first| (part, first, TILE_ROWS.min(rows - first)))
-        });
-        loop {
-            batch.clear();
-            let mut filled = 0;
-            for (part, first, present) in tiles.by_ref().take(LOAD_BATCH_TILES) {
-                let len = present * row_bytes;
-                if let Err(e) = read_rows(part, first, &mut source[filled..filled + len]) {
-                    return Some(Err(e));
-                }
-                batch.push((filled, len));
-                filled += len;
-            }
-            if batch.is_empty() {
-                break;
-            }
-            let out = &mut data.bytes_mut()
-                [next_tile * tile_bytes..(next_tile + batch.len()) * tile_bytes];
-            let writes = super::DisjointWrites::new(out);
-            let (source, batch) = (&source, &batch);
-            candle_core::utils::barrier_pool().execute_chunked(batch.len(), |range| {
-                for t in range {
-                    let (start, len) = batch[t];
-                    // SAFETY: tile `t` of the batch is filled by this worker alone, and the batch
-                    // lies inside `out`.
-                    let tile = unsafe { writes.slice(t * tile_bytes, tile_bytes) };
-                    layout.fill(tile, &source[start..start + len]);
-                }
-            });
-            next_tile += batch.len();
+        let reading = super::TileReading {
+            part_rows: part_rows.to_vec(),
+            tile_rows: TILE_ROWS,
+            row_bytes: layout.blocks * kind.block_bytes(),
+            tile_bytes,
+            tiles_per_read: LOAD_BATCH_TILES,
+        };
+        if let Err(e) = reading.fill(data.bytes_mut(), read_rows, |tile, rows| {
+            layout.fill(tile, rows)
+        }) {
+            return Some(Err(e));
         }
         Some(Ok(Self {
             layout,
