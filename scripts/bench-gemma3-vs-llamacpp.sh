@@ -8,8 +8,9 @@
 # 270m is the default letter model (installed by setup). 4b and 27b are random-weight files with
 # the exact Gemma 3 4B / 27B text architecture (models/scripts/make_gemma3_bench_gguf.py, then
 # llama.cpp's own llama-quantize to Q4_K_M), made once into .bench/ (git-ignored; 4b: about 8 GB
-# of f16 on the way, 2.5 GB at the end, 10 minutes on 2 cores). MedGemma's weights are gated, so
-# this measures the shape doctors run, not its output.
+# of f16 on the way, 2.5 GB at the end, 10 minutes on 2 cores; 27b: random blocks written straight
+# in the Q4_K_M mix, 16.5 GB, 5 minutes). MedGemma's weights are gated, so this measures the shape
+# doctors run, not its output. A 27b round takes about 15 minutes on 2 cores.
 #
 # llama.cpp is only a yardstick: built from the sources vendored in the PyPI sdist of
 # llama-cpp-python (about 5 minutes on 2 cores, once), never shipped. It is built for the native
@@ -65,10 +66,17 @@ case $model in
             echo "making the $model-shaped Q4_K_M bench file (once, into $dir)"
             [ -x .bench/venv/bin/python ] || { python3 -m venv .bench/venv && .bench/venv/bin/pip install -q numpy pyyaml tqdm requests; }
             mkdir -p "$dir"
-            .bench/venv/bin/python models/scripts/make_gemma3_bench_gguf.py --shape "$model" \
-                --tokenizer-from "$small/gemma-3-270m-q4_k_m.gguf" --out "$dir/f16.gguf"
-            "$bench/build/bin/llama-quantize" "$dir/f16.gguf" "$gguf" Q4_K_M "$threads" >/dev/null 2>&1
-            rm -f "$dir/f16.gguf"
+            if [ "$model" = 27b ]; then
+                # Its f16 file would be 54 GB: the random blocks go straight into llama.cpp's
+                # Q4_K_M mix instead (the same types per tensor, 16.5 GB).
+                .bench/venv/bin/python models/scripts/make_gemma3_bench_gguf.py --shape "$model" \
+                    --random-q4-k-m --tokenizer-from "$small/gemma-3-270m-q4_k_m.gguf" --out "$gguf"
+            else
+                .bench/venv/bin/python models/scripts/make_gemma3_bench_gguf.py --shape "$model" \
+                    --tokenizer-from "$small/gemma-3-270m-q4_k_m.gguf" --out "$dir/f16.gguf"
+                "$bench/build/bin/llama-quantize" "$dir/f16.gguf" "$gguf" Q4_K_M "$threads" >/dev/null 2>&1
+                rm -f "$dir/f16.gguf"
+            fi
         fi
         # The same Gemma 3 vocabulary; our loader reads tokenizer.json beside a GGUF.
         cp -n "$small/tokenizer.json" "$dir/" ;;
