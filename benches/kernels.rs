@@ -1,7 +1,8 @@
 //! Our quantized kernels (llm/src/cpu/kquant, llm/src/cpu/packed.rs) against candle's quantized
 //! matmul on the same weights: Q4_K, Q5_K and Q6_K at MedGemma 4B's widths (hidden 2560, intermediate
 //! 10240), Q8_0 at Gemma 3 270M's (hidden 640, intermediate 2048); one token (decode) and a
-//! 128-token prompt. Both run in this process, so compare the lines of one group.
+//! 128-token prompt. Also MedGemma 4B's SigLIP vision tower, ours against candle-transformers'
+//! (`siglip_896_2_layers`). Both run in this process, so compare the lines of one group.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use medscribe_llm::kernels::{QuantizedProducts, WeightType};
@@ -48,5 +49,19 @@ fn quantized(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, quantized);
+/// MedGemma 4B's vision tower on one 896-pixel image (4096 patches), two of its 27 layers: ours
+/// (f16 weights, our attention and products) against candle-transformers' siglip (f32).
+fn vision(c: &mut Criterion) {
+    let towers = medscribe_llm::kernels::VisionTowers::random(2, 896).expect("towers");
+    let pixels = towers.pixels().expect("pixels");
+    let mut group = c.benchmark_group("siglip_896_2_layers");
+    group.sample_size(10);
+    group.bench_function("ours", |b| b.iter(|| towers.ours(&pixels).expect("ours")));
+    group.bench_function("candle", |b| {
+        b.iter(|| towers.candle(&pixels).expect("candle"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, quantized, vision);
 criterion_main!(benches);

@@ -94,3 +94,129 @@ impl QuantizedProducts {
 pub fn tensor(x: &[f32], m: usize, cols: usize) -> Result<Tensor> {
     Ok(Tensor::from_slice(x, (m, cols), &Device::Cpu)?)
 }
+
+/// A random SigLIP vision tower of MedGemma 4B's width (1152, MLP 4304, 16 heads, patch 14) at
+/// a given image size and depth, built twice from the same f16 values: ours (f16 weights, our
+/// CPU attention and products) and candle-transformers' `siglip` (the same values widened to
+/// f32), which is what the letter model used before.
+pub struct VisionTowers {
+    ours: crate::vision::tower::Tower,
+    candle: candle_transformers::models::siglip::VisionModel,
+    image_size: usize,
+}
+
+impl VisionTowers {
+    /// Towers of `layers` encoder layers taking `image_size`-pixel images (896 for MedGemma).
+    pub fn random(layers: usize, image_size: usize) -> Result<Self> {
+        use candle_core::DType;
+        let (width, mlp, heads, patch) = (1152, 4304, 16, 14);
+        let patches = (image_size / patch).pow(2);
+        let mut shapes: Vec<(String, Vec<usize>)> = vec![
+            (
+                "embeddings.patch_embedding.weight".into(),
+                vec![width, 3, patch, patch],
+            ),
+            ("embeddings.patch_embedding.bias".into(), vec![width]),
+            (
+                "embeddings.position_embedding.weight".into(),
+                vec![patches, width],
+            ),
+            ("post_layernorm.weight".into(), vec![width]),
+            ("post_layernorm.bias".into(), vec![width]),
+        ];
+        for layer in 0..layers {
+            let prefix = format!("encoder.layers.{layer}");
+            for (name, dims) in [
+                ("self_attn.q_proj", vec![width, width]),
+                ("self_attn.k_proj", vec![width, width]),
+                ("self_attn.v_proj", vec![width, width]),
+                ("self_attn.out_proj", vec![width, width]),
+                ("mlp.fc1", vec![mlp, width]),
+                ("mlp.fc2", vec![width, mlp]),
+                ("layer_norm1", vec![width]),
+                ("layer_norm2", vec![width]),
+            ] {
+                let out = dims[0];
+                shapes.push((format!("{prefix}.{name}.weight"), dims));
+                shapes.push((format!("{prefix}.{name}.bias"), vec![out]));
+            }
+        }
+        let mut stored = std::collections::HashMap::new();
+        for (name, dims) in shapes {
+            let values = if dims.len() == 1 && name.contains("norm") && name.ends_with("weight") {
+                Tensor::ones(dims.as_slice(), DType::F32, &Device::Cpu)?
+            } else {
+                Tensor::randn(0f32, 0.02, dims.as_slice(), &Device::Cpu)?
+            };
+            stored.insert(name, values.to_dtype(DType::F16)?);
+        }
+        let widened = stored
+            .iter()
+            .map(|(name, t)| Ok((name.clone(), t.to_dtype(DType::F32)?)))
+            .collect::<Result<std::collections::HashMap<_, _>>>()?;
+        let config: candle_transformers::models::siglip::VisionConfig =
+            serde_json::from_value(serde_json::json!({
+                "hidden_size": width, "intermediate_size": mlp, "num_hidden_layers": layers,
+                "num_attention_heads": heads, "num_channels": 3, "image_size": image_size,
+                "patch_size": patch, "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6,
+            }))
+            .map_err(|e| LlmError::Internal(e.to_string()))?;
+        let builder = candle_nn::VarBuilder::from_tensors(widened, DType::F32, &Device::Cpu);
+        let candle =
+            candle_transformers::models::siglip::VisionModel::new(&config, false, builder)?;
+        let ours = crate::vision::tower::Tower::new(
+            crate::vision::tower_shape(&config),
+            |name, _shape| {
+                stored
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| LlmError::Internal(format!("no {name}")))
+            },
+        )?;
+        Ok(Self {
+            ours,
+            candle,
+            image_size,
+        })
+    }
+
+    /// Pixel values `[1, 3, size, size]` spread like a normalised image.
+    pub fn pixels(&self) -> Result<Tensor> {
+        let size = self.image_size;
+        Ok(Tensor::rand(-1f32, 1.0, (1, 3, size, size), &Device::Cpu)?)
+    }
+
+    /// Our tower's last hidden state.
+    pub fn ours(&self, pixels: &Tensor) -> Result<Tensor> {
+        self.ours.forward(pixels)
+    }
+
+    /// candle-transformers' tower's last hidden state.
+    pub fn candle(&self, pixels: &Tensor) -> Result<Tensor> {
+        Ok(self.candle.forward(pixels)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_vision_tower_computes_like_candles_at_medgemmas_width() {
+        // Width 1152 and 16 heads of 72 as in MedGemma 4B; 8x8 patches keep it quick.
+        let towers = VisionTowers::random(2, 112).unwrap();
+        let pixels = towers.pixels().unwrap();
+        let ours = towers.ours(&pixels).unwrap();
+        let candle = towers.candle(&pixels).unwrap();
+        assert_eq!(ours.dims(), &[1, 64, 1152]);
+        let diff = (ours - candle)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-4, "max diff {diff}");
+    }
+}

@@ -1,7 +1,15 @@
-//! Attention of one new position (a decode step) over the key/value cache, read straight from
-//! the cache's buffers. Through candle this is two small matrix products per layer, each packing
-//! its operands and waking the threads; at a 600-token context that was about 8% of a 4B decode
-//! step, growing with the context.
+//! Attention on the CPU where candle's general path is slow.
+//!
+//! - One new position (a decode step) over the key/value cache, read straight from the cache's
+//!   buffers. Through candle this is two small matrix products per layer, each packing its
+//!   operands and waking the threads; at a 600-token context that was about 8% of a 4B decode
+//!   step, growing with the context.
+//! - Every position over every position, unmasked (the SigLIP vision tower: 4096 patches of an
+//!   896-pixel image). Through candle's batched product the scores of all 16 heads are one 1 GiB
+//!   tensor per layer, made of fresh pages each time, and the product of 16 heads of width 72 ran
+//!   at under half the speed of one head at a time. Here each worker takes whole heads, computes
+//!   their scores for 256 queries at a time (4 MiB, reused) with single-threaded products, and
+//!   the softmax uses a vectorized `exp`.
 
 use candle_core::{DType, Storage, Tensor};
 
@@ -95,6 +103,184 @@ pub(crate) fn decode_attention(
         (1, heads, 1, head_dim),
         q.device(),
     )?))
+}
+
+/// Queries whose scores one worker computes at once in [`unmasked_attention`]: 256 x 4096
+/// scores are 4 MiB per worker, reused for every block.
+const QUERY_BLOCK: usize = 256;
+
+/// `softmax(q k^T * scale) v` of every position over every position, for `qkv` `[positions, 3 *
+/// width]` holding queries, keys and values side by side (head `h` at columns `h * head_dim..`
+/// of each): `[positions, width]`, heads side by side. `scale` is positive. `None` off the CPU
+/// or for another type.
+///
+/// Each of candle's workers takes whole heads and computes them alone, with single-threaded
+/// products: a head's scores, softmax and product by the values then never hand over between
+/// thread pools (candle's products run on rayon's threads, our loops on candle's barrier pool,
+/// and each pool's threads spin a while after their work, so alternating them left two threads
+/// competing for each core).
+pub(crate) fn unmasked_attention(qkv: &Tensor, heads: usize, scale: f64) -> Result<Option<Tensor>> {
+    let (positions, three_widths) = qkv.dims2()?;
+    let width = three_widths / 3;
+    if !qkv.device().is_cpu()
+        || qkv.dtype() != DType::F32
+        || heads == 0
+        || !three_widths.is_multiple_of(3)
+        || !width.is_multiple_of(heads)
+        || positions == 0
+    {
+        return Ok(None);
+    }
+    let head_dim = width / heads;
+    let qkv = qkv.contiguous()?;
+    let (storage, layout) = qkv.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        return Ok(None);
+    };
+    let start = layout.start_offset();
+    let Some(all) = cpu
+        .as_slice::<f32>()?
+        .get(start..start + positions * three_widths)
+    else {
+        return Ok(None);
+    };
+    let scale = scale as f32;
+    let mut out = vec![0f32; positions * width];
+    let writes = super::DisjointWrites::new(&mut out);
+    let stride = three_widths as isize;
+    candle_core::utils::barrier_pool().execute_chunked(heads, |range| {
+        let block_rows = QUERY_BLOCK.min(positions);
+        let mut scores = vec![0f32; block_rows * positions];
+        let mut block_out = vec![0f32; block_rows * head_dim];
+        for head in range {
+            let column = head * head_dim;
+            for first in (0..positions).step_by(QUERY_BLOCK) {
+                let rows = QUERY_BLOCK.min(positions - first);
+                let queries = &all[first * three_widths + column..];
+                let keys = &all[width + column..];
+                let values = &all[2 * width + column..];
+                // SAFETY: every element read is inside `all`: query (first + i, d) at
+                // (first + i) * 3w + column + d, key (c, d) at c * 3w + w + column + d, value
+                // (c, d) at c * 3w + 2w + column + d, with i < rows, c < positions and
+                // d < head_dim, so column + d < w; the outputs are this worker's own buffers,
+                // `rows x positions` and `rows x head_dim`.
+                unsafe {
+                    // scores (i, c) = sum over d of query (i, d) * key (c, d)
+                    gemm::gemm(
+                        rows,
+                        positions,
+                        head_dim,
+                        scores.as_mut_ptr(),
+                        1,
+                        positions as isize,
+                        false,
+                        queries.as_ptr(),
+                        1,
+                        stride,
+                        keys.as_ptr(),
+                        stride,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                for row in scores[..rows * positions].chunks_exact_mut(positions) {
+                    softmax_row(row, scale);
+                }
+                // SAFETY: as above; the weights are `rows x positions` of `scores`.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        head_dim,
+                        positions,
+                        block_out.as_mut_ptr(),
+                        1,
+                        head_dim as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        positions as isize,
+                        values.as_ptr(),
+                        1,
+                        stride,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                for (row, values) in block_out[..rows * head_dim]
+                    .chunks_exact(head_dim)
+                    .enumerate()
+                {
+                    // SAFETY: head `head`'s columns of row `first + row` are written by the one
+                    // work item that owns the head, inside `out`.
+                    let target = unsafe { writes.slice((first + row) * width + column, head_dim) };
+                    target.copy_from_slice(values);
+                }
+            }
+        }
+    });
+    Ok(Some(Tensor::from_vec(
+        out,
+        (positions, width),
+        qkv.device(),
+    )?))
+}
+
+/// `softmax(row * scale)` in place, `scale` positive.
+fn softmax_row(row: &mut [f32], scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the instructions were just detected.
+        return unsafe { softmax_row_avx2(row, scale) };
+    }
+    softmax_row_portable(row, scale)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_row_avx2(row: &mut [f32], scale: f32) {
+    softmax_row_portable(row, scale)
+}
+
+/// Eight running maxima and sums, so the compiler can keep them in one vector register.
+#[inline(always)]
+fn softmax_row_portable(row: &mut [f32], scale: f32) {
+    const LANES: usize = 8;
+    let mut maxima = [f32::NEG_INFINITY; LANES];
+    let mut lanes = row.chunks_exact(LANES);
+    for chunk in &mut lanes {
+        for (m, &s) in maxima.iter_mut().zip(chunk) {
+            *m = m.max(s);
+        }
+    }
+    let max = lanes
+        .remainder()
+        .iter()
+        .chain(&maxima)
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    for s in row.iter_mut() {
+        *s = super::gelu::exp((*s - max) * scale);
+    }
+    let mut sums = [0f32; LANES];
+    let mut lanes = row.chunks_exact(LANES);
+    for chunk in &mut lanes {
+        for (sum, &e) in sums.iter_mut().zip(chunk) {
+            *sum += e;
+        }
+    }
+    let sum: f32 = lanes.remainder().iter().sum::<f32>() + sums.iter().sum::<f32>();
+    let inverse = 1.0 / sum;
+    for s in row.iter_mut() {
+        *s *= inverse;
+    }
 }
 
 #[cfg(test)]

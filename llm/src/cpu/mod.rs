@@ -7,6 +7,7 @@
 
 pub(crate) mod attention;
 pub(crate) mod bf16;
+pub(crate) mod dense;
 pub(crate) mod gelu;
 pub(crate) mod kquant;
 pub(crate) mod packed;

@@ -1,16 +1,18 @@
 //! MedGemma's eyes (transformers' `models/gemma3/`, "Vision and merge"): the SigLIP vision tower
-//! (candle-transformers' `siglip::VisionModel` without its pooling head, which matches Hugging
-//! Face's `last_hidden_state`) and Gemma 3's multimodal projector: average pooling of the patch
+//! ([`tower`], Hugging Face's `last_hidden_state`, weights kept in their stored precision) and
+//! Gemma 3's multimodal projector: average pooling of the patch
 //! grid down to `mm_tokens_per_image` soft tokens, RMSNorm with gain 1 + w, and the raw
 //! `mm_input_projection_weight` matrix into the language model's width.
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 use candle_transformers::models::siglip;
 use serde_json::Value;
 
 use crate::error::{LlmError, Result};
+
+pub(crate) mod tower;
 
 /// Tensor-name prefixes of the vision tower across transformers versions.
 const TOWER_PREFIXES: [&str; 4] = [
@@ -24,6 +26,19 @@ const PROJECTOR_PREFIXES: [&str; 2] = ["model.multi_modal_projector", "multi_mod
 
 /// Largest input side a vision tower may ask for (MedGemma's SigLIP takes 896).
 const MAX_IMAGE_SIZE: usize = 4096;
+
+/// The tower's sizes from a (checked) SigLIP configuration.
+pub(crate) fn tower_shape(config: &siglip::VisionConfig) -> tower::TowerShape {
+    tower::TowerShape {
+        width: config.hidden_size,
+        mlp_width: config.intermediate_size,
+        layers: config.num_hidden_layers,
+        heads: config.num_attention_heads,
+        patch_size: config.patch_size,
+        image_size: config.image_size,
+        eps: config.layer_norm_eps,
+    }
+}
 
 /// How the patch grid is pooled into soft tokens.
 struct Geometry {
@@ -120,7 +135,7 @@ fn hugging_face_name(gguf: &str) -> Option<String> {
 
 /// The vision tower and projector of a Gemma3ForConditionalGeneration checkpoint.
 pub struct Gemma3Vision {
-    tower: siglip::VisionModel,
+    tower: tower::Tower,
     /// `1 + mm_soft_emb_norm.weight`.
     soft_norm_gain: Tensor,
     /// `mm_input_projection_weight`: `[vision_hidden, text_hidden]`.
@@ -218,10 +233,19 @@ impl Gemma3Vision {
             format!("{projector_prefix}.mm_input_projection_weight"),
             &[config.hidden_size, text_hidden],
         )?;
-        let builder =
-            candle_nn::VarBuilder::from_backend(Box::new(tensors), DType::F32, device.clone());
-        let tower = siglip::VisionModel::new(&config, false, builder.pp(tower_prefix))
-            .map_err(|e| weights_error(format!("vision tower ({tower_prefix}): {e}")))?;
+        let tower = tower::Tower::new(tower_shape(&config), |name, shape| {
+            let name = format!("{tower_prefix}.{name}");
+            let t = tensors
+                .load(&name, device)
+                .map_err(|e| weights_error(format!("tensor {name}: {e}")))?;
+            if t.dims() != shape {
+                return Err(weights_error(format!(
+                    "tensor {name} has shape {:?}, the configuration needs {shape:?}",
+                    t.dims()
+                )));
+            }
+            Ok(t)
+        })?;
         Ok(Some(Self::assemble(
             tower,
             &config,
@@ -294,9 +318,14 @@ impl Gemma3Vision {
         let mut tensors = std::collections::HashMap::new();
         let mut projector = std::collections::HashMap::new();
         for name in content.tensor_infos.keys() {
+            // f16 matrices stay f16 (the tower widens each for its own product); anything else
+            // is unpacked to f32.
             let tensor = content
                 .tensor(&mut reader, name, device)
-                .and_then(|q| q.dequantize(device))
+                .and_then(|q| match q.dtype() {
+                    candle_core::quantized::GgmlDType::F16 => q.dequantize_f16(device),
+                    _ => q.dequantize(device),
+                })
                 .map_err(|e| bad(format!("tensor {name}: {e}")))?;
             match hugging_face_name(name) {
                 Some(hf) => {
@@ -317,16 +346,26 @@ impl Gemma3Vision {
                     t.dims()
                 )));
             }
-            Ok(t)
+            // The projector is one small matrix: it computes in f32.
+            Ok(t.to_dtype(DType::F32)?)
         };
         let soft_norm_gain = take("mm.soft_emb_norm.weight", &[config.hidden_size])?;
         let projection = take(
             "mm.input_projection.weight",
             &[config.hidden_size, text_hidden],
         )?;
-        let builder = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, device);
-        let tower = siglip::VisionModel::new(&config, false, builder)
-            .map_err(|e| bad(format!("vision tower: {e}")))?;
+        let tower = tower::Tower::new(tower_shape(&config), |name, shape| {
+            let t = tensors
+                .remove(name)
+                .ok_or_else(|| bad(format!("no vision tensor {name}")))?;
+            if t.dims() != shape {
+                return Err(bad(format!(
+                    "vision tensor {name} has shape {:?}, expected {shape:?}",
+                    t.dims()
+                )));
+            }
+            Ok(t)
+        })?;
         Ok(Self::assemble(
             tower,
             &config,
@@ -337,7 +376,7 @@ impl Gemma3Vision {
     }
 
     fn assemble(
-        tower: siglip::VisionModel,
+        tower: tower::Tower,
         config: &siglip::VisionConfig,
         geometry: Geometry,
         soft_norm_gain: Tensor,
@@ -375,7 +414,7 @@ impl Gemma3Vision {
                 s = self.image_size
             )));
         }
-        Ok(self.tower.forward(pixels)?)
+        self.tower.forward(pixels)
     }
 
     /// The projector on a vision output `[n, patches, vision_hidden]`: `[n, tokens, text_hidden]`.
