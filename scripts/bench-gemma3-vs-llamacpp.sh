@@ -4,6 +4,14 @@
 # tokens, load time and peak memory, each the median of the rounds for both engines.
 #
 #   scripts/bench-gemma3-vs-llamacpp.sh [--model 270m|4b|27b] [--threads N] [--rounds N]
+#   scripts/bench-gemma3-vs-llamacpp.sh --vision [--threads N] [--rounds N]
+#
+# --vision measures image encoding instead: MedGemma 4B's SigLIP tower (896 px, 4096 patches, a
+# random-weight f16 mmproj made once by models/scripts/make_gemma3_bench_mmproj.py) on the same
+# image, ours (`generate -v`, "image(s) encoded in") against llama.cpp's `llama-mtmd-cli` ("mtmd
+# batch encoding done in"), both beside the 4b text model, with each run's peak memory. The
+# random text model has 262144 rows, not MedGemma's 262208, so it has no row for the image soft
+# token: our run stops with an error after the image is encoded, which is all that is timed.
 #
 # 270m is the default letter model (installed by setup). 4b and 27b are random-weight files with
 # the exact Gemma 3 4B / 27B text architecture (models/scripts/make_gemma3_bench_gguf.py, then
@@ -25,14 +33,15 @@
 # time (load plus one token), so it is an upper bound for llama.cpp.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-model=270m threads=2 rounds=3
+model=270m threads=2 rounds=3 vision=
 while [ $# -gt 0 ]; do
     case $1 in
+        --vision) vision=1 model=4b; shift ;;
         --model) model=$2; shift 2 ;;
         --threads) threads=$2; shift 2 ;;
         --rounds) rounds=$2; shift 2 ;;
         [0-9]*) threads=$1; shift ;;  # the old positional form
-        *) echo "usage: $0 [--model 270m|4b|27b] [--threads N] [--rounds N]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--model 270m|4b|27b | --vision] [--threads N] [--rounds N]" >&2; exit 2 ;;
     esac
 done
 scripts/setup.sh >/dev/null 2>&1 || scripts/setup.sh
@@ -82,6 +91,48 @@ case $model in
         cp -n "$small/tokenizer.json" "$dir/" ;;
     *) echo "unknown model $model (270m, 4b or 27b)" >&2; exit 2 ;;
 esac
+
+if [ -n "$vision" ]; then
+    mmproj=.bench/gemma3-4b/mmproj-4b-f16.gguf
+    [ -f "$mmproj" ] || .bench/venv/bin/python models/scripts/make_gemma3_bench_mmproj.py --out "$mmproj"
+    if [ ! -x "$bench/build/bin/llama-mtmd-cli" ]; then
+        echo "building llama.cpp's llama-mtmd-cli (once)"
+        cmake --build "$bench/build" --target llama-mtmd-cli -j "$(nproc)" >/dev/null
+    fi
+    image=models/fixtures/gemma3-expected/scan.png
+    echo "== image encoding, $(basename "$mmproj") ($(du -m "$mmproj" | cut -f1) MB), $threads threads, $rounds rounds"
+    export RAYON_NUM_THREADS=$threads
+    results=$(mktemp)
+    trap 'rm -f "$results" "$results.log"' EXIT
+    for round in $(seq "$rounds"); do
+        /usr/bin/time -f "rss %M" "$bench/build/bin/llama-mtmd-cli" -m "$gguf" --mmproj "$mmproj" \
+            --image "$image" -p "Describe the image." -n 1 -t "$threads" --chat-template gemma \
+            >"$results.log" 2>&1 || { tail -n 5 "$results.log"; exit 1; }
+        ms=$(sed -n 's/.*mtmd batch encoding done in \([0-9]*\) ms.*/\1/p' "$results.log")
+        echo "llama encode_s $(python3 -c "print($ms / 1000)")" >>"$results"
+        echo "llama rss_mb $(($(sed -n 's/^rss //p' "$results.log") / 1024))" >>"$results"
+        /usr/bin/time -f "rss %M" target/release/medscribe generate -v --max-new-tokens 1 --model "$gguf" \
+            --mmproj "$mmproj" --image "$image" --prompt "Describe the image." >"$results.log" 2>&1 || true
+        seconds=$(sed -n 's/.*image(s) encoded in \([0-9.]*\) s.*/\1/p' "$results.log")
+        [ -n "$seconds" ] || { tail -n 5 "$results.log"; exit 1; }
+        echo "ours encode_s $seconds" >>"$results"
+        echo "ours rss_mb $(($(sed -n 's/^rss //p' "$results.log") / 1024))" >>"$results"
+        echo "round $round: $(grep encode_s "$results" | tail -n 2 | tr '\n' ' ')"
+    done
+    python3 - "$results" <<'EOF'
+import statistics, sys
+values = {}
+for line in open(sys.argv[1]):
+    engine, metric, value = line.split()
+    values.setdefault((engine, metric), []).append(float(value))
+ours, theirs = (statistics.median(values[(e, "encode_s")]) for e in ("ours", "llama"))
+print(f"{'':12} {'medscribe':>10} {'llama.cpp':>10} {'ratio':>8}")
+print(f"{'encode_s':12} {ours:10.2f} {theirs:10.2f} {theirs / ours:7.2f}x  (speed, higher is better)")
+peaks = [max(values[(e, "rss_mb")]) for e in ("ours", "llama")]
+print(f"{'peak_mb':12} {peaks[0]:10.0f} {peaks[1]:10.0f} {peaks[0] / peaks[1]:7.2f}x  (whole process, text model included)")
+EOF
+    exit 0
+fi
 
 features=$(grep -o -w 'avx2\|avx512f\|avx512_vnni\|avx_vnni\|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ')
 echo "== $(basename "$gguf") ($(du -m "$gguf" | cut -f1) MB), $threads threads, $rounds rounds; CPU: $features"

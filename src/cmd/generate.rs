@@ -131,11 +131,19 @@ pub fn generate(args: GenerateArgs) -> Result<ExitCode> {
             args.image.len()
         );
     }
+    let encoding_started = Instant::now();
     let images = if args.image.is_empty() {
         None
     } else {
         Some(loaded.encode_images(&args.image)?)
     };
+    if args.verbose && images.is_some() {
+        eprintln!(
+            "medscribe: {} image(s) encoded in {:.2} s",
+            args.image.len(),
+            encoding_started.elapsed().as_secs_f64()
+        );
+    }
     let ids = loaded.tokenizer.encode(&text)?;
     let stop = [loaded.tokenizer.eos, loaded.tokenizer.end_of_turn];
     let tokenizer = &loaded.tokenizer;
