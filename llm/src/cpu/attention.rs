@@ -13,6 +13,8 @@
 
 use candle_core::{DType, Storage, Tensor};
 
+use super::Strided;
+
 use crate::error::Result;
 
 /// `softmax(q k^T * scale) v` for one query position: `q` is `[1, heads, 1, head_dim]`, `keys`
@@ -165,27 +167,22 @@ pub(crate) fn unmasked_attention(qkv: &Tensor, heads: usize, scale: f64) -> Resu
                 // d < head_dim, so column + d < w; the outputs are this worker's own buffers,
                 // `rows x positions` and `rows x head_dim`.
                 unsafe {
-                    // scores (i, c) = sum over d of query (i, d) * key (c, d)
-                    gemm::gemm(
-                        rows,
-                        positions,
-                        head_dim,
+                    super::product(
+                        (rows, positions, head_dim),
                         scores.as_mut_ptr(),
-                        1,
-                        positions as isize,
+                        positions,
                         false,
-                        queries.as_ptr(),
-                        1,
-                        stride,
-                        keys.as_ptr(),
-                        stride,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        Strided {
+                            start: queries.as_ptr(),
+                            row_stride: stride,
+                            column_stride: 1,
+                        },
+                        // The keys' transpose: key c's values are column c.
+                        Strided {
+                            start: keys.as_ptr(),
+                            row_stride: 1,
+                            column_stride: stride,
+                        },
                     );
                 }
                 for row in scores[..rows * positions].chunks_exact_mut(positions) {
@@ -193,26 +190,21 @@ pub(crate) fn unmasked_attention(qkv: &Tensor, heads: usize, scale: f64) -> Resu
                 }
                 // SAFETY: as above; the weights are `rows x positions` of `scores`.
                 unsafe {
-                    gemm::gemm(
-                        rows,
-                        head_dim,
-                        positions,
+                    super::product(
+                        (rows, head_dim, positions),
                         block_out.as_mut_ptr(),
-                        1,
-                        head_dim as isize,
+                        head_dim,
                         false,
-                        scores.as_ptr(),
-                        1,
-                        positions as isize,
-                        values.as_ptr(),
-                        1,
-                        stride,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        Strided {
+                            start: scores.as_ptr(),
+                            row_stride: positions as isize,
+                            column_stride: 1,
+                        },
+                        Strided {
+                            start: values.as_ptr(),
+                            row_stride: stride,
+                            column_stride: 1,
+                        },
                     );
                 }
                 for (row, values) in block_out[..rows * head_dim]

@@ -11,6 +11,7 @@
 use candle_core::{DType, Storage, Tensor};
 use half::slice::HalfFloatSliceExt;
 
+use super::Strided;
 use crate::error::Result;
 
 /// Rows of `x` one worker multiplies at a time: the weight is packed once per block, so blocks
@@ -114,26 +115,22 @@ pub(crate) fn linear(
             // weight `out x inner` row-major read as its transpose `inner x out`: every index
             // the product reads or writes is inside those slices.
             unsafe {
-                gemm::gemm(
-                    count,
-                    out,
-                    inner,
+                super::product(
+                    (count, out, inner),
                     dst.as_mut_ptr(),
-                    1,
-                    out as isize,
+                    out,
                     true,
-                    lhs.as_ptr(),
-                    1,
-                    inner as isize,
-                    widened.as_ptr(),
-                    inner as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+                    Strided {
+                        start: lhs.as_ptr(),
+                        row_stride: inner as isize,
+                        column_stride: 1,
+                    },
+                    // The weight's transpose: output o's weights are column o.
+                    Strided {
+                        start: widened.as_ptr(),
+                        row_stride: 1,
+                        column_stride: inner as isize,
+                    },
                 );
             }
             if matches!(then, Then::Gelu) {
@@ -226,14 +223,7 @@ mod tests {
                     Then::Nothing => expected.clone(),
                     Then::Gelu => expected.gelu().unwrap(),
                 };
-                let diff = (ours - expected)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let diff = crate::cpu::max_abs_diff(&ours, &expected);
                 assert!(diff < 1e-4, "{dtype:?} {then:?}: {diff}");
             }
         }

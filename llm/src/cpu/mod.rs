@@ -225,3 +225,64 @@ impl TileMemory {
         &mut self.storage[self.start..self.start + self.len]
     }
 }
+
+/// A matrix as a product reads it: its first element and the distance, in elements, from one row
+/// to the next and from one column to the next.
+#[derive(Clone, Copy)]
+pub(crate) struct Strided {
+    pub(crate) start: *const f32,
+    pub(crate) row_stride: isize,
+    pub(crate) column_stride: isize,
+}
+
+/// `dst = lhs rhs` (`dst += lhs rhs` when `accumulate`) for `lhs` `m x k`, `rhs` `k x n` and a
+/// row-major `dst` `m x n` with rows `dst_row_stride` apart, on the calling thread (gemm, the
+/// matrix crate candle uses, without its threads: our callers split the work themselves).
+///
+/// # Safety
+/// Every element the three matrices address, by their starts and strides, is inside a live
+/// allocation, and `dst`'s do not overlap `lhs`'s or `rhs`'s.
+pub(crate) unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_row_stride: usize,
+    accumulate: bool,
+    lhs: Strided,
+    rhs: Strided,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_row_stride as isize,
+            accumulate,
+            lhs.start,
+            lhs.column_stride,
+            lhs.row_stride,
+            rhs.start,
+            rhs.column_stride,
+            rhs.row_stride,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// The largest absolute difference between two tensors of one shape, for tests.
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_scalar::<f32>())
+        .expect("tensors of one shape on one device")
+}

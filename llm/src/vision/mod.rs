@@ -210,33 +210,10 @@ impl Gemma3Vision {
             find(&PROJECTOR_PREFIXES, "mm_input_projection_weight").ok_or_else(|| {
                 weights_error("no multimodal projector (mm_input_projection_weight)".into())
             })?;
-        let load = |name: String, shape: &[usize]| -> Result<Tensor> {
+        // In the stored type: the tower widens each matrix for its own product.
+        let stored = |name: &str, shape: &[usize]| -> Result<Tensor> {
             let t = tensors
-                .load(&name, device)
-                .map_err(|e| weights_error(format!("tensor {name}: {e}")))?;
-            if t.dims() != shape {
-                return Err(weights_error(format!(
-                    "tensor {name} has shape {:?}, the configuration needs {shape:?}",
-                    t.dims()
-                )));
-            }
-            Ok(t.to_dtype(DType::F32)?)
-        };
-        let text_hidden = crate::config::Gemma3TextConfig::from_json(&text)
-            .map_err(bad_config)?
-            .hidden_size;
-        let soft_norm_gain = (load(
-            format!("{projector_prefix}.mm_soft_emb_norm.weight"),
-            &[config.hidden_size],
-        )? + 1.0)?;
-        let projection = load(
-            format!("{projector_prefix}.mm_input_projection_weight"),
-            &[config.hidden_size, text_hidden],
-        )?;
-        let tower = tower::Tower::new(tower_shape(&config), |name, shape| {
-            let name = format!("{tower_prefix}.{name}");
-            let t = tensors
-                .load(&name, device)
+                .load(name, device)
                 .map_err(|e| weights_error(format!("tensor {name}: {e}")))?;
             if t.dims() != shape {
                 return Err(weights_error(format!(
@@ -245,6 +222,23 @@ impl Gemma3Vision {
                 )));
             }
             Ok(t)
+        };
+        let text_hidden = crate::config::Gemma3TextConfig::from_json(&text)
+            .map_err(bad_config)?
+            .hidden_size;
+        let soft_norm_gain = (stored(
+            &format!("{projector_prefix}.mm_soft_emb_norm.weight"),
+            &[config.hidden_size],
+        )?
+        .to_dtype(DType::F32)?
+            + 1.0)?;
+        let projection = stored(
+            &format!("{projector_prefix}.mm_input_projection_weight"),
+            &[config.hidden_size, text_hidden],
+        )?
+        .to_dtype(DType::F32)?;
+        let tower = tower::Tower::new(tower_shape(&config), |name, shape| {
+            stored(&format!("{tower_prefix}.{name}"), shape)
         })?;
         Ok(Some(Self::assemble(
             tower,
@@ -315,8 +309,8 @@ impl Gemma3Vision {
         }
         let geometry = Geometry::new(&config, patches_per_side / kernel).map_err(bad)?;
 
-        let mut tensors = std::collections::HashMap::new();
-        let mut projector = std::collections::HashMap::new();
+        // The tower's tensors under their Hugging Face names, the projector's under their own.
+        let mut by_name = std::collections::HashMap::new();
         for name in content.tensor_infos.keys() {
             // f16 matrices stay f16 (the tower widens each for its own product); anything else
             // is unpacked to f32.
@@ -327,45 +321,37 @@ impl Gemma3Vision {
                     _ => q.dequantize(device),
                 })
                 .map_err(|e| bad(format!("tensor {name}: {e}")))?;
-            match hugging_face_name(name) {
-                Some(hf) => {
-                    tensors.insert(hf, tensor);
-                }
-                None => {
-                    projector.insert(name.clone(), tensor);
-                }
-            }
+            by_name.insert(
+                hugging_face_name(name).unwrap_or_else(|| name.clone()),
+                tensor,
+            );
         }
         let mut take = |name: &str, shape: &[usize]| -> Result<Tensor> {
-            let t = projector
+            let t = by_name
                 .remove(name)
                 .ok_or_else(|| bad(format!("no {name} tensor")))?;
             if t.dims() != shape {
+                let hint = if name.starts_with("mm.") {
+                    " (is the language model the one this projector was made for?)"
+                } else {
+                    ""
+                };
                 return Err(bad(format!(
-                    "tensor {name} has shape {:?}, expected {shape:?} (is the language model the one this projector was made for?)",
-                    t.dims()
-                )));
-            }
-            // The projector is one small matrix: it computes in f32.
-            Ok(t.to_dtype(DType::F32)?)
-        };
-        let soft_norm_gain = take("mm.soft_emb_norm.weight", &[config.hidden_size])?;
-        let projection = take(
-            "mm.input_projection.weight",
-            &[config.hidden_size, text_hidden],
-        )?;
-        let tower = tower::Tower::new(tower_shape(&config), |name, shape| {
-            let t = tensors
-                .remove(name)
-                .ok_or_else(|| bad(format!("no vision tensor {name}")))?;
-            if t.dims() != shape {
-                return Err(bad(format!(
-                    "vision tensor {name} has shape {:?}, expected {shape:?}",
+                    "tensor {name} has shape {:?}, expected {shape:?}{hint}",
                     t.dims()
                 )));
             }
             Ok(t)
-        })?;
+        };
+        // The projector is one small matrix and a norm: they compute in f32.
+        let soft_norm_gain =
+            take("mm.soft_emb_norm.weight", &[config.hidden_size])?.to_dtype(DType::F32)?;
+        let projection = take(
+            "mm.input_projection.weight",
+            &[config.hidden_size, text_hidden],
+        )?
+        .to_dtype(DType::F32)?;
+        let tower = tower::Tower::new(tower_shape(&config), &mut take)?;
         Ok(Self::assemble(
             tower,
             &config,

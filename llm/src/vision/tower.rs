@@ -253,14 +253,7 @@ mod tests {
             .unwrap();
         let batched = general_attention(&qkv, heads, scale).unwrap();
         assert_eq!(blocked.dims(), &[positions, width]);
-        let diff = (blocked - batched)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = crate::cpu::max_abs_diff(&blocked, &batched);
         assert!(diff < 1e-5, "max diff {diff}");
     }
 }
