@@ -164,15 +164,12 @@ impl VisionTowers {
         let builder = candle_nn::VarBuilder::from_tensors(widened, DType::F32, &Device::Cpu);
         let candle =
             candle_transformers::models::siglip::VisionModel::new(&config, false, builder)?;
-        let ours = crate::vision::tower::Tower::new(
-            crate::vision::tower_shape(&config),
-            |name, _shape| {
-                stored
-                    .get(name)
-                    .cloned()
-                    .ok_or_else(|| LlmError::Internal(format!("no {name}")))
-            },
-        )?;
+        let ours = crate::vision::tower::Tower::new(&config, |name, _shape| {
+            stored
+                .get(name)
+                .cloned()
+                .ok_or_else(|| LlmError::Internal(format!("no {name}")))
+        })?;
         Ok(Self {
             ours,
             candle,

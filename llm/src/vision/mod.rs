@@ -1,7 +1,7 @@
 //! MedGemma's eyes (transformers' `models/gemma3/`, "Vision and merge"): the SigLIP vision tower
 //! ([`tower`], Hugging Face's `last_hidden_state`, weights kept in their stored precision) and
-//! Gemma 3's multimodal projector: average pooling of the patch
-//! grid down to `mm_tokens_per_image` soft tokens, RMSNorm with gain 1 + w, and the raw
+//! Gemma 3's multimodal projector: average pooling of the patch grid down to
+//! `mm_tokens_per_image` soft tokens, RMSNorm with gain 1 + w, and the raw
 //! `mm_input_projection_weight` matrix into the language model's width.
 
 use std::path::{Path, PathBuf};
@@ -26,19 +26,6 @@ const PROJECTOR_PREFIXES: [&str; 2] = ["model.multi_modal_projector", "multi_mod
 
 /// Largest input side a vision tower may ask for (MedGemma's SigLIP takes 896).
 const MAX_IMAGE_SIZE: usize = 4096;
-
-/// The tower's sizes from a (checked) SigLIP configuration.
-pub(crate) fn tower_shape(config: &siglip::VisionConfig) -> tower::TowerShape {
-    tower::TowerShape {
-        width: config.hidden_size,
-        mlp_width: config.intermediate_size,
-        layers: config.num_hidden_layers,
-        heads: config.num_attention_heads,
-        patch_size: config.patch_size,
-        image_size: config.image_size,
-        eps: config.layer_norm_eps,
-    }
-}
 
 /// How the patch grid is pooled into soft tokens.
 struct Geometry {
@@ -237,7 +224,7 @@ impl Gemma3Vision {
             &[config.hidden_size, text_hidden],
         )?
         .to_dtype(DType::F32)?;
-        let tower = tower::Tower::new(tower_shape(&config), |name, shape| {
+        let tower = tower::Tower::new(&config, |name, shape| {
             stored(&format!("{tower_prefix}.{name}"), shape)
         })?;
         Ok(Some(Self::assemble(
@@ -252,7 +239,7 @@ impl Gemma3Vision {
     /// Loads the vision tower and projector from a llama.cpp `mmproj` GGUF file of projector type
     /// `gemma3` (as llama.cpp's converter writes them: SigLIP tensors under `v.`, the projector
     /// under `mm.`, the soft-embedding norm already holding 1 + w), for a language model of width
-    /// `text_hidden`. Weights are unpacked to f32.
+    /// `text_hidden`. f16 matrices stay f16; other types are unpacked to f32.
     pub fn load_mmproj(path: &Path, text_hidden: usize, device: &Device) -> Result<Self> {
         let bad = |reason: String| LlmError::BadFile {
             path: path.to_path_buf(),
@@ -351,7 +338,7 @@ impl Gemma3Vision {
             &[config.hidden_size, text_hidden],
         )?
         .to_dtype(DType::F32)?;
-        let tower = tower::Tower::new(tower_shape(&config), &mut take)?;
+        let tower = tower::Tower::new(&config, &mut take)?;
         Ok(Self::assemble(
             tower,
             &config,

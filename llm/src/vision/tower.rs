@@ -13,22 +13,11 @@
 
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, LayerNorm};
+use candle_transformers::models::siglip;
 
 use crate::cpu::dense::Then;
 
 use crate::error::{LlmError, Result};
-
-/// The sizes a tower is built to.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct TowerShape {
-    pub(crate) width: usize,
-    pub(crate) mlp_width: usize,
-    pub(crate) layers: usize,
-    pub(crate) heads: usize,
-    pub(crate) patch_size: usize,
-    pub(crate) image_size: usize,
-    pub(crate) eps: f64,
-}
 
 /// A weight `[out, in]` in its stored type and an f32 bias `[out]`.
 struct StoredLinear {
@@ -77,17 +66,16 @@ pub(crate) struct Tower {
 impl Tower {
     /// Builds the tower from Hugging Face-named tensors (`embeddings.patch_embedding.weight`,
     /// `encoder.layers.N.self_attn.q_proj.weight`, ...), each fetched by `get(name, shape)` in
-    /// the type it is stored in; shapes are checked by `get`.
+    /// the type it is stored in; shapes are checked by `get`. The configuration's sizes have been
+    /// checked by the loader (`Geometry::new`).
     pub(crate) fn new(
-        shape: TowerShape,
+        config: &siglip::VisionConfig,
         mut get: impl FnMut(&str, &[usize]) -> Result<Tensor>,
     ) -> Result<Self> {
         let get = &mut get;
-        let TowerShape {
-            width, mlp_width, ..
-        } = shape;
-        let patch = shape.patch_size;
-        let patches_per_side = shape.image_size / patch.max(1);
+        let (width, mlp_width) = (config.hidden_size, config.intermediate_size);
+        let (patch, eps) = (config.patch_size, config.layer_norm_eps);
+        let patches_per_side = config.image_size / patch.max(1);
         let patch_embedding = Conv2d::new(
             widened(
                 get,
@@ -105,12 +93,12 @@ impl Tower {
             "embeddings.position_embedding.weight",
             &[patches_per_side * patches_per_side, width],
         )?;
-        let post_norm = layer_norm(get, "post_layernorm", width, shape.eps)?;
-        let mut layers = Vec::with_capacity(shape.layers);
-        for layer in 0..shape.layers {
+        let post_norm = layer_norm(get, "post_layernorm", width, eps)?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for layer in 0..config.num_hidden_layers {
             let prefix = format!("encoder.layers.{layer}");
-            let norm1 = layer_norm(get, &format!("{prefix}.layer_norm1"), width, shape.eps)?;
-            let norm2 = layer_norm(get, &format!("{prefix}.layer_norm2"), width, shape.eps)?;
+            let norm1 = layer_norm(get, &format!("{prefix}.layer_norm1"), width, eps)?;
+            let norm2 = layer_norm(get, &format!("{prefix}.layer_norm2"), width, eps)?;
             let mut linear = |name: &str, out: usize, inner: usize| -> Result<StoredLinear> {
                 let name = format!("{prefix}.{name}");
                 Ok(StoredLinear {
@@ -134,13 +122,14 @@ impl Tower {
                 down: linear("mlp.fc2", width, mlp_width)?,
             });
         }
-        let head_dim = width / shape.heads.max(1);
+        let heads = config.num_attention_heads;
+        let head_dim = width / heads.max(1);
         Ok(Self {
             patch_embedding,
             position_embedding,
             layers,
             post_norm,
-            heads: shape.heads,
+            heads,
             scale: (head_dim as f64).powf(-0.5),
         })
     }
