@@ -118,7 +118,7 @@ pub async fn chat_completions(
     request: Request,
 ) -> Result<Response, ApiError> {
     let Some(ticket) = state.admission.try_admit() else {
-        super::transcriptions::discard_body(&state, request.into_body()).await;
+        super::discard_request(&state, request).await;
         return Err(ApiError::busy(state.retry_after_s()));
     };
     let axum::Json(body) = axum::Json::<ChatRequest>::from_request(request, &state)

@@ -125,7 +125,7 @@ pub async fn letters(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
     let Some(ticket) = state.admission.try_admit() else {
-        super::transcriptions::discard_body(&state, request.into_body()).await;
+        super::discard_request(&state, request).await;
         return Err(ApiError::busy(state.retry_after_s()));
     };
     let letter = if multipart {

@@ -222,7 +222,13 @@ fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/models", get(models))
         .route("/metrics", get(metrics))
-        .fallback(|request: Request| async move { ApiError::not_found(request.uri().path()) })
+        .fallback(
+            |State(state): State<Arc<ServerState>>, request: Request| async move {
+                let path = request.uri().path().to_owned();
+                discard_request(&state, request).await;
+                ApiError::not_found(&path)
+            },
+        )
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             authorize,
@@ -250,10 +256,39 @@ async fn authorize(
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or_default();
         if !same_digest(&Sha256::digest(given.trim().as_bytes()).into(), expected) {
+            discard_request(&state, request).await;
             return ApiError::unauthorized().into_response();
         }
     }
     next.run(request).await
+}
+
+/// Reads a refused request's body and drops it as it comes (memory stays flat), up to the body
+/// limit and for at most 10 s, so that a client still sending reads the answer: closing on
+/// unread bytes makes the kernel reset the connection, and the client may lose the answer with
+/// it. A client waiting for `100 Continue` has sent nothing yet: reading would invite the upload.
+pub(super) async fn discard_request(state: &ServerState, request: Request) {
+    use futures_util::StreamExt;
+    let waits_to_send = request
+        .headers()
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
+    if waits_to_send {
+        return;
+    }
+    let mut stream = request.into_body().into_data_stream();
+    let limit = state.max_upload_bytes;
+    let drain = async {
+        let mut seen: u64 = 0;
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen = seen.saturating_add(chunk.len() as u64);
+            if seen > limit {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
 }
 
 /// Digests compared without an early exit, so that timing tells nothing of the token (hashing

@@ -189,25 +189,6 @@ pub(super) async fn read_or_discard<T>(
     result
 }
 
-/// Reads a refused request's body and drops it as it comes (memory stays flat), up to the body
-/// limit and for at most 10 s, so that a client still sending reads the answer (see
-/// [`discard`]).
-pub(super) async fn discard_body(state: &ServerState, body: axum::body::Body) {
-    use futures_util::StreamExt;
-    let mut stream = body.into_data_stream();
-    let limit = state.max_upload_bytes;
-    let drain = async {
-        let mut seen: u64 = 0;
-        while let Some(Ok(chunk)) = stream.next().await {
-            seen = seen.saturating_add(chunk.len() as u64);
-            if seen > limit {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
-}
-
 /// Reads what is left of a refused request's body and drops it, for at most 10 s: a client
 /// still sending its upload then reads the answer (429, 413, 400), where closing on it would
 /// reset the connection and lose the answer. Past the body limit the stream simply ends.
