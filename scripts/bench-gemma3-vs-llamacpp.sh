@@ -93,8 +93,8 @@ case $model in
 esac
 
 if [ -n "$vision" ]; then
-    # Not beside the text model: generate loads the only mmproj*.gguf beside a GGUF, so the
-    # text-only modes would load this tower too (+0.9 GB, +3 s).
+    # A folder of its own, so the text model's folder stays as llama-bench reads it. (Beside the
+    # GGUF it would cost the text-only modes nothing: the tower is read at the first image.)
     mmproj=.bench/gemma3-4b-vision/mmproj-4b-f16.gguf
     mkdir -p "$(dirname "$mmproj")"
     [ -f "$mmproj" ] || .bench/venv/bin/python models/scripts/make_gemma3_bench_mmproj.py --out "$mmproj"

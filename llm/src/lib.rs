@@ -42,4 +42,4 @@ pub use generate::{
 };
 pub use json_schema::{JsonSchema, SchemaConstraint};
 pub use loader::{load, load_with_mmproj, LoadedModel};
-pub use vision::Gemma3Vision;
+pub use vision::{Gemma3Vision, VisionPart};

@@ -16,7 +16,7 @@ use crate::error::{LlmError, Result};
 use crate::gemma3::{gguf_vocabulary, read_gguf, safetensors_files, Gemma3Text, GgufWeights};
 use crate::generate::PromptImages;
 use crate::gguf_tokenizer::has_tokenizer;
-use crate::vision::Gemma3Vision;
+use crate::vision::VisionPart;
 
 /// Ids checked when comparing a tokenizer with a GGUF vocabulary: the specials and a spread of
 /// ordinary pieces.
@@ -30,8 +30,8 @@ pub struct LoadedModel {
     /// The language model.
     pub model: Gemma3Text,
     /// The vision tower and projector, for multimodal checkpoints (for a GGUF model, from its
-    /// `mmproj` file).
-    pub vision: Option<Gemma3Vision>,
+    /// `mmproj` file); their weights are read when the first image needs them.
+    pub vision: Option<VisionPart>,
     /// Its tokenizer.
     pub tokenizer: GemmaTokenizer,
     /// The file or directory it was loaded from.
@@ -87,7 +87,7 @@ pub fn load_with_mmproj(
         }
         let tokenizer = GemmaTokenizer::load(&tokenizer_path)?;
         let model = Gemma3Text::load(path, device)?;
-        let vision = Gemma3Vision::load(path, &safetensors_files(path)?, device)?;
+        let vision = VisionPart::of_directory(path, &safetensors_files(path)?, device)?;
         return Ok(LoadedModel {
             model,
             vision,
@@ -175,7 +175,7 @@ pub fn load_with_mmproj(
         None => mmproj_beside(dir),
     };
     let vision = mmproj
-        .map(|file| Gemma3Vision::load_mmproj(&file, model.config().hidden_size, device))
+        .map(|file| VisionPart::of_mmproj(&file, model.config().hidden_size, device))
         .transpose()?;
     Ok(LoadedModel {
         model,
@@ -221,6 +221,7 @@ impl LoadedModel {
                      with its mmproj file: --mmproj FILE, or the only mmproj*.gguf beside it)"
                 .into(),
         })?;
+        let vision = vision.get()?;
         let soft_token = self
             .tokenizer
             .token_id("<image_soft_token>")

@@ -131,6 +131,22 @@ pub fn generate(args: GenerateArgs) -> Result<ExitCode> {
             args.image.len()
         );
     }
+    if let (false, Some(vision)) = (args.image.is_empty(), loaded.vision.as_ref()) {
+        // Read only now that an image needs it; timed apart from the encoding itself.
+        let reading_started = Instant::now();
+        vision.get().with_context(|| {
+            format!(
+                "cannot load the vision part of letter model {}",
+                path.display()
+            )
+        })?;
+        if args.verbose {
+            eprintln!(
+                "medscribe: vision tower read in {:.2} s",
+                reading_started.elapsed().as_secs_f64()
+            );
+        }
+    }
     let encoding_started = Instant::now();
     let images = if args.image.is_empty() {
         None

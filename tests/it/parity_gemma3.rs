@@ -148,6 +148,60 @@ fn mmproj_files_of_the_wrong_kind_or_cut_short_are_refused() {
 }
 
 #[test]
+fn the_vision_part_is_read_only_when_an_image_needs_it() {
+    // Text-only letters never pay for the tower (MedGemma 4B's mmproj: 0.85 GB, 3 s), and what
+    // is read later computes exactly as a tower read at once.
+    let device = test_device();
+    let png = fixture("gemma3-expected/scan.png");
+    let loaded = medscribe_llm::load(&fixture("gemma3-tiny"), &device).unwrap();
+    let part = loaded
+        .vision
+        .as_ref()
+        .expect("the tiny model is multimodal");
+    assert!(!part.is_loaded(), "read before any image asked for it");
+    assert_eq!(part.tokens_per_image(), TOKENS_PER_IMAGE);
+    let lazily = loaded.encode_images(std::slice::from_ref(&png)).unwrap();
+    assert!(part.is_loaded());
+    let pixels = medscribe_llm::image::load_pixels(&png, vision().image_size(), &device)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let at_once = vision().image_features(&pixels).unwrap();
+    assert_eq!(max_abs_diff_tensors(&lazily.features, &at_once), 0.0);
+
+    // The same for an mmproj file; its header is still checked at once.
+    let path = fixture("gemma3-mmproj/mmproj-gemma3-tiny-f16.gguf");
+    let part = medscribe_llm::VisionPart::of_mmproj(&path, 64, &device).unwrap();
+    assert!(!part.is_loaded());
+    assert_eq!(part.tokens_per_image(), TOKENS_PER_IMAGE);
+    let lazily = part.get().unwrap().image_features(&pixels).unwrap();
+    let at_once = Gemma3Vision::load_mmproj(&path, 64, &device)
+        .unwrap()
+        .image_features(&pixels)
+        .unwrap();
+    assert_eq!(max_abs_diff_tensors(&lazily, &at_once), 0.0);
+    let error = medscribe_llm::VisionPart::of_mmproj(&path, 640, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("expected [32, 640]"), "{error}");
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = dir.path().join("mmproj-cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() - 1000]).unwrap();
+    let error = medscribe_llm::VisionPart::of_mmproj(&cut, 64, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("mmproj-cut.gguf"), "{error}");
+}
+
+fn max_abs_diff_tensors(a: &Tensor, b: &Tensor) -> f32 {
+    let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+    let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(a.len(), b.len());
+    max_abs_diff(&a, &b)
+}
+
+#[test]
 fn image_preprocessing_is_close_to_hfs_pil_processor() {
     // Our decoder + PIL-style bilinear resize against transformers' PIL image processor. The
     // PNG differs only by rounding; the JPEG also by the decoder's IDCT and chroma upsampling.

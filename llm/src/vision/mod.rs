@@ -143,10 +143,27 @@ impl std::fmt::Debug for Gemma3Vision {
     }
 }
 
-impl Gemma3Vision {
-    /// Loads the vision tower and projector of the model directory `dir` (config.json and
-    /// safetensors), or `None` when the configuration has no `vision_config` (a text-only model).
-    pub fn load(dir: &Path, files: &[PathBuf], device: &Device) -> Result<Option<Self>> {
+/// What a vision part's files say before any weight is read, checked: enough to lay out a
+/// prompt (soft tokens per image) and to refuse a projector made for another language model.
+struct Plan {
+    config: siglip::VisionConfig,
+    geometry: Geometry,
+    text_hidden: usize,
+    weights: StoredWeights,
+}
+
+/// Where a vision part's weights are.
+enum StoredWeights {
+    /// A Hugging Face checkpoint's safetensors files.
+    Safetensors(Vec<PathBuf>),
+    /// A llama.cpp `mmproj` GGUF file.
+    Mmproj(PathBuf),
+}
+
+impl Plan {
+    /// The plan of the model directory `dir` (config.json; weights in `files`), or `None` when
+    /// the configuration has no `vision_config` (a text-only model).
+    fn of_directory(dir: &Path, files: &[PathBuf]) -> Result<Option<Self>> {
         let config_path = dir.join("config.json");
         let text = std::fs::read_to_string(&config_path).map_err(|_| LlmError::MissingFile {
             dir: dir.to_path_buf(),
@@ -175,77 +192,32 @@ impl Gemma3Vision {
             )));
         }
         let geometry = Geometry::new(&config, tokens_per_side).map_err(bad_config)?;
-        let weights_error = |reason: String| LlmError::Weights {
-            path: files[0].clone(),
-            reason,
-        };
-        // SAFETY: the files are memory-mapped read-only; medscribe never writes model files
-        // while they are in use.
-        let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::multi(files) }
-            .map_err(|e| weights_error(format!("not readable safetensors: {e}")))?;
-        let find = |prefixes: &[&'static str], probe: &str| {
-            prefixes
-                .iter()
-                .copied()
-                .find(|p| tensors.get(&format!("{p}.{probe}")).is_ok())
-        };
-        let tower_prefix =
-            find(&TOWER_PREFIXES, "embeddings.patch_embedding.weight").ok_or_else(|| {
-                weights_error("the configuration has a vision tower but the weights do not".into())
-            })?;
-        let projector_prefix =
-            find(&PROJECTOR_PREFIXES, "mm_input_projection_weight").ok_or_else(|| {
-                weights_error("no multimodal projector (mm_input_projection_weight)".into())
-            })?;
-        // In the stored type: the tower widens each matrix for its own product.
-        let stored = |name: &str, shape: &[usize]| -> Result<Tensor> {
-            let t = tensors
-                .load(name, device)
-                .map_err(|e| weights_error(format!("tensor {name}: {e}")))?;
-            if t.dims() != shape {
-                return Err(weights_error(format!(
-                    "tensor {name} has shape {:?}, the configuration needs {shape:?}",
-                    t.dims()
-                )));
-            }
-            Ok(t)
-        };
         let text_hidden = crate::config::Gemma3TextConfig::from_json(&text)
             .map_err(bad_config)?
             .hidden_size;
-        let soft_norm_gain = (stored(
-            &format!("{projector_prefix}.mm_soft_emb_norm.weight"),
-            &[config.hidden_size],
-        )?
-        .to_dtype(DType::F32)?
-            + 1.0)?;
-        let projection = stored(
-            &format!("{projector_prefix}.mm_input_projection_weight"),
-            &[config.hidden_size, text_hidden],
-        )?
-        .to_dtype(DType::F32)?;
-        let tower = tower::Tower::new(&config, |name, shape| {
-            stored(&format!("{tower_prefix}.{name}"), shape)
-        })?;
-        Ok(Some(Self::assemble(
-            tower,
-            &config,
+        if files.is_empty() {
+            return Err(LlmError::MissingFile {
+                dir: dir.to_path_buf(),
+                file: "*.safetensors".into(),
+            });
+        }
+        Ok(Some(Self {
+            config,
             geometry,
-            soft_norm_gain,
-            projection,
-        )))
+            text_hidden,
+            weights: StoredWeights::Safetensors(files.to_vec()),
+        }))
     }
 
-    /// Loads the vision tower and projector from a llama.cpp `mmproj` GGUF file of projector type
-    /// `gemma3` (as llama.cpp's converter writes them: SigLIP tensors under `v.`, the projector
-    /// under `mm.`, the soft-embedding norm already holding 1 + w), for a language model of width
-    /// `text_hidden`. f16 matrices stay f16; other types are unpacked to f32.
-    pub fn load_mmproj(path: &Path, text_hidden: usize, device: &Device) -> Result<Self> {
+    /// The plan of a llama.cpp `mmproj` GGUF file of projector type `gemma3`, for a language
+    /// model of width `text_hidden`: its header only (metadata, tensor shapes, and that every
+    /// tensor lies inside the file).
+    fn of_mmproj(path: &Path, text_hidden: usize) -> Result<Self> {
         let bad = |reason: String| LlmError::BadFile {
             path: path.to_path_buf(),
             reason,
         };
-        let (content, mut reader) = crate::gemma3::read_gguf(path)?;
+        let (content, _) = crate::gemma3::read_gguf(path)?;
         let text = |key: &str| {
             content
                 .metadata
@@ -295,12 +267,109 @@ impl Gemma3Vision {
             )));
         }
         let geometry = Geometry::new(&config, patches_per_side / kernel).map_err(bad)?;
+        // A projector made for another language model is the mistake users make (two mmproj
+        // files in one folder): refused now, not when the first image comes.
+        let projection = "mm.input_projection.weight";
+        let stored_shape = content
+            .tensor_infos
+            .get(projection)
+            .map(|info| info.shape.dims().to_vec())
+            .ok_or_else(|| bad(format!("no {projection} tensor")))?;
+        check_projection_shape(
+            projection,
+            &stored_shape,
+            &[config.hidden_size, text_hidden],
+        )
+        .map_err(bad)?;
+        Ok(Self {
+            config,
+            geometry,
+            text_hidden,
+            weights: StoredWeights::Mmproj(path.to_path_buf()),
+        })
+    }
 
+    /// Soft tokens each image becomes in the prompt.
+    fn tokens_per_image(&self) -> usize {
+        self.geometry.tokens_per_side * self.geometry.tokens_per_side
+    }
+
+    /// Reads the weights.
+    fn load(&self, device: &Device) -> Result<Gemma3Vision> {
+        match &self.weights {
+            StoredWeights::Safetensors(files) => self.load_safetensors(files, device),
+            StoredWeights::Mmproj(path) => self.load_mmproj(path, device),
+        }
+    }
+
+    fn load_safetensors(&self, files: &[PathBuf], device: &Device) -> Result<Gemma3Vision> {
+        let config = &self.config;
+        let weights_error = |reason: String| LlmError::Weights {
+            path: files.first().cloned().unwrap_or_default(),
+            reason,
+        };
+        // SAFETY: the files are memory-mapped read-only; medscribe never writes model files
+        // while they are in use.
+        let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::multi(files) }
+            .map_err(|e| weights_error(format!("not readable safetensors: {e}")))?;
+        let find = |prefixes: &[&'static str], probe: &str| {
+            prefixes
+                .iter()
+                .copied()
+                .find(|p| tensors.get(&format!("{p}.{probe}")).is_ok())
+        };
+        let tower_prefix =
+            find(&TOWER_PREFIXES, "embeddings.patch_embedding.weight").ok_or_else(|| {
+                weights_error("the configuration has a vision tower but the weights do not".into())
+            })?;
+        let projector_prefix =
+            find(&PROJECTOR_PREFIXES, "mm_input_projection_weight").ok_or_else(|| {
+                weights_error("no multimodal projector (mm_input_projection_weight)".into())
+            })?;
+        // In the stored type: the tower widens each matrix for its own product.
+        let stored = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            let t = tensors
+                .load(name, device)
+                .map_err(|e| weights_error(format!("tensor {name}: {e}")))?;
+            if t.dims() != shape {
+                return Err(weights_error(format!(
+                    "tensor {name} has shape {:?}, the configuration needs {shape:?}",
+                    t.dims()
+                )));
+            }
+            Ok(t)
+        };
+        let soft_norm_gain = (stored(
+            &format!("{projector_prefix}.mm_soft_emb_norm.weight"),
+            &[config.hidden_size],
+        )?
+        .to_dtype(DType::F32)?
+            + 1.0)?;
+        let projection = stored(
+            &format!("{projector_prefix}.mm_input_projection_weight"),
+            &[config.hidden_size, self.text_hidden],
+        )?
+        .to_dtype(DType::F32)?;
+        let tower = tower::Tower::new(config, |name, shape| {
+            stored(&format!("{tower_prefix}.{name}"), shape)
+        })?;
+        Ok(self.assemble(tower, soft_norm_gain, projection))
+    }
+
+    /// f16 matrices stay f16 (the tower widens each for its own product); anything else is
+    /// unpacked to f32.
+    fn load_mmproj(&self, path: &Path, device: &Device) -> Result<Gemma3Vision> {
+        let config = &self.config;
+        let bad = |reason: String| LlmError::BadFile {
+            path: path.to_path_buf(),
+            reason,
+        };
+        // Read again: the header read for the plan is not kept while the model waits for an
+        // image; every shape is checked against the plan below.
+        let (content, mut reader) = crate::gemma3::read_gguf(path)?;
         // The tower's tensors under their Hugging Face names, the projector's under their own.
         let mut by_name = std::collections::HashMap::new();
         for name in content.tensor_infos.keys() {
-            // f16 matrices stay f16 (the tower widens each for its own product); anything else
-            // is unpacked to f32.
             let tensor = content
                 .tensor(&mut reader, name, device)
                 .and_then(|q| match q.dtype() {
@@ -317,14 +386,11 @@ impl Gemma3Vision {
             let t = by_name
                 .remove(name)
                 .ok_or_else(|| bad(format!("no {name} tensor")))?;
-            if t.dims() != shape {
-                let hint = if name.starts_with("mm.") {
-                    " (is the language model the one this projector was made for?)"
-                } else {
-                    ""
-                };
+            if name.starts_with("mm.") {
+                check_projection_shape(name, t.dims(), shape).map_err(bad)?;
+            } else if t.dims() != shape {
                 return Err(bad(format!(
-                    "tensor {name} has shape {:?}, expected {shape:?}{hint}",
+                    "tensor {name} has shape {:?}, expected {shape:?}",
                     t.dims()
                 )));
             }
@@ -335,36 +401,123 @@ impl Gemma3Vision {
             take("mm.soft_emb_norm.weight", &[config.hidden_size])?.to_dtype(DType::F32)?;
         let projection = take(
             "mm.input_projection.weight",
-            &[config.hidden_size, text_hidden],
+            &[config.hidden_size, self.text_hidden],
         )?
         .to_dtype(DType::F32)?;
-        let tower = tower::Tower::new(&config, &mut take)?;
-        Ok(Self::assemble(
-            tower,
-            &config,
-            geometry,
-            soft_norm_gain,
-            projection,
-        ))
+        let tower = tower::Tower::new(config, &mut take)?;
+        Ok(self.assemble(tower, soft_norm_gain, projection))
     }
 
     fn assemble(
+        &self,
         tower: tower::Tower,
-        config: &siglip::VisionConfig,
-        geometry: Geometry,
         soft_norm_gain: Tensor,
         projection: Tensor,
-    ) -> Self {
-        Self {
+    ) -> Gemma3Vision {
+        Gemma3Vision {
             tower,
             soft_norm_gain,
             projection,
-            eps: config.layer_norm_eps,
-            image_size: config.image_size,
-            patches_per_side: geometry.patches_per_side,
-            pool_kernel: geometry.pool_kernel,
-            tokens_per_image: geometry.tokens_per_side * geometry.tokens_per_side,
+            eps: self.config.layer_norm_eps,
+            image_size: self.config.image_size,
+            patches_per_side: self.geometry.patches_per_side,
+            pool_kernel: self.geometry.pool_kernel,
+            tokens_per_image: self.tokens_per_image(),
         }
+    }
+}
+
+/// A projector tensor's shape against the one the language model needs.
+fn check_projection_shape(
+    name: &str,
+    stored: &[usize],
+    needed: &[usize],
+) -> std::result::Result<(), String> {
+    if stored == needed {
+        return Ok(());
+    }
+    Err(format!(
+        "tensor {name} has shape {stored:?}, expected {needed:?} (is the language model the one \
+         this projector was made for?)"
+    ))
+}
+
+/// A model's vision tower and projector, read from disk the first time an image needs them.
+/// Text-only work, most letters, never pays for them: MedGemma 4B's mmproj alone is 0.85 GB of
+/// memory and 3 s of loading. The files' settings are read and checked when the model loads,
+/// so a projector made for another model is refused at once.
+pub struct VisionPart {
+    plan: Plan,
+    device: Device,
+    loaded: std::sync::OnceLock<Gemma3Vision>,
+}
+
+impl std::fmt::Debug for VisionPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VisionPart")
+            .field("tokens_per_image", &self.tokens_per_image())
+            .field("loaded", &self.is_loaded())
+            .finish_non_exhaustive()
+    }
+}
+
+impl VisionPart {
+    /// The vision part of the model directory `dir` (config.json; weights in `files`), or
+    /// `None` for a text-only model. Reads the configuration only.
+    pub fn of_directory(dir: &Path, files: &[PathBuf], device: &Device) -> Result<Option<Self>> {
+        Ok(Plan::of_directory(dir, files)?.map(|plan| Self::new(plan, device)))
+    }
+
+    /// The vision part in the llama.cpp `mmproj` GGUF file `path`, for a language model of width
+    /// `text_hidden`. Reads and checks the file's header only.
+    pub fn of_mmproj(path: &Path, text_hidden: usize, device: &Device) -> Result<Self> {
+        Ok(Self::new(Plan::of_mmproj(path, text_hidden)?, device))
+    }
+
+    fn new(plan: Plan, device: &Device) -> Self {
+        Self {
+            plan,
+            device: device.clone(),
+            loaded: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Soft tokens each image becomes in the prompt.
+    pub fn tokens_per_image(&self) -> usize {
+        self.plan.tokens_per_image()
+    }
+
+    /// Whether the weights have been read.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.get().is_some()
+    }
+
+    /// The tower and projector, read from disk on the first call.
+    pub fn get(&self) -> Result<&Gemma3Vision> {
+        if let Some(vision) = self.loaded.get() {
+            return Ok(vision);
+        }
+        let vision = self.plan.load(&self.device)?;
+        // Two first calls at once both read the weights; one result is kept.
+        Ok(self.loaded.get_or_init(|| vision))
+    }
+}
+
+impl Gemma3Vision {
+    /// Loads the vision tower and projector of the model directory `dir` (config.json and
+    /// safetensors), or `None` when the configuration has no `vision_config` (a text-only model).
+    pub fn load(dir: &Path, files: &[PathBuf], device: &Device) -> Result<Option<Self>> {
+        Plan::of_directory(dir, files)?
+            .map(|plan| plan.load(device))
+            .transpose()
+    }
+
+    /// Loads the vision tower and projector from a llama.cpp `mmproj` GGUF file of projector type
+    /// `gemma3` (as llama.cpp's converter writes them: SigLIP tensors under `v.`, the projector
+    /// under `mm.`, the soft-embedding norm already holding 1 + w), for a language model of width
+    /// `text_hidden`. f16 matrices stay f16; other types are unpacked to f32.
+    pub fn load_mmproj(path: &Path, text_hidden: usize, device: &Device) -> Result<Self> {
+        Plan::of_mmproj(path, text_hidden)?.load(device)
     }
 
     /// Side of the square images the tower takes, in pixels.
