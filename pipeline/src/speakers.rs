@@ -277,10 +277,16 @@ fn pieces(floor: &[(f64, f64, usize)], start_s: f64, end_s: f64) -> Vec<(f64, f6
     joined
 }
 
+/// The parts of `start_s..end_s` by speaker, as [`Speakers::label`] cuts a segment: one part
+/// (or none, if nobody spoke in it) unless it spans a change of speaker.
+pub(crate) fn parts_of(turns: &[SpeakerTurn], start_s: f64, end_s: f64) -> Vec<(f64, f64, usize)> {
+    pieces(&floor_spans(turns), start_s, end_s)
+}
+
 /// Who said most of `start_s..end_s`, by the floor of `turns` (as [`Speakers::label`] would
 /// cut the segment, the longest part's speaker), if anyone spoke in it.
 pub(crate) fn speaker_of(turns: &[SpeakerTurn], start_s: f64, end_s: f64) -> Option<usize> {
-    pieces(&floor_spans(turns), start_s, end_s)
+    parts_of(turns, start_s, end_s)
         .into_iter()
         .max_by(|a, b| (a.1 - a.0).total_cmp(&(b.1 - b.0)))
         .map(|part| part.2)

@@ -402,6 +402,11 @@ fn lines_get_their_speakers_while_the_recording_goes_on() {
                 known.speaker = line.speaker;
                 relabelled += 1;
             }
+            // Cut at a change of speaker (see the next test).
+            LiveEvent::Split { start_s, lines } => {
+                let at = finals.iter().position(|f| f.start_s == start_s).unwrap();
+                finals.splice(at..=at, lines);
+            }
             LiveEvent::Stopped { error, .. } => assert!(error.is_none(), "{error:?}"),
             _ => {}
         }
@@ -426,6 +431,88 @@ fn lines_get_their_speakers_while_the_recording_goes_on() {
         "{} lines, {relabelled} labels after their line: {:?}",
         lines.len(),
         lines
+            .iter()
+            .map(|l| (l.start_s, l.end_s, l.speaker))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn lines_spanning_a_change_of_speaker_are_cut_while_the_recording_goes_on() {
+    if !common::slow_tier() {
+        return;
+    }
+    use medscribe_pipeline::live::{LiveConfig, LiveEvent, LiveSession};
+    use medscribe_pipeline::source::SourceSpec;
+    use medscribe_pipeline::speakers::Speakers;
+    use medscribe_pipeline::speech::{Speech, SpeechOptions};
+    // The case conference at the pace of a real recording (47 s): its first line (three voices
+    // in 19 s) is labelled some 15 s after it ends, long before the recording does, so it is
+    // cut then, each part transcribed again and written before it is announced.
+    let home = common::data_home_with_models();
+    let data = DataDir::at(home.path());
+    let (recognizer, vad) = Speech::open_live(&SpeechOptions::default(), &data).unwrap();
+    let speakers = Speakers::open(&data, Clusters::Count(3), 1, None).unwrap();
+    let session =
+        medscribe_pipeline::session::Session::create(&data, "2026-11-27T10:00:00Z").unwrap();
+    let live = LiveSession::start_with_speakers(
+        SourceSpec::File {
+            path: common::repo().join("samples/case-conference.wav"),
+            paced: true,
+        },
+        recognizer,
+        vad,
+        session.clone(),
+        LiveConfig {
+            speakers: Some("3".into()),
+            ..LiveConfig::default()
+        },
+        Some(speakers),
+    )
+    .unwrap();
+    let mut shown: Vec<medscribe_pipeline::session::TranscriptLine> = Vec::new();
+    let mut splits = 0;
+    for event in live.events().iter() {
+        match event {
+            LiveEvent::Final(line) if !line.text.is_empty() => shown.push(line),
+            LiveEvent::Split { start_s, lines } => {
+                let at = shown
+                    .iter()
+                    .position(|l| l.start_s == start_s)
+                    .expect("a split of a line shown");
+                assert!(lines.len() > 1, "{lines:?}");
+                assert_eq!(lines[0].start_s, start_s);
+                assert_eq!(lines.last().unwrap().end_s, shown[at].end_s);
+                for pair in lines.windows(2) {
+                    assert_eq!(pair[0].end_s, pair[1].start_s, "{lines:?}");
+                    assert_ne!(pair[0].speaker, pair[1].speaker, "{lines:?}");
+                }
+                assert!(lines
+                    .iter()
+                    .all(|l| l.speaker.is_some() && !l.text.is_empty()));
+                let on_disk = session.transcript().unwrap();
+                for line in &lines {
+                    assert!(on_disk.contains(line), "announced before written: {line:?}");
+                }
+                shown.splice(at..=at, lines);
+                splits += 1;
+            }
+            LiveEvent::Speaker(line) => {
+                if let Some(known) = shown.iter_mut().find(|l| l.start_s == line.start_s) {
+                    known.speaker = line.speaker;
+                }
+            }
+            LiveEvent::Stopped { error, .. } => assert!(error.is_none(), "{error:?}"),
+            _ => {}
+        }
+    }
+    live.join();
+    assert!(splits >= 1, "no line was cut while recording: {shown:?}");
+    // What was shown is what the session holds, before any final pass.
+    assert_eq!(session.transcript().unwrap(), shown);
+    eprintln!(
+        "{splits} line(s) cut while recording: {:?}",
+        shown
             .iter()
             .map(|l| (l.start_s, l.end_s, l.speaker))
             .collect::<Vec<_>>()

@@ -269,6 +269,7 @@ impl App {
                     line.speaker = labelled.speaker;
                 }
             }
+            LiveEvent::Split { start_s, lines } => self.split_line(start_s, lines),
             LiveEvent::Warning(message) => self.message = Some(message),
             LiveEvent::Stopped { recorded_s, error } => {
                 self.capture = Capture::Stopped;
@@ -279,6 +280,25 @@ impl App {
                     self.message = Some(error.to_string());
                 }
             }
+        }
+    }
+
+    /// A line cut at a change of speaker while recording: its parts replace it. A line being
+    /// corrected stays as it is (the correction, once saved, replaces the parts); the highlight
+    /// and the line being corrected keep their place.
+    fn split_line(&mut self, start_s: f64, parts: Vec<TranscriptLine>) {
+        let Some(index) = self.lines.iter().position(|l| l.start_s == start_s) else {
+            return;
+        };
+        if parts.is_empty() || matches!(self.editing, Some((editing, _)) if editing == index) {
+            return;
+        }
+        let added = parts.len() - 1;
+        self.lines.splice(index..=index, parts);
+        let shift = |at: usize| if at > index { at + added } else { at };
+        self.selected = self.selected.map(shift);
+        if let Some((editing, _)) = &mut self.editing {
+            *editing = shift(*editing);
         }
     }
 

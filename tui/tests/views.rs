@@ -391,6 +391,64 @@ fn lines_take_their_speakers_while_recording_and_are_named_once_it_stops() {
 }
 
 #[test]
+fn a_line_cut_at_a_change_of_speaker_while_recording_shows_its_parts() {
+    let mut app = recording_app();
+    press(&mut app, "k");
+    assert_eq!(app.selected, Some(0));
+    let part = |start_s: f64, end_s: f64, text: &str, speaker: usize| TranscriptLine {
+        speaker: Some(speaker),
+        end_s,
+        ..line(start_s, text)
+    };
+    // The first line is cut in two: the second line moves down, the highlight stays.
+    app.apply(LiveEvent::Split {
+        start_s: 1.0,
+        lines: vec![
+            part(1.0, 2.5, "Referral to", 0),
+            part(2.5, 4.0, "cardiology.", 1),
+        ],
+    });
+    assert_eq!(app.lines.len(), 3);
+    assert_eq!(app.selected, Some(0));
+    let text = screen_text(&render(&app, 100, 24));
+    assert!(text.contains("S1: Referral to"), "{text}");
+    assert!(text.contains("S2: cardiology."), "{text}");
+    assert!(text.contains("Mr Jones is a 62-year-old"), "{text}");
+    // A line being corrected is not cut under the user's cursor; the correction is kept.
+    press(&mut app, "j");
+    press(&mut app, "j");
+    press(&mut app, "e");
+    assert_eq!(app.editing.as_ref().map(|(i, _)| *i), Some(2));
+    app.apply(LiveEvent::Split {
+        start_s: 4.5,
+        lines: vec![part(4.5, 6.0, "Mr Jones", 0), part(6.0, 7.5, "is", 1)],
+    });
+    assert_eq!(app.lines.len(), 3);
+    press(&mut app, " today");
+    let actions = app.key(key(KeyCode::Enter));
+    let [Action::Edit(edited)] = actions.as_slice() else {
+        panic!("{actions:?}");
+    };
+    assert_eq!((edited.start_s, edited.end_s), (4.5, 7.5));
+    assert!(
+        edited.text.ends_with("three weeks. today"),
+        "{}",
+        edited.text
+    );
+    // A split while another line is corrected keeps that line's place.
+    press(&mut app, "e");
+    app.apply(LiveEvent::Split {
+        start_s: 1.0,
+        lines: vec![part(1.0, 2.0, "Referral", 0), part(2.0, 2.5, "to", 1)],
+    });
+    assert_eq!(app.editing.as_ref().map(|(i, _)| *i), Some(3));
+    assert_eq!(
+        app.lines[3].text,
+        "Mr Jones is a 62-year-old man with exertional chest pain for three weeks. today"
+    );
+}
+
+#[test]
 fn speakers_are_labelled_after_capture_and_named_in_place() {
     let mut app = recording_app();
     // Unlabelled lines have no speaker to name.

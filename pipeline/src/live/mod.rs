@@ -123,6 +123,17 @@ pub enum LiveEvent {
     /// change again, and every line is labelled anew when the recording ends); already in
     /// `transcript.jsonl`. Only when the session was started with speaker models.
     Speaker(TranscriptLine),
+    /// A finished line that spans a change of speaker, cut there while the recording goes on
+    /// and its parts transcribed again: `lines` replace the line that started at `start_s`
+    /// (already so in `transcript.jsonl`). Only when the session was started with speaker
+    /// models, for lines whose audio is labelled before the recording ends (the others are cut
+    /// by the final pass).
+    Split {
+        /// Start of the line replaced, seconds (the first part starts there too).
+        start_s: f64,
+        /// Its parts, in order, each with its speaker.
+        lines: Vec<TranscriptLine>,
+    },
     /// Something went wrong but recording goes on.
     Warning(String),
     /// Capture ended (stop, end of source, maximum duration, or a fatal error) and every stage
@@ -154,6 +165,23 @@ enum AsrJob {
     },
 }
 
+/// A finished utterance (16 kHz samples `start..end` of the recording) to cut into `parts`
+/// (start, end, speaker) and transcribe again.
+struct CutJob {
+    start: usize,
+    end: usize,
+    parts: Vec<(usize, usize, usize)>,
+}
+
+/// One part of a cut utterance, transcribed.
+struct CutPart {
+    start: usize,
+    end: usize,
+    speaker: usize,
+    raw: String,
+    text: String,
+}
+
 /// What the speech model made of a job: its text as the model wrote it and as shown (the
 /// model's own formatting).
 enum Recognized {
@@ -167,6 +195,12 @@ enum Recognized {
         end: usize,
         raw: String,
         text: String,
+    },
+    /// The parts of a cut utterance.
+    Cut {
+        start: usize,
+        end: usize,
+        parts: Vec<CutPart>,
     },
     Failed(LiveFailure),
 }
@@ -374,6 +408,15 @@ impl LiveSession {
             }
             None => (None, None, None),
         };
+        // Lines to cut at a change of speaker go back to the speech model; unbounded, so that
+        // the transcript stage never waits for it (there is at most one job per line).
+        let (cuts_tx, cuts_rx) = match turns_rx {
+            Some(_) => {
+                let (tx, rx) = crossbeam_channel::unbounded::<CutJob>();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         {
             let fatal = fatal.clone();
             threads.push(spawn("resampler", move || {
@@ -397,13 +440,18 @@ impl LiveSession {
             })?);
         }
         threads.push(spawn("speech-model", move || {
-            asr_stage(recognizer, asr_rx, format_tx);
+            asr_stage(recognizer, (asr_rx, cuts_rx), format_tx);
         })?);
         {
             let session = session.clone();
             threads.push(spawn("transcript", move || {
                 transcript_stage(
-                    (format_rx, edits_rx, turns_rx),
+                    TranscriptInputs {
+                        recognized: format_rx,
+                        edits: edits_rx,
+                        turns: turns_rx,
+                        cuts: cuts_tx,
+                    },
                     (&events_tx, &fatal),
                     &session,
                     (meta, lock),

@@ -77,15 +77,55 @@ pub(super) fn segmenter_stage(
     queue.finish();
 }
 
+/// Seconds of recent utterances the speech model keeps, so that one found to span a change of
+/// speaker can be cut and transcribed again. Speaker labels trail the audio by about 15 s; an
+/// utterance gone from here is cut by the final pass instead.
+const RECENT_AUDIO_S: usize = 120;
+
 pub(super) fn asr_stage(
     mut recognizer: Box<dyn SpeechRecognizer>,
-    jobs: Receiver<AsrJob>,
+    (jobs, mut cuts): (Receiver<AsrJob>, Option<Receiver<CutJob>>),
     out: Sender<Recognized>,
 ) {
     // The newest partial transcript: when an utterance ends exactly where a settled partial
     // did, its text is already known.
     let mut last_partial: Option<(usize, usize, String)> = None;
-    for job in jobs.iter() {
+    // Recent finished utterances (first sample, audio), kept only when lines may be cut.
+    let mut recent: VecDeque<(usize, Vec<f32>)> = VecDeque::new();
+    let keep = cuts.is_some();
+    let mut jobs_open = true;
+    let (no_jobs, no_cuts) = (crossbeam_channel::never(), crossbeam_channel::never());
+    loop {
+        if !jobs_open && cuts.is_none() {
+            break;
+        }
+        // Speech first: a cut waits while utterances queue.
+        let job = match jobs.try_recv() {
+            Ok(job) => job,
+            Err(_) => crossbeam_channel::select! {
+                recv(if jobs_open { &jobs } else { &no_jobs }) -> job => match job {
+                    Ok(job) => job,
+                    Err(_) => {
+                        jobs_open = false;
+                        continue;
+                    }
+                },
+                recv(cuts.as_ref().unwrap_or(&no_cuts)) -> cut => {
+                    match cut {
+                        Ok(cut) => {
+                            if let Some(result) = cut_again(&mut *recognizer, &recent, cut) {
+                                if out.send(result).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        // The transcript stage asks for no more cuts.
+                        Err(_) => cuts = None,
+                    }
+                    continue;
+                }
+            },
+        };
         let result = match job {
             AsrJob::Partial { start, samples } => {
                 if !jobs.is_empty() {
@@ -103,19 +143,36 @@ pub(super) fn asr_stage(
             }
             AsrJob::Final(segment) => {
                 let (start, end) = (segment.start, segment.end);
+                let samples = segment.samples;
                 let raw = transcribe_final(&mut *recognizer, &mut last_partial, start, end, || {
-                    Ok(segment.samples)
+                    Ok(samples.clone())
                 });
+                if keep {
+                    remember(&mut recent, start, samples);
+                }
                 final_text(&*recognizer, start, end, raw)
             }
             AsrJob::Spilled { start, end, file } => {
-                let raw = transcribe_final(&mut *recognizer, &mut last_partial, start, end, || {
+                let read = || -> std::result::Result<Vec<f32>, String> {
                     let bytes = std::fs::read(&file).map_err(|e| e.to_string())?;
                     Ok(bytes
                         .chunks_exact(4)
                         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                         .collect())
-                });
+                };
+                let raw = if keep {
+                    let samples = read();
+                    let raw =
+                        transcribe_final(&mut *recognizer, &mut last_partial, start, end, || {
+                            samples.clone()
+                        });
+                    if let Ok(samples) = samples {
+                        remember(&mut recent, start, samples);
+                    }
+                    raw
+                } else {
+                    transcribe_final(&mut *recognizer, &mut last_partial, start, end, read)
+                };
                 // Taken back whether it was read or its text was already known.
                 let _ = std::fs::remove_file(&file);
                 final_text(&*recognizer, start, end, raw)
@@ -125,6 +182,44 @@ pub(super) fn asr_stage(
             return;
         }
     }
+}
+
+/// Keeps a finished utterance's audio, forgetting the oldest beyond [`RECENT_AUDIO_S`].
+fn remember(recent: &mut VecDeque<(usize, Vec<f32>)>, start: usize, samples: Vec<f32>) {
+    recent.push_back((start, samples));
+    let limit = RECENT_AUDIO_S * TARGET_RATE as usize;
+    while recent.iter().map(|(_, s)| s.len()).sum::<usize>() > limit && recent.len() > 1 {
+        recent.pop_front();
+    }
+}
+
+/// The parts of a recent utterance, transcribed again; `None` when its audio is no longer
+/// kept, or the model fails on a part (the final pass cuts it then).
+fn cut_again(
+    recognizer: &mut dyn SpeechRecognizer,
+    recent: &VecDeque<(usize, Vec<f32>)>,
+    cut: CutJob,
+) -> Option<Recognized> {
+    let (_, audio) = recent
+        .iter()
+        .find(|(start, audio)| *start == cut.start && start + audio.len() == cut.end)?;
+    let mut parts = Vec::with_capacity(cut.parts.len());
+    for (start, end, speaker) in cut.parts {
+        let samples = audio.get(start.checked_sub(cut.start)?..end.checked_sub(cut.start)?)?;
+        let raw = recognizer.transcribe_segment(samples).ok()?;
+        parts.push(CutPart {
+            start,
+            end,
+            speaker,
+            text: recognizer.format_text(&raw),
+            raw,
+        });
+    }
+    Some(Recognized::Cut {
+        start: cut.start,
+        end: cut.end,
+        parts,
+    })
 }
 
 /// The model's text of a finished utterance: the settled partial's when it covered exactly

@@ -1,9 +1,10 @@
 //! Speaker labels while a recording goes on: the 16 kHz audio is fed to a streaming diarizer,
 //! and whenever it has labelled more windows, the turns so far (each local speaker given a
 //! speaker as it came) go to the transcript stage, which labels the lines they cover. When the
-//! audio ends, every local speaker is clustered again and every line labelled by those turns;
-//! [`crate::session::Session::label_speakers`] then also cuts lines that span a change of
-//! speaker (the live stages cannot transcribe them again).
+//! audio ends, every local speaker is clustered again and every line labelled by those turns.
+//! A labelled line that spans a change of speaker is cut while the recording goes on (the
+//! transcript stage asks the speech model, which keeps recent utterances, to transcribe its
+//! parts again); [`crate::session::Session::label_speakers`] cuts the rest by the final turns.
 
 use medscribe_asr::diarize::{SpeakerTurn, TurnOptions};
 

@@ -176,7 +176,7 @@ fn a_spilled_utterance_is_taken_back_even_when_its_text_is_known() {
             Box::new(Counter {
                 delay: Duration::ZERO,
             }),
-            jobs_rx,
+            (jobs_rx, None),
             out_tx,
         )
     });
@@ -266,4 +266,92 @@ fn a_killed_session_is_recovered_from_its_files() {
     assert_eq!(session.meta().unwrap().state, SessionState::Complete);
     let again = recover_session(&session, &mut model, &mut Loudness).unwrap_err();
     assert!(again.to_string().contains("already complete"), "{again}");
+}
+
+#[test]
+fn the_speech_model_cuts_a_recent_utterance_into_its_parts_after_the_speech_queued() {
+    // An utterance found to span a change of speaker comes back as its parts, each transcribed
+    // from its own audio; an utterance no longer kept (or asked with the wrong bounds) gives
+    // nothing; the stage ends when both inputs close.
+    let (jobs_tx, jobs) = bounded::<AsrJob>(8);
+    let (cuts_tx, cuts) = crossbeam_channel::unbounded::<CutJob>();
+    let (out, results) = crossbeam_channel::unbounded::<Recognized>();
+    let stage = std::thread::spawn(move || {
+        asr_stage(
+            Box::new(Counter {
+                delay: Duration::ZERO,
+            }),
+            (jobs, Some(cuts)),
+            out,
+        )
+    });
+    let segment = |start: usize, len: usize| {
+        AsrJob::Final(SpeechSegment {
+            start,
+            end: start + len,
+            samples: vec![0.0; len],
+        })
+    };
+    jobs_tx.send(segment(16_000, 48_000)).unwrap();
+    let first = results.recv().unwrap();
+    assert!(matches!(
+        first,
+        Recognized::Final {
+            start: 16_000,
+            end: 64_000,
+            ..
+        }
+    ));
+    cuts_tx
+        .send(CutJob {
+            start: 16_000,
+            end: 64_000,
+            parts: vec![(16_000, 40_000, 0), (40_000, 64_000, 1)],
+        })
+        .unwrap();
+    cuts_tx
+        .send(CutJob {
+            start: 16_000,
+            end: 60_000,
+            parts: vec![(16_000, 30_000, 0), (30_000, 60_000, 1)],
+        })
+        .unwrap();
+    let Recognized::Cut { start, end, parts } = results.recv().unwrap() else {
+        panic!("expected the cut");
+    };
+    assert_eq!((start, end), (16_000, 64_000));
+    let described: Vec<_> = parts
+        .iter()
+        .map(|p| (p.start, p.end, p.speaker, p.text.as_str()))
+        .collect();
+    assert_eq!(
+        described,
+        [
+            (16_000, 40_000, 0, "utterance of 24000 samples"),
+            (40_000, 64_000, 1, "utterance of 24000 samples"),
+        ]
+    );
+    // Only 120 s of utterances are kept: the first is forgotten after 130 s more.
+    for i in 0..13 {
+        jobs_tx
+            .send(segment(100_000 + i * 160_000, 160_000))
+            .unwrap();
+    }
+    for _ in 0..13 {
+        assert!(matches!(results.recv().unwrap(), Recognized::Final { .. }));
+    }
+    cuts_tx
+        .send(CutJob {
+            start: 16_000,
+            end: 64_000,
+            parts: vec![(16_000, 40_000, 0), (40_000, 64_000, 1)],
+        })
+        .unwrap();
+    drop(jobs_tx);
+    drop(cuts_tx);
+    stage.join().unwrap();
+    assert!(
+        results.try_recv().is_err(),
+        "nothing for unknown or forgotten audio"
+    );
 }
