@@ -6,7 +6,7 @@
 #   scripts/diarization-bench.sh [--threshold D ...]   (our auto thresholds to try; default ours)
 # Needs setup done, festival with its voices (see samples/make-conversation.sh), and the package
 # registries once: sherpa-onnx 2.0.1 goes into a venv in the data directory, the LibriVox reader
-# comes from Debian's pocketsphinx-testdata.
+# comes from Debian's pocketsphinx-testdata, a real telephone call from PyPI's pyannote.audio wheel.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA=${MEDSCRIBE_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/medscribe}

@@ -13,6 +13,11 @@ Voices (say which in any figure you quote):
   slt        Festival's HTS voice trained on CMU ARCTIC's SLT (a woman), festvox-us-slt-hts;
   reader     a real person: the LibriVox reader of "Sense and Sensibility" in Debian's
              pocketsphinx-testdata (public-domain recording, BSD-2 package), five sentences.
+Also a real conversation, held out like the case conference: the 30 s telephone call of two
+women ("Diane in New Jersey", "Sheila in Texas") with its reference turns (RTTM) that ships in
+the PyPI wheel pyannote.audio 4.0.7 (`pyannote/audio/sample/`, in an MIT-licensed package with
+no separate notice for the recording; its source corpus is not stated, so it is fetched here,
+never committed).
 Lines are scripted here and differ from samples/case-conference.txt, which stays a held-out test.
 
 Run by scripts/diarization-bench.sh (it makes the venv and fetches the recordings):
@@ -111,6 +116,39 @@ def build(name: str, work: Path, reader_dir: Path) -> tuple[Path, list[dict]]:
     return wav, turns
 
 
+REAL_CALL_WHEEL = "pyannote.audio==4.0.7"
+REAL_CALL_SHA256 = "c319b4abca767b124e41432d364fd7df006cb26bb79d09326c487d606a134e6e"
+
+
+def real_call(work: Path) -> tuple[Path, list[dict]]:
+    """The real two-person telephone call from pyannote.audio's wheel and its reference turns."""
+    import hashlib
+    import zipfile
+
+    folder = work / "pyannote-sample"
+    wav, rttm = folder / "sample.wav", folder / "sample.rttm"
+    if not wav.exists() or not rttm.exists():
+        download = work / "wheels"
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
+             "--only-binary", ":all:", "-d", str(download), REAL_CALL_WHEEL],
+            check=True,
+        )
+        wheel = next(download.glob("pyannote_audio-4.0.7-*.whl"))
+        folder.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel) as archive:
+            for name, target in [("pyannote/audio/sample/sample.wav", wav), ("pyannote/audio/sample/sample.rttm", rttm)]:
+                target.write_bytes(archive.read(name))
+    if hashlib.sha256(wav.read_bytes()).hexdigest() != REAL_CALL_SHA256:
+        raise SystemExit(f"{wav}: not the recording this bench was written for")
+    turns = []
+    for line in rttm.read_text().splitlines():
+        fields = line.split()
+        start, duration = float(fields[3]), float(fields[4])
+        turns.append({"start_s": start, "end_s": start + duration, "speaker": fields[7]})
+    return wav, turns
+
+
 def der(reference: list[dict], hypothesis: list[dict], collar: float = 0.25, step: float = 0.01) -> float:
     """Frame-based DER: missed + false alarm + confusion over reference speech, each frame scoring
     min/max of speaker counts as NIST does, after the best one-to-one speaker mapping; frames
@@ -205,6 +243,7 @@ def main() -> None:
     cases = [(name, *build(name, work, reader_dir)) for name in CONVERSATIONS]
     held_out = Path(__file__).resolve().parent.parent / "samples" / "case-conference.wav"
     cases.append(("case-conference (held out)", held_out, json.loads(held_out.with_suffix(".turns.json").read_text())))
+    cases.append(("real telephone call (held out)", *real_call(work)))
     print("| conversation | speakers | mode | medscribe DER | found | RTF | sherpa-onnx DER | found | RTF |")
     print("|---|---|---|---|---|---|---|---|---|")
     totals: dict[str, list[float]] = {}
