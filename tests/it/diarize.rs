@@ -350,28 +350,30 @@ fn audio_fed_as_it_arrives_gives_the_turns_of_the_whole() {
     assert_eq!(after, fresh);
 }
 
-#[test]
-fn lines_get_their_speakers_while_the_recording_goes_on() {
-    if !common::slow_tier() {
-        return;
-    }
-    use medscribe_pipeline::live::{LiveConfig, LiveEvent, LiveSession};
+/// A live session on the case conference with the default speech model and speaker models
+/// told three voices, read `paced` like a real recording or as fast as it can be; the data
+/// directory goes when the first value is dropped.
+fn live_case_conference(
+    paced: bool,
+) -> (
+    tempfile::TempDir,
+    medscribe_pipeline::session::Session,
+    medscribe_pipeline::live::LiveSession,
+) {
+    use medscribe_pipeline::live::{LiveConfig, LiveSession};
     use medscribe_pipeline::source::SourceSpec;
     use medscribe_pipeline::speakers::Speakers;
     use medscribe_pipeline::speech::{Speech, SpeechOptions};
-    // The live pipeline with speaker models, fed the case conference as fast as it can be read:
-    // lines are labelled as the diarizer catches up with them, each label is in
-    // transcript.jsonl when it is announced, and the models come back for the final pass.
     let home = common::data_home_with_models();
     let data = DataDir::at(home.path());
     let (recognizer, vad) = Speech::open_live(&SpeechOptions::default(), &data).unwrap();
     let speakers = Speakers::open(&data, Clusters::Count(3), 1, None).unwrap();
     let session =
-        medscribe_pipeline::session::Session::create(&data, "2026-11-26T10:00:00Z").unwrap();
+        medscribe_pipeline::session::Session::create(&data, "2026-11-27T10:00:00Z").unwrap();
     let live = LiveSession::start_with_speakers(
         SourceSpec::File {
             path: common::repo().join("samples/case-conference.wav"),
-            paced: false,
+            paced,
         },
         recognizer,
         vad,
@@ -383,6 +385,19 @@ fn lines_get_their_speakers_while_the_recording_goes_on() {
         Some(speakers),
     )
     .unwrap();
+    (home, session, live)
+}
+
+#[test]
+fn lines_get_their_speakers_while_the_recording_goes_on() {
+    if !common::slow_tier() {
+        return;
+    }
+    use medscribe_pipeline::live::LiveEvent;
+    // The live pipeline with speaker models, fed the case conference as fast as it can be read:
+    // lines are labelled as the diarizer catches up with them, each label is in
+    // transcript.jsonl when it is announced, and the models come back for the final pass.
+    let (_home, session, live) = live_case_conference(false);
     let mut finals = Vec::new();
     let mut relabelled = 0;
     for event in live.events().iter() {
@@ -443,34 +458,11 @@ fn lines_spanning_a_change_of_speaker_are_cut_while_the_recording_goes_on() {
     if !common::slow_tier() {
         return;
     }
-    use medscribe_pipeline::live::{LiveConfig, LiveEvent, LiveSession};
-    use medscribe_pipeline::source::SourceSpec;
-    use medscribe_pipeline::speakers::Speakers;
-    use medscribe_pipeline::speech::{Speech, SpeechOptions};
+    use medscribe_pipeline::live::LiveEvent;
     // The case conference at the pace of a real recording (47 s): its first line (three voices
     // in 19 s) is labelled some 15 s after it ends, long before the recording does, so it is
     // cut then, each part transcribed again and written before it is announced.
-    let home = common::data_home_with_models();
-    let data = DataDir::at(home.path());
-    let (recognizer, vad) = Speech::open_live(&SpeechOptions::default(), &data).unwrap();
-    let speakers = Speakers::open(&data, Clusters::Count(3), 1, None).unwrap();
-    let session =
-        medscribe_pipeline::session::Session::create(&data, "2026-11-27T10:00:00Z").unwrap();
-    let live = LiveSession::start_with_speakers(
-        SourceSpec::File {
-            path: common::repo().join("samples/case-conference.wav"),
-            paced: true,
-        },
-        recognizer,
-        vad,
-        session.clone(),
-        LiveConfig {
-            speakers: Some("3".into()),
-            ..LiveConfig::default()
-        },
-        Some(speakers),
-    )
-    .unwrap();
+    let (_home, session, live) = live_case_conference(true);
     let mut shown: Vec<medscribe_pipeline::session::TranscriptLine> = Vec::new();
     let mut splits = 0;
     for event in live.events().iter() {
@@ -535,6 +527,23 @@ fn medscribe(args: &[&str]) -> std::process::Output {
         .expect("medscribe runs")
 }
 
+/// The segments of a `transcript --format json` as speaker turns (`S1` is speaker 0).
+fn segment_turns(json: &serde_json::Value) -> Vec<SpeakerTurn> {
+    json["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| SpeakerTurn {
+            start_s: s["start_s"].as_f64().unwrap(),
+            end_s: s["end_s"].as_f64().unwrap(),
+            speaker: s["speaker"].as_str().unwrap()[1..]
+                .parse::<usize>()
+                .unwrap()
+                - 1,
+        })
+        .collect()
+}
+
 /// The real telephone call `scripts/setup.sh --test-data` installs, with its reference turns.
 fn real_call() -> (PathBuf, Vec<SpeakerTurn>) {
     let dir = DataDir::from_env().root().join("test-data/pyannote-sample");
@@ -582,20 +591,7 @@ fn a_real_telephone_call_is_transcribed_turn_by_turn() {
     ]));
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["speakers"], serde_json::json!(["S1", "S2"]), "{out}");
-    let turns: Vec<SpeakerTurn> = json["segments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| SpeakerTurn {
-            start_s: s["start_s"].as_f64().unwrap(),
-            end_s: s["end_s"].as_f64().unwrap(),
-            speaker: s["speaker"].as_str().unwrap()[1..]
-                .parse::<usize>()
-                .unwrap()
-                - 1,
-        })
-        .collect();
-    let error = diarization_error(&truth, &turns, 0.25);
+    let error = diarization_error(&truth, &segment_turns(&json), 0.25);
     eprintln!("real call: {error:?}");
     assert!(error.rate() <= 0.10, "{error:?} {out}");
 }
@@ -625,20 +621,8 @@ fn transcribe_with_speakers_labels_every_format() {
     };
     let json: serde_json::Value = serde_json::from_str(&read("json")).unwrap();
     assert_eq!(json["speakers"], serde_json::json!(["S1", "S2", "S3"]));
-    let segments = json["segments"].as_array().unwrap();
-    let turns: Vec<SpeakerTurn> = segments
-        .iter()
-        .map(|s| SpeakerTurn {
-            start_s: s["start_s"].as_f64().unwrap(),
-            end_s: s["end_s"].as_f64().unwrap(),
-            speaker: s["speaker"].as_str().unwrap()[1..]
-                .parse::<usize>()
-                .unwrap()
-                - 1,
-        })
-        .collect();
     // The transcript's segments, cut at changes of speaker, against the true turns.
-    let error = diarization_error(&case_conference_truth(), &turns, 0.25);
+    let error = diarization_error(&case_conference_truth(), &segment_turns(&json), 0.25);
     assert!(error.rate() <= 0.15, "{error:?}");
     // Every sentence of the script is in some segment's text, in order.
     let text = json["text"].as_str().unwrap().to_lowercase();

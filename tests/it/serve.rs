@@ -300,15 +300,23 @@ fn uploads_over_the_limit_get_413() {
     assert_eq!(status, 200);
 }
 
+/// A server that wants a bearer token, from a private file in `dir`; and the token.
+fn server_with_token(dir: &Path) -> (Server, &'static str) {
+    let token = "0123456789abcdef0123456789abcdef";
+    let token_file = private_token_file(dir, token);
+    (
+        Server::start(&["--token-file", token_file.to_str().unwrap()]),
+        token,
+    )
+}
+
 #[test]
 fn a_token_is_required_when_given_and_for_any_address_but_loopback() {
     if !common::slow_tier() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let token = "0123456789abcdef0123456789abcdef";
-    let token_file = private_token_file(dir.path(), token);
-    let server = Server::start(&["--token-file", token_file.to_str().unwrap()]);
+    let (server, token) = server_with_token(dir.path());
     let (status, body) = server.curl("/v1/models", &[]);
     assert_error(status, &body, 401, "invalid_api_key");
     let (status, body) = server.curl("/v1/models", &["-H", "Authorization: Bearer wrong"]);
@@ -360,9 +368,7 @@ fn an_upload_refused_early_is_read_to_its_end_and_answered() {
     }
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let token = "0123456789abcdef0123456789abcdef";
-    let token_file = private_token_file(dir.path(), token);
-    let server = Server::start(&["--token-file", token_file.to_str().unwrap()]);
+    let (server, token) = server_with_token(dir.path());
     let address = server.url.trim_start_matches("http://").to_owned();
     let body = vec![b'x'; 24 << 20];
     let with_token = format!("Authorization: Bearer {token}\r\n");
@@ -1003,9 +1009,7 @@ fn letters_from_a_letter_server_are_checked_and_guarded_here() {
     }
     // Another medscribe is a real OpenAI-compatible letter server (json_schema included).
     let dir = tempfile::tempdir().unwrap();
-    let token = "0123456789abcdef0123456789abcdef";
-    let token_file = private_token_file(dir.path(), token);
-    let server = Server::start(&["--token-file", token_file.to_str().unwrap()]);
+    let (server, token) = server_with_token(dir.path());
     let (_, models) = server.curl(
         "/v1/models",
         &["-H", &format!("Authorization: Bearer {token}")],

@@ -292,6 +292,11 @@ fn the_speech_model_cuts_a_recent_utterance_into_its_parts_after_the_speech_queu
             samples: vec![0.0; len],
         })
     };
+    let cut_of_the_first = || CutJob {
+        start: 16_000,
+        end: 64_000,
+        parts: vec![(16_000, 40_000, 0), (40_000, 64_000, 1)],
+    };
     jobs_tx.send(segment(16_000, 48_000)).unwrap();
     let first = results.recv().unwrap();
     assert!(matches!(
@@ -302,13 +307,7 @@ fn the_speech_model_cuts_a_recent_utterance_into_its_parts_after_the_speech_queu
             ..
         }
     ));
-    cuts_tx
-        .send(CutJob {
-            start: 16_000,
-            end: 64_000,
-            parts: vec![(16_000, 40_000, 0), (40_000, 64_000, 1)],
-        })
-        .unwrap();
+    cuts_tx.send(cut_of_the_first()).unwrap();
     cuts_tx
         .send(CutJob {
             start: 16_000,
@@ -340,13 +339,7 @@ fn the_speech_model_cuts_a_recent_utterance_into_its_parts_after_the_speech_queu
     for _ in 0..13 {
         assert!(matches!(results.recv().unwrap(), Recognized::Final { .. }));
     }
-    cuts_tx
-        .send(CutJob {
-            start: 16_000,
-            end: 64_000,
-            parts: vec![(16_000, 40_000, 0), (40_000, 64_000, 1)],
-        })
-        .unwrap();
+    cuts_tx.send(cut_of_the_first()).unwrap();
     drop(jobs_tx);
     drop(cuts_tx);
     stage.join().unwrap();
