@@ -122,7 +122,8 @@ pub(super) fn transcript_stage(
                 }
             }
             Recognized::Cut { start, end, parts } => {
-                if let Some(replaced) = cutting.apply(&mut lines, start, end, parts) {
+                let labels = turns_so_far.as_ref();
+                if let Some(replaced) = cutting.apply(&mut lines, (start, end, parts), labels) {
                     if let Err(e) = session.write_transcript(&lines) {
                         let _ = events.send(LiveEvent::Warning(e.to_string()));
                     }
@@ -215,14 +216,15 @@ impl Cutting {
         jobs
     }
 
-    /// Replaces the line of samples `start..end` by its transcribed `parts` (those with text);
-    /// the new lines, or `None` when the line is gone, was corrected, or no part has text.
+    /// Replaces the line of samples `start..end` by its transcribed `parts` (those with text),
+    /// each labelled by the newest turns (`labels`: the voices may have been clustered again
+    /// since the cut was asked for); the new lines, or `None` when the line is gone, was
+    /// corrected, or no part has text.
     fn apply(
         &mut self,
         lines: &mut Vec<TranscriptLine>,
-        start: usize,
-        end: usize,
-        parts: Vec<CutPart>,
+        (start, end, parts): (usize, usize, Vec<CutPart>),
+        labels: Option<&super::speakers::TurnsSoFar>,
     ) -> Option<Vec<TranscriptLine>> {
         if self.corrected.contains(&start) {
             return None;
@@ -233,12 +235,18 @@ impl Cutting {
         let replacement: Vec<TranscriptLine> = parts
             .into_iter()
             .filter(|part| !part.text.trim().is_empty())
-            .map(|part| TranscriptLine {
-                speaker: Some(part.speaker),
-                start_s: seconds(part.start),
-                end_s: seconds(part.end),
-                text: part.text,
-                raw_text: part.raw,
+            .map(|part| {
+                let mut line = TranscriptLine {
+                    speaker: Some(part.speaker),
+                    start_s: seconds(part.start),
+                    end_s: seconds(part.end),
+                    text: part.text,
+                    raw_text: part.raw,
+                };
+                if let Some(speaker) = labels.and_then(|so_far| speaker_in(so_far, &line)) {
+                    line.speaker = Some(speaker);
+                }
+                line
             })
             .collect();
         if replacement.is_empty() {
@@ -361,7 +369,9 @@ mod label_tests {
             part(80_000, 96_000, 0, "yes."),
             part(96_000, 192_000, 1, "So"),
         ];
-        let new = cutting.apply(&mut lines, 80_000, 192_000, parts).unwrap();
+        let new = cutting
+            .apply(&mut lines, (80_000, 192_000, parts), None)
+            .unwrap();
         assert_eq!(new.len(), 2);
         let shown: Vec<_> = lines
             .iter()
@@ -379,14 +389,29 @@ mod label_tests {
         // The parts are never cut again, and a result for a line gone changes nothing.
         assert!(cutting.jobs(&lines, &turns_so_far(20.0)).is_empty());
         let again = vec![part(80_000, 96_000, 0, "a"), part(96_000, 192_000, 1, "b")];
-        assert!(cutting.apply(&mut lines, 80_000, 192_000, again).is_none());
+        assert!(cutting
+            .apply(&mut lines, (80_000, 192_000, again), None)
+            .is_none());
         // Parts without text leave the line whole.
         let mut whole = vec![line(5.0, 12.0)];
         let silent = vec![part(80_000, 96_000, 0, " "), part(96_000, 192_000, 1, "")];
         assert!(Cutting::default()
-            .apply(&mut whole, 80_000, 192_000, silent)
+            .apply(&mut whole, (80_000, 192_000, silent), None)
             .is_none());
         assert_eq!(whole.len(), 1);
+        // Voices clustered again since the cut was asked for: the parts take the newest labels.
+        let mut lines = vec![line(5.0, 12.0)];
+        let mut reclustered = turns_so_far(20.0);
+        for turn in &mut reclustered.turns {
+            turn.speaker += 2;
+        }
+        let parts = vec![part(80_000, 96_000, 0, "a"), part(96_000, 192_000, 1, "b")];
+        let new = Cutting::default()
+            .apply(&mut lines, (80_000, 192_000, parts), Some(&reclustered))
+            .unwrap();
+        let speakers: Vec<_> = new.iter().map(|l| l.speaker).collect();
+        assert_eq!(speakers, [Some(2), Some(3)]);
+        assert_eq!(lines, new);
     }
 
     #[test]
@@ -400,14 +425,18 @@ mod label_tests {
         };
         assert!(cutting.correct(&mut lines, edit));
         let parts = vec![part(80_000, 96_000, 0, "a"), part(96_000, 192_000, 1, "b")];
-        assert!(cutting.apply(&mut lines, 80_000, 192_000, parts).is_none());
+        assert!(cutting
+            .apply(&mut lines, (80_000, 192_000, parts), None)
+            .is_none());
         assert!(cutting.jobs(&lines, &turns_so_far(20.0)).is_empty());
         assert_eq!(lines[0].text, "corrected");
         // Cut while the user was correcting the whole line: the parts become that line again.
         let mut lines = vec![line(0.0, 5.0), line(5.0, 12.0), line(12.0, 30.0)];
         let mut cutting = Cutting::default();
         let parts = vec![part(80_000, 96_000, 0, "a"), part(96_000, 192_000, 1, "b")];
-        cutting.apply(&mut lines, 80_000, 192_000, parts).unwrap();
+        cutting
+            .apply(&mut lines, (80_000, 192_000, parts), None)
+            .unwrap();
         assert_eq!(lines.len(), 4);
         let edit = TranscriptLine {
             text: "whole, corrected".into(),
