@@ -119,11 +119,11 @@ impl Speakers {
         recognizer: &mut dyn SpeechRecognizer,
     ) -> Result<()> {
         let (turns, _) = self.turns_of_file(path)?;
-        let floor = floor_spans(&turns);
+        let floor = Floor::of(&turns);
         let parts: Vec<Vec<(f64, f64, usize)>> = transcript
             .segments
             .iter()
-            .map(|segment| pieces(&floor, segment.start_s, segment.end_s))
+            .map(|segment| floor.parts(segment.start_s, segment.end_s))
             .collect();
         let sample = |seconds: f64| (seconds * RATE) as usize;
         let cut: Vec<(usize, usize)> = parts
@@ -277,19 +277,31 @@ fn pieces(floor: &[(f64, f64, usize)], start_s: f64, end_s: f64) -> Vec<(f64, f6
     joined
 }
 
-/// The parts of `start_s..end_s` by speaker, as [`Speakers::label`] cuts a segment: one part
-/// (or none, if nobody spoke in it) unless it spans a change of speaker.
-pub(crate) fn parts_of(turns: &[SpeakerTurn], start_s: f64, end_s: f64) -> Vec<(f64, f64, usize)> {
-    pieces(&floor_spans(turns), start_s, end_s)
-}
+/// Who has the floor when (see [`floor_spans`]), worked out once from a set of turns and then
+/// asked about many lines: working it out takes time quadratic in the turns, cutting one line
+/// by it time linear in them.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Floor(Vec<(f64, f64, usize)>);
 
-/// Who said most of `start_s..end_s`, by the floor of `turns` (as [`Speakers::label`] would
-/// cut the segment, the longest part's speaker), if anyone spoke in it.
-pub(crate) fn speaker_of(turns: &[SpeakerTurn], start_s: f64, end_s: f64) -> Option<usize> {
-    parts_of(turns, start_s, end_s)
-        .into_iter()
-        .max_by(|a, b| (a.1 - a.0).total_cmp(&(b.1 - b.0)))
-        .map(|part| part.2)
+impl Floor {
+    /// The floor of `turns`.
+    pub(crate) fn of(turns: &[SpeakerTurn]) -> Self {
+        Self(floor_spans(turns))
+    }
+
+    /// The parts of `start_s..end_s` by speaker, as [`Speakers::label`] cuts a segment: one
+    /// part (or none, if nobody spoke in it) unless it spans a change of speaker.
+    pub(crate) fn parts(&self, start_s: f64, end_s: f64) -> Vec<(f64, f64, usize)> {
+        pieces(&self.0, start_s, end_s)
+    }
+
+    /// Who said most of `start_s..end_s` (the longest part's speaker), if anyone spoke in it.
+    pub(crate) fn speaker_of(&self, start_s: f64, end_s: f64) -> Option<usize> {
+        self.parts(start_s, end_s)
+            .into_iter()
+            .max_by(|a, b| (a.1 - a.0).total_cmp(&(b.1 - b.0)))
+            .map(|part| part.2)
+    }
 }
 
 /// Renumbers speakers by first appearance in the transcript, so that its first voice is S1.

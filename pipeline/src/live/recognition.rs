@@ -90,9 +90,8 @@ pub(super) fn asr_stage(
     // The newest partial transcript: when an utterance ends exactly where a settled partial
     // did, its text is already known.
     let mut last_partial: Option<(usize, usize, String)> = None;
-    // Recent finished utterances (first sample, audio), kept only when lines may be cut.
+    // Recent finished utterances (first sample, audio), kept only while lines may be cut.
     let mut recent: VecDeque<(usize, Vec<f32>)> = VecDeque::new();
-    let keep = cuts.is_some();
     let mut jobs_open = true;
     let (no_jobs, no_cuts) = (crossbeam_channel::never(), crossbeam_channel::never());
     loop {
@@ -147,7 +146,7 @@ pub(super) fn asr_stage(
                 let raw = transcribe_final(&mut *recognizer, &mut last_partial, start, end, || {
                     Ok(samples.clone())
                 });
-                if keep {
+                if cuts.is_some() {
                     remember(&mut recent, start, samples);
                 }
                 final_text(&*recognizer, start, end, raw)
@@ -160,19 +159,14 @@ pub(super) fn asr_stage(
                         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                         .collect())
                 };
-                let raw = if keep {
-                    let samples = read();
-                    let raw =
-                        transcribe_final(&mut *recognizer, &mut last_partial, start, end, || {
-                            samples.clone()
-                        });
-                    if let Ok(samples) = samples {
-                        remember(&mut recent, start, samples);
-                    }
-                    raw
-                } else {
-                    transcribe_final(&mut *recognizer, &mut last_partial, start, end, read)
-                };
+                // Read even when its text is known, if it is to be kept.
+                let kept = cuts.is_some().then(read);
+                let raw = transcribe_final(&mut *recognizer, &mut last_partial, start, end, || {
+                    kept.clone().unwrap_or_else(read)
+                });
+                if let Some(Ok(samples)) = kept {
+                    remember(&mut recent, start, samples);
+                }
                 // Taken back whether it was read or its text was already known.
                 let _ = std::fs::remove_file(&file);
                 final_text(&*recognizer, start, end, raw)

@@ -9,12 +9,22 @@
 use medscribe_asr::diarize::{SpeakerTurn, TurnOptions};
 
 use super::*;
-use crate::speakers::Speakers;
+use crate::speakers::{Floor, Speakers};
 
-/// The turns so far, and up to where (seconds) they are known.
+/// The turns so far, as who has the floor when (worked out here, once per update, not once per
+/// line by the transcript stage), and up to where (seconds) they are known.
 pub(super) struct TurnsSoFar {
-    pub turns: Vec<SpeakerTurn>,
+    pub floor: Floor,
     pub until_s: f64,
+}
+
+impl TurnsSoFar {
+    pub(super) fn new(turns: &[SpeakerTurn], until_s: f64) -> Self {
+        Self {
+            floor: Floor::of(turns),
+            until_s,
+        }
+    }
 }
 
 pub(super) fn speakers_stage(
@@ -43,13 +53,7 @@ pub(super) fn speakers_stage(
         if diarizer.labelled_s() > labelled_s {
             labelled_s = diarizer.labelled_s();
             let turns = diarizer.turns_so_far(clusters, &options);
-            if out
-                .send(TurnsSoFar {
-                    turns,
-                    until_s: labelled_s,
-                })
-                .is_err()
-            {
+            if out.send(TurnsSoFar::new(&turns, labelled_s)).is_err() {
                 return;
             }
         }
@@ -58,10 +62,7 @@ pub(super) fn speakers_stage(
     // every line, the last ones included.
     match diarizer.finish(clusters, &options) {
         Ok(turns) => {
-            let _ = out.send(TurnsSoFar {
-                turns,
-                until_s: f64::INFINITY,
-            });
+            let _ = out.send(TurnsSoFar::new(&turns, f64::INFINITY));
         }
         Err(error) => warn(error),
     }

@@ -201,7 +201,7 @@ impl Cutting {
             if self.corrected.contains(&start) || !self.asked.insert(start) {
                 continue;
             }
-            let parts = crate::speakers::parts_of(&so_far.turns, line.start_s, line.end_s);
+            let parts = so_far.floor.parts(line.start_s, line.end_s);
             if parts.len() > 1 {
                 jobs.push(CutJob {
                     start,
@@ -294,7 +294,7 @@ impl Cutting {
 /// The speaker of `line` by the turns so far, once they cover all of it.
 fn speaker_in(so_far: &super::speakers::TurnsSoFar, line: &TranscriptLine) -> Option<usize> {
     (line.end_s <= so_far.until_s)
-        .then(|| crate::speakers::speaker_of(&so_far.turns, line.start_s, line.end_s))
+        .then(|| so_far.floor.speaker_of(line.start_s, line.end_s))
         .flatten()
 }
 
@@ -330,15 +330,23 @@ mod label_tests {
     }
 
     fn turns_so_far(until_s: f64) -> super::super::speakers::TurnsSoFar {
+        turns_of_speakers(until_s, [0, 1])
+    }
+
+    /// Speaker `first` for 0-6 s, then `second` to 20 s.
+    fn turns_of_speakers(
+        until_s: f64,
+        [first, second]: [usize; 2],
+    ) -> super::super::speakers::TurnsSoFar {
         let turn = |start_s, end_s, speaker| SpeakerTurn {
             start_s,
             end_s,
             speaker,
         };
-        super::super::speakers::TurnsSoFar {
-            turns: vec![turn(0.0, 6.0, 0), turn(6.0, 20.0, 1)],
+        super::super::speakers::TurnsSoFar::new(
+            &[turn(0.0, 6.0, first), turn(6.0, 20.0, second)],
             until_s,
-        }
+        )
     }
 
     fn part(start: usize, end: usize, speaker: usize, text: &str) -> CutPart {
@@ -401,10 +409,7 @@ mod label_tests {
         assert_eq!(whole.len(), 1);
         // Voices clustered again since the cut was asked for: the parts take the newest labels.
         let mut lines = vec![line(5.0, 12.0)];
-        let mut reclustered = turns_so_far(20.0);
-        for turn in &mut reclustered.turns {
-            turn.speaker += 2;
-        }
+        let reclustered = turns_of_speakers(20.0, [2, 3]);
         let parts = vec![part(80_000, 96_000, 0, "a"), part(96_000, 192_000, 1, "b")];
         let new = Cutting::default()
             .apply(&mut lines, (80_000, 192_000, parts), Some(&reclustered))
@@ -467,10 +472,8 @@ mod label_tests {
             end_s,
             speaker,
         };
-        let so_far = super::super::speakers::TurnsSoFar {
-            turns: vec![turn(0.0, 6.0, 0), turn(6.0, 12.0, 1)],
-            until_s: 12.0,
-        };
+        let so_far =
+            super::super::speakers::TurnsSoFar::new(&[turn(0.0, 6.0, 0), turn(6.0, 12.0, 1)], 12.0);
         let changed = label_lines(&mut lines, &so_far);
         assert_eq!(changed.len(), 2);
         let speakers: Vec<_> = lines.iter().map(|l| l.speaker).collect();
@@ -479,10 +482,10 @@ mod label_tests {
         assert_eq!(speakers, [Some(0), Some(1), None]);
         assert!(label_lines(&mut lines, &so_far).is_empty(), "nothing new");
         // Later turns that change a label report that line only.
-        let later = super::super::speakers::TurnsSoFar {
-            turns: vec![turn(0.0, 6.0, 1), turn(6.0, 12.0, 1), turn(12.0, 30.0, 2)],
-            until_s: f64::INFINITY,
-        };
+        let later = super::super::speakers::TurnsSoFar::new(
+            &[turn(0.0, 6.0, 1), turn(6.0, 12.0, 1), turn(12.0, 30.0, 2)],
+            f64::INFINITY,
+        );
         let changed = label_lines(&mut lines, &later);
         let starts: Vec<f64> = changed.iter().map(|l| l.start_s).collect();
         assert_eq!(starts, [0.0, 12.0]);

@@ -288,8 +288,11 @@ pub(super) async fn discard_request(state: &ServerState, request: Request) {
             }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
 }
+
+/// Longest a refused request's upload is read for, so that its client sees the answer.
+pub(super) const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// Digests compared without an early exit, so that timing tells nothing of the token (hashing
 /// first also hides its length).

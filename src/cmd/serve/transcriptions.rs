@@ -198,7 +198,7 @@ pub(super) async fn discard(mut multipart: Multipart) {
             while let Ok(Some(_)) = field.chunk().await {}
         }
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
+    let _ = tokio::time::timeout(super::DRAIN_TIME, drain).await;
 }
 
 async fn read_fields(state: &ServerState, multipart: &mut Multipart) -> Result<Request, ApiError> {
