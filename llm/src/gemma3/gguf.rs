@@ -26,6 +26,16 @@ impl GgufReader<'_> {
             .map_err(|e| self.weights_error(format!("tensor {name}: {e}")))
     }
 
+    /// A tensor read into host memory whatever the model's device (lookup tables beside a GPU).
+    pub(super) fn qtensor_on_host(
+        &mut self,
+        name: &str,
+    ) -> Result<candle_core::quantized::QTensor> {
+        self.content
+            .tensor(&mut self.reader, name, &Device::Cpu)
+            .map_err(|e| self.weights_error(format!("tensor {name}: {e}")))
+    }
+
     pub(super) fn matrix(&mut self, name: &str, shape: [usize; 2]) -> Result<Matrix> {
         if let Some(k_quant) = self.k_quant_from_file(&[(name, shape)])? {
             return Ok(Matrix::KQuant(std::sync::Arc::new(k_quant)));

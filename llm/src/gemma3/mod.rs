@@ -177,19 +177,19 @@ impl Gemma3Text {
                 )));
             }
             // The tied head stays quantized and runs on the quantized kernels; lookups unpack
-            // single rows of the same blocks (Q8_0) or, for other types, use an f16 copy.
+            // the rows they need from the same blocks, kept in host memory (a second, host copy
+            // beside a GPU), or, where rows are not whole blocks, use an f16 copy.
             match weights {
                 GgufWeights::Quantized => {
-                    let table = if embedding.dtype() == candle_core::quantized::GgmlDType::Q8_0
-                        && device.is_cpu()
-                        && h.is_multiple_of(Q8_0_BLOCK_VALUES)
-                    {
-                        EmbeddingTable::Q8_0 {
-                            table: embedding.clone(),
-                            width: h,
-                        }
+                    let whole_blocks = h.is_multiple_of(embedding.dtype().block_size());
+                    let host_table = if device.is_cpu() || !whole_blocks {
+                        embedding.clone()
                     } else {
-                        EmbeddingTable::Dense(embedding.dequantize_f16(device)?)
+                        std::sync::Arc::new(g.qtensor_on_host("token_embd.weight")?)
+                    };
+                    let table = match EmbeddingTable::blocks(host_table) {
+                        Some(table) => table,
+                        None => EmbeddingTable::Dense(embedding.dequantize_f16(device)?),
                     };
                     (table, Matrix::Quantized(QMatMul::from_arc(embedding)?))
                 }

@@ -158,7 +158,10 @@ pub(super) enum EmbeddingTable {
     Packed(std::sync::Arc<PackedQ8_0>),
     /// Q4_K or Q6_K rows, shared with the output head.
     KQuant(std::sync::Arc<KQuantMatrix>),
-    Q8_0 {
+    /// ggml blocks of any type in host memory, unpacked a row at a time. On the CPU this is the
+    /// quantized head's own table; beside a GPU a host copy, as llama.cpp keeps `token_embd` on
+    /// the host, so that the device holds no f16 copy of the table (1.34 GB for MedGemma 4B).
+    Blocks {
         table: std::sync::Arc<candle_core::quantized::QTensor>,
         width: usize,
     },
@@ -172,6 +175,16 @@ pub(super) const Q8_0_BLOCK_BYTES: usize = 34;
 pub(super) const Q8_0_BLOCK_VALUES: usize = 32;
 
 impl EmbeddingTable {
+    /// Lookups in `table`'s blocks, if it is a `[rows, width]` table in host memory whose rows
+    /// are whole blocks.
+    pub(super) fn blocks(table: std::sync::Arc<candle_core::quantized::QTensor>) -> Option<Self> {
+        let &[_, width] = table.shape().dims() else {
+            return None;
+        };
+        let whole_blocks = width.is_multiple_of(table.dtype().block_size());
+        (table.device().is_cpu() && whole_blocks).then_some(Self::Blocks { table, width })
+    }
+
     /// Rows `ids` as f32 `[len, width]`.
     pub(super) fn rows(&self, ids: &[u32], device: &Device) -> Result<Tensor> {
         match self {
@@ -185,22 +198,21 @@ impl EmbeddingTable {
             EmbeddingTable::KQuant(table) => unpacked_rows(ids, table.cols(), device, |id, out| {
                 table.dequantize_row_into(id, out)
             }),
-            EmbeddingTable::Q8_0 { table, width } => {
+            EmbeddingTable::Blocks { table, width } => {
+                let dtype = table.dtype();
+                let row_bytes = width / dtype.block_size() * dtype.type_size();
                 let data = table.data()?;
-                let row_bytes = width / Q8_0_BLOCK_VALUES * Q8_0_BLOCK_BYTES;
-                let mut values = Vec::with_capacity(ids.len() * width);
+                let mut rows = Vec::with_capacity(ids.len() * row_bytes);
                 for &id in ids {
                     let start = id as usize * row_bytes;
                     let row = data.get(start..start + row_bytes).ok_or_else(|| {
                         LlmError::Prompt(format!("token id {id} is outside the embedding table"))
                     })?;
-                    // ggml's Q8_0: value = scale * q, q a signed byte.
-                    for block in row.chunks_exact(Q8_0_BLOCK_BYTES) {
-                        let scale = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
-                        values.extend(block[2..].iter().map(|&q| f32::from(q as i8) * scale));
-                    }
+                    rows.extend_from_slice(row);
                 }
-                Ok(Tensor::from_vec(values, (ids.len(), *width), device)?)
+                let picked =
+                    qtensor_from_ggml(dtype, &rows, vec![ids.len(), *width], &Device::Cpu)?;
+                Ok(picked.dequantize(&Device::Cpu)?.to_device(device)?)
             }
         }
     }
@@ -230,32 +242,43 @@ mod tests {
     use candle_core::quantized::{GgmlDType, QTensor};
 
     #[test]
-    fn q8_0_rows_equal_candles_dequantisation() {
+    fn rows_of_every_block_type_equal_candles_dequantisation() {
+        // The types of MedGemma GGUFs' token_embd (Q6_K in Q4_K_M, Q8_0, Q5_K, F16) and others.
         let device = Device::Cpu;
-        let (rows, width) = (50usize, 96usize);
+        let (rows, width) = (50usize, 512usize);
         let values: Vec<f32> = (0..rows * width)
             .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
             .collect();
         let table = Tensor::from_vec(values, (rows, width), &device).unwrap();
-        let q = std::sync::Arc::new(QTensor::quantize(&table, GgmlDType::Q8_0).unwrap());
-        let reference = q.dequantize(&device).unwrap();
-        let lookup = EmbeddingTable::Q8_0 { table: q, width };
-        let ids = [0u32, 7, 49, 7];
-        let ours = lookup.rows(&ids, &device).unwrap();
-        let index = Tensor::from_slice(&ids, ids.len(), &device).unwrap();
-        let expected = reference.index_select(&index, 0).unwrap();
-        let diff: f32 = (ours - expected)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        assert_eq!(diff, 0.0);
-        assert!(
-            lookup.rows(&[50], &device).is_err(),
-            "past the table is an error, not a panic"
-        );
+        for dtype in [
+            GgmlDType::Q8_0,
+            GgmlDType::Q4_0,
+            GgmlDType::Q5_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q5K,
+            GgmlDType::Q6K,
+            GgmlDType::F16,
+        ] {
+            let q = std::sync::Arc::new(QTensor::quantize(&table, dtype).unwrap());
+            let reference = q.dequantize(&device).unwrap();
+            let lookup = EmbeddingTable::blocks(q).unwrap();
+            let ids = [0u32, 7, 49, 7];
+            let ours = lookup.rows(&ids, &device).unwrap();
+            let index = Tensor::from_slice(&ids, ids.len(), &device).unwrap();
+            let expected = reference.index_select(&index, 0).unwrap();
+            let diff: f32 = (ours - expected)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert_eq!(diff, 0.0, "{dtype:?}");
+            assert!(
+                lookup.rows(&[50], &device).is_err(),
+                "{dtype:?}: past the table is an error, not a panic"
+            );
+        }
     }
 }
