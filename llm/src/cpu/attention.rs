@@ -20,8 +20,8 @@ use crate::error::Result;
 /// `softmax(q k^T * scale) v` for one query position: `q` is `[1, heads, 1, head_dim]`, `keys`
 /// and `values` `[1, kv_heads, context, head_dim]` (views of the cache, rows contiguous), and
 /// query head `h` reads key/value head `h / (heads / kv_heads)`. `None` when the tensors are not
-/// of that form (another device or type, or a layout this does not read): the caller then takes
-/// the general path.
+/// of that form (another device or type, a layout this does not read, or a scale that is not
+/// positive): the caller then takes the general path.
 pub(crate) fn decode_attention(
     q: &Tensor,
     keys: &Tensor,
@@ -37,6 +37,7 @@ pub(crate) fn decode_attention(
         || !heads.is_multiple_of(kv_heads)
         || !q.device().is_cpu()
         || [q.dtype(), keys.dtype(), values.dtype()] != [DType::F32; 3]
+        || scale <= 0.0
     {
         return Ok(None);
     }
@@ -82,21 +83,15 @@ pub(crate) fn decode_attention(
             let (head_keys, head_values) =
                 (&all_keys[key_span.clone()], &all_values[value_span.clone()]);
             let q = &query[head * head_dim..(head + 1) * head_dim];
-            let mut max = f32::NEG_INFINITY;
             for (weight, key) in weights.iter_mut().zip(head_keys.chunks_exact(head_dim)) {
-                *weight = dot(q, key) * scale;
-                max = max.max(*weight);
+                *weight = dot(q, key);
             }
-            let mut sum = 0f32;
-            for weight in weights.iter_mut() {
-                *weight = (*weight - max).exp();
-                sum += *weight;
-            }
+            softmax_row(&mut weights, scale);
             // SAFETY: head `head`'s output is written by the one item that owns it, inside `out`.
             let output = unsafe { writes.slice(head * head_dim, head_dim) };
             output.fill(0.0);
             for (&weight, value) in weights.iter().zip(head_values.chunks_exact(head_dim)) {
-                axpy(weight / sum, value, output);
+                axpy(weight, value, output);
             }
         }
     });
