@@ -3,12 +3,14 @@
 //!
 //! Through candle this is a widening of the weight (one thread), the product (on rayon's
 //! threads), the bias and the residual (two more passes over the output, on the barrier pool).
-//! Here the weight is widened to f32 by all workers, then each worker computes whole blocks of
-//! rows alone, with the output first holding the bias (and residual) and the single-threaded
-//! product added onto it, then the activation applied while the rows are in cache. One thread
-//! pool, one pass.
+//! Here an f16 or bf16 weight is widened to f32 by all workers (an f32 one is read in place),
+//! then each worker computes whole blocks of rows alone, with the output first holding the bias
+//! (and residual) and the single-threaded product added onto it, then the activation applied
+//! while the rows are in cache. One thread pool, one pass.
 
-use candle_core::{DType, Storage, Tensor};
+use std::borrow::Cow;
+
+use candle_core::{CpuStorage, DType, Storage, Tensor};
 use half::slice::HalfFloatSliceExt;
 
 use super::Strided;
@@ -63,8 +65,11 @@ pub(crate) fn linear(
     let residual = residual.map(Tensor::contiguous).transpose()?;
     let pool = candle_core::utils::barrier_pool();
 
-    let widened = widen(&weight, out * inner)?;
-    let Some(widened) = widened.as_deref() else {
+    let (weight_storage, weight_layout) = weight.storage_and_layout();
+    let Storage::Cpu(weight_cpu) = &*weight_storage else {
+        return Ok(None);
+    };
+    let Some(widened) = widen(weight_cpu, weight_layout.start_offset(), out, inner)? else {
         return Ok(None);
     };
     let bias = bias.to_vec1::<f32>()?;
@@ -141,15 +146,21 @@ pub(crate) fn linear(
     Ok(Some(Tensor::from_vec(result, (rows, out), x.device())?))
 }
 
-/// The weight's values in f32, widened by all workers (`None` when its storage is not on the
-/// CPU or shorter than its shape).
-fn widen(weight: &Tensor, len: usize) -> Result<Option<Vec<f32>>> {
-    let (storage, layout) = weight.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
+/// The `[rows, inner]` weight from `start` in f32: f16 and bf16 widened by all workers, f32 as
+/// stored (`None` when the storage is shorter than that).
+fn widen(
+    cpu: &CpuStorage,
+    start: usize,
+    rows: usize,
+    inner: usize,
+) -> Result<Option<Cow<'_, [f32]>>> {
+    let Some(len) = rows.checked_mul(inner) else {
         return Ok(None);
     };
-    let range = layout.start_offset()..layout.start_offset() + len;
-    let inner = weight.dim(1)?;
+    let range = start..start.saturating_add(len);
+    if let CpuStorage::F32(values) = cpu {
+        return Ok(values.get(range).map(Cow::Borrowed));
+    }
     let mut widened = vec![0f32; len];
     let writes = super::DisjointWrites::new(&mut widened);
     let items = len.div_ceil(WIDEN_ROWS * inner);
@@ -160,9 +171,9 @@ fn widen(weight: &Tensor, len: usize) -> Result<Option<Vec<f32>>> {
         (start..end, unsafe { writes.slice(start, end - start) })
     };
     let pool = candle_core::utils::barrier_pool();
-    match weight.dtype() {
-        DType::F16 => {
-            let Some(values) = cpu.as_slice::<half::f16>()?.get(range) else {
+    match cpu {
+        CpuStorage::F16(values) => {
+            let Some(values) = values.get(range) else {
                 return Ok(None);
             };
             pool.execute_chunked(items, |items| {
@@ -170,8 +181,8 @@ fn widen(weight: &Tensor, len: usize) -> Result<Option<Vec<f32>>> {
                 values[span].convert_to_f32_slice(target);
             });
         }
-        DType::BF16 => {
-            let Some(values) = cpu.as_slice::<half::bf16>()?.get(range) else {
+        CpuStorage::BF16(values) => {
+            let Some(values) = values.get(range) else {
                 return Ok(None);
             };
             pool.execute_chunked(items, |items| {
@@ -179,17 +190,9 @@ fn widen(weight: &Tensor, len: usize) -> Result<Option<Vec<f32>>> {
                 values[span].convert_to_f32_slice(target);
             });
         }
-        _ => {
-            let Some(values) = cpu.as_slice::<f32>()?.get(range) else {
-                return Ok(None);
-            };
-            pool.execute_chunked(items, |items| {
-                let (span, target) = part(items);
-                target.copy_from_slice(&values[span]);
-            });
-        }
+        _ => return Ok(None),
     }
-    Ok(Some(widened))
+    Ok(Some(Cow::Owned(widened)))
 }
 
 #[cfg(test)]
