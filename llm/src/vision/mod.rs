@@ -369,14 +369,19 @@ impl Plan {
         let (content, mut reader) = crate::gemma3::read_gguf(path)?;
         // The tower's tensors under their Hugging Face names, the projector's under their own.
         let mut by_name = std::collections::HashMap::new();
-        for name in content.tensor_infos.keys() {
-            let tensor = content
-                .tensor(&mut reader, name, device)
-                .and_then(|q| match q.dtype() {
-                    candle_core::quantized::GgmlDType::F16 => q.dequantize_f16(device),
-                    _ => q.dequantize(device),
-                })
-                .map_err(|e| bad(format!("tensor {name}: {e}")))?;
+        for (name, info) in &content.tensor_infos {
+            // candle's CUDA unpacking has no kernel for f16 sources: those are read on the host
+            // and copied to the device as they are.
+            let tensor = match info.ggml_dtype {
+                candle_core::quantized::GgmlDType::F16 => content
+                    .tensor(&mut reader, name, &Device::Cpu)
+                    .and_then(|q| q.dequantize_f16(&Device::Cpu))
+                    .and_then(|t| t.to_device(device)),
+                _ => content
+                    .tensor(&mut reader, name, device)
+                    .and_then(|q| q.dequantize(device)),
+            }
+            .map_err(|e| bad(format!("tensor {name}: {e}")))?;
             by_name.insert(
                 hugging_face_name(name).unwrap_or_else(|| name.clone()),
                 tensor,
