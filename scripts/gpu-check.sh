@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # The letter model on an NVIDIA GPU (`--features cuda`), checked and measured in one run:
+#   0. the GPU machine's CPU: which x86 extensions it has, and the letter engine's unit tests and
+#      CPU parity tests there, so that kernels this project's usual CPU lacks (AVX-512, VNNI) run
+#      and are checked against candle's;
 #   1. the Gemma 3 parity tests on the GPU (MEDSCRIBE_TEST_DEVICE=cuda): the tiny random model's
 #      logits, greedy tokens, vision tower and f16 mmproj against transformers' references, and a
 #      random Q4_K_M-mix model against its own float unpacking;
@@ -10,7 +13,8 @@
 #      installed.
 #
 #   scripts/gpu-check.sh                  # builds with cargo --features cuda (CUDA toolkit needed)
-#   MEDSCRIBE_BIN=... MEDSCRIBE_IT_BIN=... scripts/gpu-check.sh   # prebuilt binaries
+#   MEDSCRIBE_BIN=... MEDSCRIBE_IT_BIN=... [MEDSCRIBE_LLM_TEST_BIN=...] scripts/gpu-check.sh
+#                                         # prebuilt binaries (the last: medscribe-llm's unit tests)
 #
 # The report goes to stdout; the 4B file to ${WORK:-/tmp/medscribe-gpu-check}. Needs python3 with
 # numpy and gguf (or llama.cpp's gguf-py under .bench/) for step 3.
@@ -32,6 +36,21 @@ fi
 
 echo "== GPU"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+
+echo "== 0. the CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) threads"
+printf 'has:'
+for flag in avx2 fma f16c avx512f avx512bw avx512_vnni avx_vnni amx_tile amx_int8; do
+    grep -qw "$flag" /proc/cpuinfo && printf ' %s' "$flag"
+done
+echo
+# The unit tests run every kernel this CPU has ("checking Avx512Vnni", ...) against candle's
+# (those of the letter writer need setup's data directory, which a GPU machine lacks).
+if [ -n "${MEDSCRIBE_LLM_TEST_BIN:-}" ]; then
+    "$MEDSCRIBE_LLM_TEST_BIN" cpu:: gemma3:: vision:: kernels:: --test-threads 8 --nocapture 2>&1 \
+        | grep -E '^checking|test result|panicked|FAILED' | sort | uniq -c || true
+fi
+"$MEDSCRIBE_IT_BIN" parity_gemma3:: quantized_model:: --skip mmproj_files_of_the_wrong_kind \
+    --test-threads 4 2>&1 | grep -E 'test result|panicked|FAILED' || true
 
 echo "== 1. parity tests on the GPU"
 # (The refusal of wrong mmproj files is a CPU test that needs setup's default model.)
