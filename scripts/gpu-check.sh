@@ -10,7 +10,12 @@
 #   3. a MedGemma-4B-shaped random Q4_K_M GGUF (models/scripts/make_gemma3_bench_gguf.py
 #      --random-q4-k-m): load, prompt 128 and 512, decode 64 and peak GPU memory, on the GPU, with
 #      transformers (PyTorch eager, bf16, same shape) on the same GPU as the reference where it is
-#      installed.
+#      installed;
+#   4. image encoding at MedGemma 4B's size on the GPU: a random f16 mmproj of the 4B vision part
+#      (models/scripts/make_gemma3_bench_mmproj.py) beside that file, against transformers'
+#      SiglipVisionModel of the same shape on the same GPU.
+#
+#   STEPS="1 4" scripts/gpu-check.sh     # only some of the steps
 #
 #   scripts/gpu-check.sh                  # builds with cargo --features cuda (CUDA toolkit needed)
 #   MEDSCRIBE_BIN=... MEDSCRIBE_IT_BIN=... [MEDSCRIBE_LLM_TEST_BIN=...] scripts/gpu-check.sh
@@ -34,9 +39,14 @@ for line in sys.stdin:
         print(m["executable"])')
 fi
 
+# STEPS="0 3" runs only those steps (the 4B file is made for step 3 or 4).
+tiny=models/fixtures/gemma3-tiny
+wants() { [[ " ${STEPS:-0 1 2 3 4} " == *" $1 "* ]]; }
+
 echo "== GPU"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 
+if wants 0; then
 echo "== 0. the CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) threads"
 printf 'has:'
 for flag in avx2 fma f16c avx512f avx512bw avx512_vnni avx_vnni amx_tile amx_int8; do
@@ -52,13 +62,18 @@ fi
 "$MEDSCRIBE_IT_BIN" parity_gemma3:: quantized_model:: --skip mmproj_files_of_the_wrong_kind \
     --test-threads 4 2>&1 | grep -E 'test result|panicked|FAILED' || true
 
+fi
+
+if wants 1; then
 echo "== 1. parity tests on the GPU"
 # (The refusal of wrong mmproj files is a CPU test that needs setup's default model.)
 MEDSCRIBE_TEST_DEVICE=cuda "$MEDSCRIBE_IT_BIN" parity_gemma3:: quantized_model:: \
     --skip mmproj_files_of_the_wrong_kind --test-threads 1 --nocapture 2>&1 | grep -E 'diff|against|test result|panicked|FAILED|^test ' || true
 
+fi
+
+if wants 2; then
 echo "== 2. generate on the tiny model: CPU and GPU"
-tiny=models/fixtures/gemma3-tiny
 for device in cpu cuda; do
     "$MEDSCRIBE_BIN" generate --model "$tiny" --raw --max-new-tokens 24 --device "$device" \
         --prompt "The patient was reviewed on the ward round today" >"$work/tiny-$device.txt" \
@@ -70,6 +85,9 @@ else
     echo "DIFFERENT: cpu: $(head -c 120 "$work/tiny-cpu.txt") / cuda: $(head -c 120 "$work/tiny-cuda.txt")"
 fi
 
+fi
+
+if wants 3 || wants 4; then
 echo "== 3. 4B-shaped random Q4_K_M"
 gguf=$work/gemma3-4b-random-q4_k_m.gguf
 if [ ! -s "$gguf" ]; then
@@ -93,6 +111,8 @@ peak_gpu_mb() { # samples the GPU's used memory while "$@" runs; prints the peak
     wait "$pid"
     echo "peak GPU memory used: $peak MiB" >&2
 }
+fi
+if wants 3; then
 idle=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -n1)
 echo "GPU memory used before: $idle MiB"
 for round in 1 2; do
@@ -137,4 +157,43 @@ with torch.no_grad():
               f"({n / (s - s_prefill):.1f} tok/s)")
     print(f"peak GPU memory allocated by torch: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
 EOF
+fi
+
+fi
+
+if wants 4; then
+echo "== 4. image encoding at MedGemma 4B's size (SigLIP, 896 px, 4096 patches)"
+# A random f16 mmproj in llama.cpp's layout beside the 4B-shaped text model; the tiny model's
+# tokenizer (beside it) has the image tokens within the file's vocabulary.
+mmproj=$work/mmproj-4b-random-f16.gguf
+[ -s "$mmproj" ] || python3 models/scripts/make_gemma3_bench_mmproj.py --out "$mmproj" 2>/dev/null
+image=models/fixtures/gemma3-expected/scan.png
+for round in 1 2; do
+    echo "-- ours, round $round (a fresh process: the tower is read, then the image encoded)"
+    peak_gpu_mb "$MEDSCRIBE_BIN" generate -v --device cuda --max-new-tokens 1 --model "$gguf" \
+        --mmproj "$mmproj" --image "$image" --prompt "Describe the image." 2>&1 >/dev/null \
+        | grep -E 'vision tower read|encoded in|loaded|peak|rror' || true
+done
+if python3 -c 'import torch, transformers' 2>/dev/null; then
+    echo "-- transformers' SiglipVisionModel, same shape, random weights, warm (median of 5)"
+    python3 - <<'PYEOF'
+import statistics, time, torch, transformers
+from transformers import SiglipVisionConfig, SiglipVisionModel
+config = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+    num_attention_heads=16, patch_size=14, image_size=896)
+pixels = torch.randn(1, 3, 896, 896, device="cuda")
+for dtype in (torch.float32, torch.bfloat16):
+    with torch.device("cuda"):
+        model = SiglipVisionModel(config).to(dtype).eval()
+    times = []
+    with torch.no_grad():
+        for _ in range(6):
+            torch.cuda.synchronize(); start = time.perf_counter()
+            model(pixel_values=pixels.to(dtype))
+            torch.cuda.synchronize(); times.append(time.perf_counter() - start)
+    print(f"transformers {transformers.__version__} {dtype}: first {times[0]:.3f} s, "
+          f"then median {statistics.median(times[1:]):.3f} s")
+    del model
+PYEOF
+fi
 fi
