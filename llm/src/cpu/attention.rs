@@ -10,6 +10,11 @@
 //!   at under half the speed of one head at a time. Here each worker takes whole heads, computes
 //!   their scores for 256 queries at a time (4 MiB, reused) with single-threaded products, and
 //!   the softmax uses a vectorized `exp`.
+//! - A prompt's positions over the cache, causal (and within the sliding window on local
+//!   layers): the same per-head blocks, each block's scores only over the keys some of its
+//!   queries see, and no mask tensor. Through candle a 512-token prompt of the 270M model made a
+//!   mask, the scores, their scaled and masked copies and the softmax as fresh tensors in every
+//!   layer (a fifth of the prompt's time went to those products, page clearing and freeing).
 
 use candle_core::{DType, Storage, Tensor};
 
@@ -48,29 +53,15 @@ pub(crate) fn decode_attention(
         return Ok(None);
     };
     let (all_keys, all_values) = (key_cpu.as_slice::<f32>()?, value_cpu.as_slice::<f32>()?);
-    // Each kv head's `context` rows of `head_dim` values, one after another.
-    let head_rows = |all: &[f32],
-                     layout: &candle_core::Layout,
-                     head: usize|
-     -> Option<std::ops::Range<usize>> {
-        let stride = layout.stride();
-        (stride.len() == 4 && stride[3] == 1 && stride[2] == head_dim).then_some(())?;
-        let start = layout
-            .start_offset()
-            .checked_add(head.checked_mul(stride[1])?)?;
-        let end = start.checked_add(context.checked_mul(head_dim)?)?;
-        (end <= all.len()).then_some(start..end)
+    let Some(spans) = head_spans(
+        (all_keys, key_layout),
+        (all_values, value_layout),
+        kv_heads,
+        context,
+        head_dim,
+    ) else {
+        return Ok(None);
     };
-    let mut spans = Vec::with_capacity(kv_heads);
-    for head in 0..kv_heads {
-        match (
-            head_rows(all_keys, key_layout, head),
-            head_rows(all_values, value_layout, head),
-        ) {
-            (Some(k), Some(v)) => spans.push((k, v)),
-            _ => return Ok(None),
-        }
-    }
     let repeat = heads / kv_heads;
     let scale = scale as f32;
     let (dot, axpy) = (super::bf16::dot_kernel(), super::bf16::axpy_kernel());
@@ -100,6 +91,191 @@ pub(crate) fn decode_attention(
         (1, heads, 1, head_dim),
         q.device(),
     )?))
+}
+
+/// Where each kv head's `context` rows of `head_dim` values lie in the key and value buffers
+/// (`[1, kv_heads, context, head_dim]` views with contiguous rows); `None` for another layout.
+type HeadSpans = Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>;
+fn head_spans(
+    keys: (&[f32], &candle_core::Layout),
+    values: (&[f32], &candle_core::Layout),
+    kv_heads: usize,
+    context: usize,
+    head_dim: usize,
+) -> Option<HeadSpans> {
+    let rows = |(all, layout): (&[f32], &candle_core::Layout), head: usize| {
+        let stride = layout.stride();
+        (stride.len() == 4 && stride[3] == 1 && stride[2] == head_dim).then_some(())?;
+        let start = layout
+            .start_offset()
+            .checked_add(head.checked_mul(stride[1])?)?;
+        let end = start.checked_add(context.checked_mul(head_dim)?)?;
+        (end <= all.len()).then_some(start..end)
+    };
+    (0..kv_heads)
+        .map(|head| Some((rows(keys, head)?, rows(values, head)?)))
+        .collect()
+}
+
+/// Queries per block in [`causal_attention`]: small enough that a block's keys are close to
+/// what each of its queries sees (the causal triangle), large enough for the products.
+const CAUSAL_BLOCK: usize = 128;
+
+/// `softmax(q k^T * scale) v` for a prompt's positions over the cache, each query seeing the keys
+/// at or before its own position and, with a `window`, after `position - window` (Gemma's local
+/// layers). `q` is `[1, heads, len, head_dim]` for positions `start..start + len`; `keys` and
+/// `values` `[1, kv_heads, total, head_dim]` (views of the cache, rows contiguous) for positions
+/// `key_start..key_start + total`; query head `h` reads kv head `h / (heads / kv_heads)`.
+/// Returns `[1, len, heads * head_dim]`, heads side by side. `None` when the tensors are not of
+/// that form, the scale is not positive, or a query would see no key: the caller then takes the
+/// general path.
+pub(crate) fn causal_attention(
+    q: &Tensor,
+    keys: &Tensor,
+    values: &Tensor,
+    scale: f64,
+    (start, key_start): (usize, usize),
+    window: Option<usize>,
+) -> Result<Option<Tensor>> {
+    let (_, heads, len, head_dim) = q.dims4()?;
+    let (_, kv_heads, total, key_dim) = keys.dims4()?;
+    if len == 0
+        || key_dim != head_dim
+        || values.dims() != keys.dims()
+        || kv_heads == 0
+        || !heads.is_multiple_of(kv_heads)
+        || !q.device().is_cpu()
+        || [q.dtype(), keys.dtype(), values.dtype()] != [DType::F32; 3]
+        || scale <= 0.0
+        || window == Some(0)
+    {
+        return Ok(None);
+    }
+    // The keys query `i` sees: indices `lo..hi` of the cache's rows, both growing with `i`.
+    let seen = |i: usize| -> (usize, usize) {
+        let position = start + i;
+        let hi = (position + 1).saturating_sub(key_start).min(total);
+        let lo = window.map_or(0, |w| {
+            (position + 1).saturating_sub(w).saturating_sub(key_start)
+        });
+        (lo, hi)
+    };
+    if (0..len).any(|i| {
+        let (lo, hi) = seen(i);
+        lo >= hi
+    }) {
+        return Ok(None);
+    }
+    let q = q.contiguous()?;
+    let (query_storage, query_layout) = q.storage_and_layout();
+    let (key_storage, key_layout) = keys.storage_and_layout();
+    let (value_storage, value_layout) = values.storage_and_layout();
+    let (Storage::Cpu(query_cpu), Storage::Cpu(key_cpu), Storage::Cpu(value_cpu)) =
+        (&*query_storage, &*key_storage, &*value_storage)
+    else {
+        return Ok(None);
+    };
+    let query_offset = query_layout.start_offset();
+    let Some(queries) = query_cpu
+        .as_slice::<f32>()?
+        .get(query_offset..query_offset + heads * len * head_dim)
+    else {
+        return Ok(None);
+    };
+    let (all_keys, all_values) = (key_cpu.as_slice::<f32>()?, value_cpu.as_slice::<f32>()?);
+    let Some(spans) = head_spans(
+        (all_keys, key_layout),
+        (all_values, value_layout),
+        kv_heads,
+        total,
+        head_dim,
+    ) else {
+        return Ok(None);
+    };
+    let (repeat, scale, width) = (heads / kv_heads, scale as f32, heads * head_dim);
+    let mut out = vec![0f32; len * width];
+    let writes = super::DisjointWrites::new(&mut out);
+    candle_core::utils::barrier_pool().execute_chunked(heads, |range| {
+        let block_rows = CAUSAL_BLOCK.min(len);
+        let mut scores = vec![0f32; block_rows * total];
+        let mut block_out = vec![0f32; block_rows * head_dim];
+        for head in range {
+            let (key_span, value_span) = &spans[head / repeat];
+            let (head_keys, head_values) =
+                (&all_keys[key_span.clone()], &all_values[value_span.clone()]);
+            let head_queries = &queries[head * len * head_dim..(head + 1) * len * head_dim];
+            for first in (0..len).step_by(CAUSAL_BLOCK) {
+                let rows = CAUSAL_BLOCK.min(len - first);
+                let (span_lo, _) = seen(first);
+                let (_, span_hi) = seen(first + rows - 1);
+                let keys_seen = span_hi - span_lo;
+                // SAFETY: query (first + i, d) is at (first + i) * head_dim + d of the head's
+                // `len x head_dim` rows, key (c, d) at (span_lo + c) * head_dim + d of its
+                // `total x head_dim` rows, with i < rows, c < keys_seen <= total - span_lo and
+                // d < head_dim; the output is this worker's `block_rows x total` buffer, written
+                // as `rows x keys_seen` with row stride `keys_seen`.
+                unsafe {
+                    super::product(
+                        (rows, keys_seen, head_dim),
+                        scores.as_mut_ptr(),
+                        keys_seen,
+                        false,
+                        Strided {
+                            start: head_queries[first * head_dim..].as_ptr(),
+                            row_stride: head_dim as isize,
+                            column_stride: 1,
+                        },
+                        Strided {
+                            start: head_keys[span_lo * head_dim..].as_ptr(),
+                            row_stride: 1,
+                            column_stride: head_dim as isize,
+                        },
+                    );
+                }
+                for (i, row) in scores[..rows * keys_seen]
+                    .chunks_exact_mut(keys_seen)
+                    .enumerate()
+                {
+                    let (lo, hi) = seen(first + i);
+                    let (lo, hi) = (lo - span_lo, hi - span_lo);
+                    softmax_row(&mut row[lo..hi], scale);
+                    row[..lo].fill(0.0);
+                    row[hi..].fill(0.0);
+                }
+                // SAFETY: the weights are `rows x keys_seen` of `scores`; value (c, d) is at
+                // (span_lo + c) * head_dim + d of the head's rows, as for the keys.
+                unsafe {
+                    super::product(
+                        (rows, head_dim, keys_seen),
+                        block_out.as_mut_ptr(),
+                        head_dim,
+                        false,
+                        Strided {
+                            start: scores.as_ptr(),
+                            row_stride: keys_seen as isize,
+                            column_stride: 1,
+                        },
+                        Strided {
+                            start: head_values[span_lo * head_dim..].as_ptr(),
+                            row_stride: head_dim as isize,
+                            column_stride: 1,
+                        },
+                    );
+                }
+                for (row, values) in block_out[..rows * head_dim]
+                    .chunks_exact(head_dim)
+                    .enumerate()
+                {
+                    // SAFETY: head `head`'s columns of row `first + row` are written by the one
+                    // work item that owns the head, inside `out`.
+                    let target =
+                        unsafe { writes.slice((first + row) * width + head * head_dim, head_dim) };
+                    target.copy_from_slice(values);
+                }
+            }
+        }
+    });
+    Ok(Some(Tensor::from_vec(out, (1, len, width), q.device())?))
 }
 
 /// Queries whose scores one worker computes at once in [`unmasked_attention`]: 256 x 4096
@@ -325,6 +501,111 @@ mod tests {
         // More than one query position is not this path's.
         let two = Tensor::zeros((1, heads, 2, head_dim), DType::F32, &device).unwrap();
         assert!(decode_attention(&two, &keys, &values, scale)
+            .unwrap()
+            .is_none());
+    }
+
+    /// The general path of `gemma3::attention`: the mask as a tensor, candle's products.
+    fn masked_reference(
+        q: &Tensor,
+        keys: &Tensor,
+        values: &Tensor,
+        scale: f64,
+        (start, key_start): (usize, usize),
+        window: Option<usize>,
+    ) -> Tensor {
+        let (_, heads, len, head_dim) = q.dims4().unwrap();
+        let (_, kv_heads, total, _) = keys.dims4().unwrap();
+        let mut mask = Vec::with_capacity(len * total);
+        for qi in 0..len {
+            for kj in 0..total {
+                let (qp, kp) = (start + qi, key_start + kj);
+                let visible = kp <= qp && window.is_none_or(|w| kp + w > qp);
+                mask.push(if visible { 0.0f32 } else { f32::NEG_INFINITY });
+            }
+        }
+        let mask = Tensor::from_vec(mask, (len, total), q.device()).unwrap();
+        let repeat = heads / kv_heads;
+        let grouped = q.reshape((1, kv_heads, repeat * len, head_dim)).unwrap();
+        let scores = (grouped.matmul(&keys.t().unwrap()).unwrap() * scale)
+            .unwrap()
+            .reshape((1, heads, len, total))
+            .unwrap();
+        let probabilities =
+            candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask).unwrap()).unwrap();
+        probabilities
+            .reshape((1, kv_heads, repeat * len, total))
+            .unwrap()
+            .matmul(&values.contiguous().unwrap())
+            .unwrap()
+            .reshape((1, heads, len, head_dim))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((1, len, heads * head_dim))
+            .unwrap()
+    }
+
+    #[test]
+    fn causal_prompt_attention_equals_the_masked_products() {
+        let device = Device::Cpu;
+        let (heads, kv_heads, head_dim) = (4, 2, 16);
+        let values_of = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i * 7919 + seed * 104729) % 1000) as f32 / 500.0) - 1.0)
+                .collect()
+        };
+        // (start, len, key_start, total, window): a later chunk over a cache that keeps only
+        // the window, a first chunk of several query blocks on a local and on a global layer,
+        // and a window wider than the context.
+        for (case, &(start, len, key_start, total, window)) in [
+            (20usize, 37usize, 7usize, 50usize, Some(16usize)),
+            (0, 300, 0, 300, Some(100)),
+            (0, 300, 0, 300, None),
+            (5, 140, 0, 145, Some(1024)),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let q = Tensor::from_vec(
+                values_of(heads * len * head_dim, case),
+                (1, heads, len, head_dim),
+                &device,
+            )
+            .unwrap();
+            // Views of a cache buffer longer than what is visible, as the cache returns them.
+            let rows = total + 9;
+            let buffer = |seed| {
+                Tensor::from_vec(
+                    values_of(kv_heads * rows * head_dim, seed),
+                    (1, kv_heads, rows, head_dim),
+                    &device,
+                )
+                .unwrap()
+                .narrow(2, 3, total)
+                .unwrap()
+            };
+            let (keys, values) = (buffer(case + 10), buffer(case + 20));
+            let scale = 0.25;
+            let ours = causal_attention(&q, &keys, &values, scale, (start, key_start), window)
+                .unwrap()
+                .expect("this layout is the causal path's");
+            let expected = masked_reference(&q, &keys, &values, scale, (start, key_start), window);
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let worst = flat(&ours)
+                .iter()
+                .zip(&flat(&expected))
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert_eq!(ours.dims(), expected.dims());
+            assert!(worst < 1e-5, "case {case}: max diff {worst}");
+        }
+        // A query that would see no key is the general path's (candle gives NaN there).
+        let q = Tensor::zeros((1, heads, 2, head_dim), DType::F32, &device).unwrap();
+        let keys = Tensor::zeros((1, kv_heads, 4, head_dim), DType::F32, &device).unwrap();
+        assert!(causal_attention(&q, &keys, &keys, 0.25, (0, 1), None)
+            .unwrap()
+            .is_none());
+        assert!(causal_attention(&q, &keys, &keys, -0.25, (3, 0), None)
             .unwrap()
             .is_none());
     }

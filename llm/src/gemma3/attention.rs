@@ -123,6 +123,22 @@ impl Layer {
                 _ => 0,
             }
         };
+        let scale = config.query_pre_attn_scalar.powf(-0.5);
+        // A prompt without images: causal (and windowed) attention on the CPU, with no mask.
+        let has_images = groups.is_some_and(|g| g.iter().any(|&group| group != 0));
+        if len > 1 && !has_images {
+            let layer_window = (self.kind == LayerKind::Sliding).then_some(window);
+            if let Some(out) = crate::cpu::attention::causal_attention(
+                &q,
+                &keys,
+                &values,
+                scale,
+                (start, key_start),
+                layer_window,
+            )? {
+                return linear(&out, &self.o_proj);
+            }
+        }
         // A single new position sees every key the cache returned (sliding layers return only
         // the window), so it needs no mask.
         let mask = (len > 1)
@@ -147,7 +163,6 @@ impl Layer {
         // key/value head `repeat` times, the query heads that share one are stacked as rows of a
         // single product (a free reshape: q is contiguous, heads of a group adjacent).
         let repeat = nh / nkv;
-        let scale = config.query_pre_attn_scalar.powf(-0.5);
         if mask.is_none() {
             if let Some(out) = crate::cpu::attention::decode_attention(&q, &keys, &values, scale)? {
                 let out = out.transpose(1, 2)?.reshape((1, len, nh * hd))?;
