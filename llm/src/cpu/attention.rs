@@ -33,33 +33,34 @@ pub(crate) fn decode_attention(
     values: &Tensor,
     scale: f64,
 ) -> Result<Option<Tensor>> {
-    let (_, heads, positions, head_dim) = q.dims4()?;
-    let (_, kv_heads, context, key_dim) = keys.dims4()?;
-    if positions != 1
-        || key_dim != head_dim
-        || values.dims() != keys.dims()
-        || kv_heads == 0
-        || !heads.is_multiple_of(kv_heads)
-        || !q.device().is_cpu()
-        || [q.dtype(), keys.dtype(), values.dtype()] != [DType::F32; 3]
-        || scale <= 0.0
-    {
+    let Some(Sizes {
+        heads,
+        positions,
+        head_dim,
+        kv_heads,
+        context,
+    }) = sizes(q, keys, values, scale)?
+    else {
+        return Ok(None);
+    };
+    if positions != 1 {
         return Ok(None);
     }
     let query = q.flatten_all()?.to_vec1::<f32>()?;
     let (key_storage, key_layout) = keys.storage_and_layout();
     let (value_storage, value_layout) = values.storage_and_layout();
-    let (Storage::Cpu(key_cpu), Storage::Cpu(value_cpu)) = (&*key_storage, &*value_storage) else {
-        return Ok(None);
-    };
-    let (all_keys, all_values) = (key_cpu.as_slice::<f32>()?, value_cpu.as_slice::<f32>()?);
-    let Some(spans) = head_spans(
-        (all_keys, key_layout),
-        (all_values, value_layout),
+    let Some(CacheRows {
+        keys: all_keys,
+        values: all_values,
+        spans,
+    }) = cache_rows(
+        (&key_storage, key_layout),
+        (&value_storage, value_layout),
         kv_heads,
         context,
         head_dim,
-    ) else {
+    )?
+    else {
         return Ok(None);
     };
     let repeat = heads / kv_heads;
@@ -93,17 +94,54 @@ pub(crate) fn decode_attention(
     )?))
 }
 
-/// Where each kv head's `context` rows of `head_dim` values lie in the key and value buffers
-/// (`[1, kv_heads, context, head_dim]` views with contiguous rows); `None` for another layout.
+/// The sizes of queries `[1, heads, positions, head_dim]` over a cache's keys and values
+/// `[1, kv_heads, context, head_dim]`.
+struct Sizes {
+    heads: usize,
+    positions: usize,
+    head_dim: usize,
+    kv_heads: usize,
+    context: usize,
+}
+
+/// The sizes, when the tensors are of that form in f32 on the CPU, every `kv_heads`-th query
+/// head shares a kv head, and `scale` is positive (as the softmax here needs).
+fn sizes(q: &Tensor, keys: &Tensor, values: &Tensor, scale: f64) -> Result<Option<Sizes>> {
+    let (_, heads, positions, head_dim) = q.dims4()?;
+    let (_, kv_heads, context, key_dim) = keys.dims4()?;
+    let fits = key_dim == head_dim
+        && values.dims() == keys.dims()
+        && kv_heads != 0
+        && heads.is_multiple_of(kv_heads)
+        && q.device().is_cpu()
+        && [q.dtype(), keys.dtype(), values.dtype()] == [DType::F32; 3]
+        && scale > 0.0;
+    Ok(fits.then_some(Sizes {
+        heads,
+        positions,
+        head_dim,
+        kv_heads,
+        context,
+    }))
+}
+
+/// Each kv head's `context` rows of `head_dim` values in the key and value buffers.
 type HeadSpans = Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>;
-fn head_spans(
-    keys: (&[f32], &candle_core::Layout),
-    values: (&[f32], &candle_core::Layout),
+/// The key and value buffers of `[1, kv_heads, context, head_dim]` views of the cache and where
+/// each kv head's rows lie in them; `None` off the CPU or for a layout whose rows are not
+/// contiguous.
+fn cache_rows<'a>(
+    (key_storage, key_layout): (&'a Storage, &candle_core::Layout),
+    (value_storage, value_layout): (&'a Storage, &candle_core::Layout),
     kv_heads: usize,
     context: usize,
     head_dim: usize,
-) -> Option<HeadSpans> {
-    let rows = |(all, layout): (&[f32], &candle_core::Layout), head: usize| {
+) -> Result<Option<CacheRows<'a>>> {
+    let (Storage::Cpu(key_cpu), Storage::Cpu(value_cpu)) = (key_storage, value_storage) else {
+        return Ok(None);
+    };
+    let (all_keys, all_values) = (key_cpu.as_slice::<f32>()?, value_cpu.as_slice::<f32>()?);
+    let rows = |all: &[f32], layout: &candle_core::Layout, head: usize| {
         let stride = layout.stride();
         (stride.len() == 4 && stride[3] == 1 && stride[2] == head_dim).then_some(())?;
         let start = layout
@@ -112,9 +150,40 @@ fn head_spans(
         let end = start.checked_add(context.checked_mul(head_dim)?)?;
         (end <= all.len()).then_some(start..end)
     };
-    (0..kv_heads)
-        .map(|head| Some((rows(keys, head)?, rows(values, head)?)))
-        .collect()
+    let spans = (0..kv_heads)
+        .map(|head| {
+            Some((
+                rows(all_keys, key_layout, head)?,
+                rows(all_values, value_layout, head)?,
+            ))
+        })
+        .collect::<Option<HeadSpans>>();
+    Ok(spans.map(|spans| CacheRows {
+        keys: all_keys,
+        values: all_values,
+        spans,
+    }))
+}
+
+/// The key and value buffers, and where each kv head's rows lie in them.
+struct CacheRows<'a> {
+    keys: &'a [f32],
+    values: &'a [f32],
+    spans: HeadSpans,
+}
+
+/// `len` f32 values of a tensor's storage from its layout's start; `None` off the CPU or where
+/// the storage is shorter.
+fn cpu_values<'a>(
+    storage: &'a Storage,
+    layout: &candle_core::Layout,
+    len: usize,
+) -> Result<Option<&'a [f32]>> {
+    let Storage::Cpu(cpu) = storage else {
+        return Ok(None);
+    };
+    let start = layout.start_offset();
+    Ok(cpu.as_slice::<f32>()?.get(start..start.saturating_add(len)))
 }
 
 /// Queries per block in [`causal_attention`]: small enough that a block's keys are close to
@@ -137,18 +206,17 @@ pub(crate) fn causal_attention(
     (start, key_start): (usize, usize),
     window: Option<usize>,
 ) -> Result<Option<Tensor>> {
-    let (_, heads, len, head_dim) = q.dims4()?;
-    let (_, kv_heads, total, key_dim) = keys.dims4()?;
-    if len == 0
-        || key_dim != head_dim
-        || values.dims() != keys.dims()
-        || kv_heads == 0
-        || !heads.is_multiple_of(kv_heads)
-        || !q.device().is_cpu()
-        || [q.dtype(), keys.dtype(), values.dtype()] != [DType::F32; 3]
-        || scale <= 0.0
-        || window == Some(0)
-    {
+    let Some(Sizes {
+        heads,
+        positions: len,
+        head_dim,
+        kv_heads,
+        context: total,
+    }) = sizes(q, keys, values, scale)?
+    else {
+        return Ok(None);
+    };
+    if len == 0 || window == Some(0) {
         return Ok(None);
     }
     // The keys query `i` sees: indices `lo..hi` of the cache's rows, both growing with `i`.
@@ -168,28 +236,23 @@ pub(crate) fn causal_attention(
     }
     let q = q.contiguous()?;
     let (query_storage, query_layout) = q.storage_and_layout();
+    let Some(queries) = cpu_values(&query_storage, query_layout, heads * len * head_dim)? else {
+        return Ok(None);
+    };
     let (key_storage, key_layout) = keys.storage_and_layout();
     let (value_storage, value_layout) = values.storage_and_layout();
-    let (Storage::Cpu(query_cpu), Storage::Cpu(key_cpu), Storage::Cpu(value_cpu)) =
-        (&*query_storage, &*key_storage, &*value_storage)
-    else {
-        return Ok(None);
-    };
-    let query_offset = query_layout.start_offset();
-    let Some(queries) = query_cpu
-        .as_slice::<f32>()?
-        .get(query_offset..query_offset + heads * len * head_dim)
-    else {
-        return Ok(None);
-    };
-    let (all_keys, all_values) = (key_cpu.as_slice::<f32>()?, value_cpu.as_slice::<f32>()?);
-    let Some(spans) = head_spans(
-        (all_keys, key_layout),
-        (all_values, value_layout),
+    let Some(CacheRows {
+        keys: all_keys,
+        values: all_values,
+        spans,
+    }) = cache_rows(
+        (&key_storage, key_layout),
+        (&value_storage, value_layout),
         kv_heads,
         total,
         head_dim,
-    ) else {
+    )?
+    else {
         return Ok(None);
     };
     let (repeat, scale, width) = (heads / kv_heads, scale as f32, heads * head_dim);
@@ -307,14 +370,7 @@ pub(crate) fn unmasked_attention(qkv: &Tensor, heads: usize, scale: f64) -> Resu
     let head_dim = width / heads;
     let qkv = qkv.contiguous()?;
     let (storage, layout) = qkv.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        return Ok(None);
-    };
-    let start = layout.start_offset();
-    let Some(all) = cpu
-        .as_slice::<f32>()?
-        .get(start..start + positions * three_widths)
-    else {
+    let Some(all) = cpu_values(&storage, layout, positions * three_widths)? else {
         return Ok(None);
     };
     let scale = scale as f32;
