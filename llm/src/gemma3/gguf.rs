@@ -21,18 +21,18 @@ impl GgufReader<'_> {
     }
 
     pub(super) fn qtensor(&mut self, name: &str) -> Result<candle_core::quantized::QTensor> {
-        self.content
-            .tensor(&mut self.reader, name, self.device)
-            .map_err(|e| self.weights_error(format!("tensor {name}: {e}")))
+        self.qtensor_on(name, self.device)
     }
 
-    /// A tensor read into host memory whatever the model's device (lookup tables beside a GPU).
-    pub(super) fn qtensor_on_host(
+    /// A tensor read onto `device`, which may differ from the model's (lookup tables kept in
+    /// host memory beside a GPU).
+    pub(super) fn qtensor_on(
         &mut self,
         name: &str,
+        device: &Device,
     ) -> Result<candle_core::quantized::QTensor> {
         self.content
-            .tensor(&mut self.reader, name, &Device::Cpu)
+            .tensor(&mut self.reader, name, device)
             .map_err(|e| self.weights_error(format!("tensor {name}: {e}")))
     }
 

@@ -185,7 +185,7 @@ impl Gemma3Text {
                     let host_table = if device.is_cpu() || !whole_blocks {
                         embedding.clone()
                     } else {
-                        std::sync::Arc::new(g.qtensor_on_host("token_embd.weight")?)
+                        std::sync::Arc::new(g.qtensor_on("token_embd.weight", &Device::Cpu)?)
                     };
                     let table = match EmbeddingTable::blocks(host_table) {
                         Some(table) => table,
