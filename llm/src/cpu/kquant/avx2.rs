@@ -16,7 +16,7 @@ use super::tile::{
 };
 use super::{InputBlocks, KQuant, POSITIONS_PER_PASS, QK_K};
 
-type Sums = [[f32; TILE_ROWS]; POSITIONS_PER_PASS];
+pub(super) type Sums = [[f32; TILE_ROWS]; POSITIONS_PER_PASS];
 
 /// `sums[p][r]`: row `r` of a Q4_K tile (or with `FIFTH` a Q5_K tile) times input position `p`
 /// (`inputs.count` of them).
@@ -61,14 +61,14 @@ pub(super) unsafe fn q6k(tile: &[u8], inputs: &InputBlocks, sums: &mut Sums) {
 }
 
 /// Whether the tile holds `inputs.blocks` tile blocks and the inputs are complete.
-fn covers(kind: KQuant, tile: &[u8], inputs: &InputBlocks) -> bool {
+pub(super) fn covers(kind: KQuant, tile: &[u8], inputs: &InputBlocks) -> bool {
     inputs.complete() && tile.len() >= inputs.blocks * TileLayout::block_bytes(kind)
 }
 
 /// Four input bytes (or two i16) at `at`, in every 32-bit lane.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn broadcast4<T>(at: *const T) -> __m256i {
+pub(super) unsafe fn broadcast4<T>(at: *const T) -> __m256i {
     // SAFETY: the caller's pointer has four readable bytes.
     _mm256_set1_epi32(unsafe { (at as *const i32).read_unaligned() })
 }
@@ -92,7 +92,7 @@ unsafe fn row_bytes_twice(at: *const u8, signed: bool) -> __m256i {
 /// lanes `[first[r], second[r]]`: the multipliers of `vpmaddwd` against a pair of input sums.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn row_byte_pairs(first: *const u8, second: *const u8, signed: bool) -> __m256i {
+pub(super) unsafe fn row_byte_pairs(first: *const u8, second: *const u8, signed: bool) -> __m256i {
     // SAFETY: the caller's pointers have eight readable bytes each.
     let (a, b) = unsafe {
         (
@@ -113,7 +113,7 @@ unsafe fn row_byte_pairs(first: *const u8, second: *const u8, signed: bool) -> _
 /// past the end of a tile (the next tile's bytes, or nothing if none).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn prefetch_ahead(block: *const u8, len: usize) {
+pub(super) fn prefetch_ahead(block: *const u8, len: usize) {
     for line in (0..len).step_by(64) {
         // A prefetch never faults, whatever the address.
         _mm_prefetch::<_MM_HINT_T0>(block.wrapping_add(2 * len + line) as *const i8);
@@ -123,7 +123,7 @@ fn prefetch_ahead(block: *const u8, len: usize) {
 /// The eight rows' f16 scales at `at` as f32.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn row_scales(at: *const u8) -> __m256 {
+pub(super) unsafe fn row_scales(at: *const u8) -> __m256 {
     // SAFETY: the caller's pointer has 16 readable bytes.
     _mm256_cvtph_ps(unsafe { _mm_loadu_si128(at as *const __m128i) })
 }
@@ -190,41 +190,10 @@ unsafe fn q45k_positions<const P: usize, const FIFTH: bool>(
                     }
                 }
             }
-            let mins: [__m256i; 4] = std::array::from_fn(|k| {
-                row_byte_pairs(
-                    block.add(Q4K_MINS + 16 * k),
-                    block.add(Q4K_MINS + 16 * k + 8),
-                    false,
-                )
-            });
-            let d = row_scales(block.add(Q4K_D));
-            let dmin = row_scales(block.add(Q4K_DMIN));
-            for p in 0..P {
-                let at = p * blocks + b;
-                let sums32 = inputs.sums32.as_ptr().add(at * 8);
-                let mut min_dot = _mm256_setzero_si256();
-                for (k, pair) in mins.iter().enumerate() {
-                    let x = broadcast4(sums32.add(2 * k));
-                    min_dot = _mm256_add_epi32(min_dot, _mm256_madd_epi16(*pair, x));
-                }
-                let y_scale = _mm256_set1_ps(inputs.scales[at]);
-                acc[p] = _mm256_fmadd_ps(
-                    _mm256_mul_ps(d, y_scale),
-                    _mm256_cvtepi32_ps(dots[p]),
-                    acc[p],
-                );
-                acc[p] = _mm256_fnmadd_ps(
-                    _mm256_mul_ps(dmin, y_scale),
-                    _mm256_cvtepi32_ps(min_dot),
-                    acc[p],
-                );
-            }
+            q45k_block_end(block, inputs, b, &dots, &mut acc);
         }
     }
-    for p in 0..P {
-        // SAFETY: a row of `sums` holds eight f32.
-        unsafe { _mm256_storeu_ps(sums[p].as_mut_ptr(), acc[p]) };
-    }
+    store_sums(&acc, sums);
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -289,30 +258,104 @@ unsafe fn q6k_positions<const P: usize>(tile: &[u8], inputs: &InputBlocks, sums:
                     }
                 }
             }
-            // The stored values are q + 32: take 32 * scale * (sum of inputs) back off, per 16.
-            let scale_pairs: [__m256i; 8] = std::array::from_fn(|m| {
-                row_byte_pairs(
-                    block.add(Q6K_SCALES + 16 * m),
-                    block.add(Q6K_SCALES + 16 * m + 8),
-                    true,
-                )
-            });
-            let d = row_scales(block.add(Q6K_D));
-            for p in 0..P {
-                let at = p * blocks + b;
-                let sums16 = inputs.sums16.as_ptr().add(at * 16);
-                let mut offset = _mm256_setzero_si256();
-                for (m, pair) in scale_pairs.iter().enumerate() {
-                    let x = broadcast4(sums16.add(2 * m));
-                    offset = _mm256_add_epi32(offset, _mm256_madd_epi16(*pair, x));
-                }
-                let dot = _mm256_sub_epi32(dots[p], _mm256_slli_epi32::<5>(offset));
-                let y_scale = _mm256_set1_ps(inputs.scales[at]);
-                acc[p] =
-                    _mm256_fmadd_ps(_mm256_mul_ps(d, y_scale), _mm256_cvtepi32_ps(dot), acc[p]);
-            }
+            q6k_block_end(block, inputs, b, &dots, &mut acc);
         }
     }
+    store_sums(&acc, sums);
+}
+
+/// The end of one Q4_K / Q5_K tile block `b`: `acc[p] += d * y_scale * dots[p]` less the
+/// minimums' share, `dmin * y_scale * (min[s][r] * sums32[s] over the sub-blocks)`.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `block` is tile block `b` of a tile the inputs cover.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) unsafe fn q45k_block_end<const P: usize>(
+    block: *const u8,
+    inputs: &InputBlocks,
+    b: usize,
+    dots: &[__m256i; P],
+    acc: &mut [__m256; P],
+) {
+    // SAFETY (every pointer): the caller's tile block, and the inputs' super-block `b` of each
+    // position.
+    unsafe {
+        let mins: [__m256i; 4] = std::array::from_fn(|k| {
+            row_byte_pairs(
+                block.add(Q4K_MINS + 16 * k),
+                block.add(Q4K_MINS + 16 * k + 8),
+                false,
+            )
+        });
+        let d = row_scales(block.add(Q4K_D));
+        let dmin = row_scales(block.add(Q4K_DMIN));
+        for p in 0..P {
+            let at = p * inputs.blocks + b;
+            let sums32 = inputs.sums32.as_ptr().add(at * 8);
+            let mut min_dot = _mm256_setzero_si256();
+            for (k, pair) in mins.iter().enumerate() {
+                let x = broadcast4(sums32.add(2 * k));
+                min_dot = _mm256_add_epi32(min_dot, _mm256_madd_epi16(*pair, x));
+            }
+            let y_scale = _mm256_set1_ps(inputs.scales[at]);
+            acc[p] = _mm256_fmadd_ps(
+                _mm256_mul_ps(d, y_scale),
+                _mm256_cvtepi32_ps(dots[p]),
+                acc[p],
+            );
+            acc[p] = _mm256_fnmadd_ps(
+                _mm256_mul_ps(dmin, y_scale),
+                _mm256_cvtepi32_ps(min_dot),
+                acc[p],
+            );
+        }
+    }
+}
+
+/// The end of one Q6_K tile block `b`: `acc[p] += d * y_scale * dots[p]`, once the stored
+/// values' offset of 32 is taken back off (32 * scale * the sum of each 16 inputs).
+///
+/// # Safety
+/// As [`q45k_block_end`], for a Q6_K tile.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) unsafe fn q6k_block_end<const P: usize>(
+    block: *const u8,
+    inputs: &InputBlocks,
+    b: usize,
+    dots: &[__m256i; P],
+    acc: &mut [__m256; P],
+) {
+    // SAFETY (every pointer): as in `q45k_block_end`.
+    unsafe {
+        let scale_pairs: [__m256i; 8] = std::array::from_fn(|m| {
+            row_byte_pairs(
+                block.add(Q6K_SCALES + 16 * m),
+                block.add(Q6K_SCALES + 16 * m + 8),
+                true,
+            )
+        });
+        let d = row_scales(block.add(Q6K_D));
+        for p in 0..P {
+            let at = p * inputs.blocks + b;
+            let sums16 = inputs.sums16.as_ptr().add(at * 16);
+            let mut offset = _mm256_setzero_si256();
+            for (m, pair) in scale_pairs.iter().enumerate() {
+                let x = broadcast4(sums16.add(2 * m));
+                offset = _mm256_add_epi32(offset, _mm256_madd_epi16(*pair, x));
+            }
+            let dot = _mm256_sub_epi32(dots[p], _mm256_slli_epi32::<5>(offset));
+            let y_scale = _mm256_set1_ps(inputs.scales[at]);
+            acc[p] = _mm256_fmadd_ps(_mm256_mul_ps(d, y_scale), _mm256_cvtepi32_ps(dot), acc[p]);
+        }
+    }
+}
+
+/// Stores each position's eight row sums.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn store_sums<const P: usize>(acc: &[__m256; P], sums: &mut Sums) {
     for p in 0..P {
         // SAFETY: a row of `sums` holds eight f32.
         unsafe { _mm256_storeu_ps(sums[p].as_mut_ptr(), acc[p]) };

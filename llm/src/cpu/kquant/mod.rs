@@ -14,6 +14,9 @@
 //! one 32-byte load holds four weights of each of eight rows. A broadcast input then feeds eight outputs at
 //! once, with no horizontal sums, for one token as for a prompt. The file's own copy is never
 //! held: tiles are built from rows as they are read.
+//!
+//! The kernels, best first: VNNI (`vpdpbusd`, 256 bits wide, in its AVX-VNNI or AVX-512 form;
+//! [`vnni`]), AVX2 ([`avx2`]), plain Rust ([`scalar`]).
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -21,6 +24,8 @@ mod scalar;
 #[cfg(test)]
 mod tests;
 pub(crate) mod tile;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 
 use tile::{TileLayout, TILE_ROWS};
 
@@ -71,6 +76,12 @@ impl KQuant {
 /// The instructions a product runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Isa {
+    /// 256-bit AVX-VNNI (Intel Core since Alder Lake, Xeon since Sapphire Rapids, AMD Zen 5),
+    /// with AVX2, FMA and F16C.
+    AvxVnni,
+    /// AVX-512 VNNI with VL, used 256 bits wide (Intel since Ice Lake and Cascade Lake, AMD
+    /// Zen 4), with AVX2, FMA and F16C.
+    Avx512Vnni,
     /// AVX2 with FMA and F16C (x86-64-v3: Intel since Haswell, AMD since Zen).
     Avx2,
     /// Plain Rust, any CPU.
@@ -88,7 +99,7 @@ mod detected {
     impl DetectedIsa {
         /// Every instruction set this CPU runs, best first (always ending with scalar).
         pub(super) fn all() -> Vec<DetectedIsa> {
-            [Isa::Avx2, Isa::Scalar]
+            [Isa::AvxVnni, Isa::Avx512Vnni, Isa::Avx2, Isa::Scalar]
                 .into_iter()
                 .filter(|&isa| present(isa))
                 .map(DetectedIsa)
@@ -118,6 +129,8 @@ mod detected {
         match isa {
             Isa::Scalar => true,
             Isa::Avx2 => avx2,
+            Isa::AvxVnni => avx2 && has!("avxvnni"),
+            Isa::Avx512Vnni => avx2 && has!("avx512f") && has!("avx512vl") && has!("avx512vnni"),
         }
     }
 
@@ -334,7 +347,27 @@ fn dot_tile(
                 KQuant::Q6K => avx2::q6k(tile, inputs, sums),
             }
         },
-        // Elsewhere `present` never reports AVX2; the scalar kernel is right everywhere.
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a `DetectedIsa` of AVX-VNNI exists only on CPUs with it, AVX2, FMA and F16C.
+        Isa::AvxVnni => unsafe {
+            match kind {
+                KQuant::Q4K => vnni::avx_vnni::q45k::<false>(tile, inputs, sums),
+                KQuant::Q5K => vnni::avx_vnni::q45k::<true>(tile, inputs, sums),
+                KQuant::Q6K => vnni::avx_vnni::q6k(tile, inputs, sums),
+            }
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a `DetectedIsa` of AVX-512 VNNI exists only on CPUs with it, AVX-512 F and
+        // VL, AVX2, FMA and F16C.
+        Isa::Avx512Vnni => unsafe {
+            match kind {
+                KQuant::Q4K => vnni::avx512_vnni::q45k::<false>(tile, inputs, sums),
+                KQuant::Q5K => vnni::avx512_vnni::q45k::<true>(tile, inputs, sums),
+                KQuant::Q6K => vnni::avx512_vnni::q6k(tile, inputs, sums),
+            }
+        },
+        // Elsewhere `present` reports none of the vector sets; the scalar kernel is right
+        // everywhere.
         _ => scalar::tile(kind, tile, inputs, sums),
     }
 }

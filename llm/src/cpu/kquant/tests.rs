@@ -249,3 +249,66 @@ fn the_largest_values_and_inputs_stay_exact() {
         }
     }
 }
+
+/// The VNNI kernels' body, with `vpdpbusd` spelt in AVX2, against the AVX2 kernels: the same
+/// integer sums and the same f32 steps, so the same bits. Where VNNI runs,
+/// `every_instruction_set_gives_the_scalar_result` checks the real instructions too.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_vnni_body_gives_the_avx2_result_bit_for_bit() {
+    if !DetectedIsa::all().iter().any(|isa| isa.isa() == Isa::Avx2) {
+        eprintln!("skipped: this CPU has no AVX2 to spell vpdpbusd in");
+        return;
+    }
+    let one = half::f16::from_f32(1.0).to_le_bytes();
+    for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K] {
+        let kind = KQuant::of(dtype).unwrap();
+        let (_, random) = quantized(dtype, 24, 768, 51);
+        // Every weight and scale at its largest too, where the sums are fullest.
+        let mut block = vec![0xFFu8; kind.block_bytes()];
+        match kind {
+            KQuant::Q6K => {
+                block[192..208].fill(127);
+                block[208..210].copy_from_slice(&one);
+            }
+            _ => {
+                block[0..2].copy_from_slice(&one);
+                block[2..4].fill(0);
+            }
+        }
+        let bytes: Vec<u8> = std::iter::repeat_n(block, 8 * 3).flatten().collect();
+        let largest = KQuantMatrix::from_file_bytes(kind, 8, 3 * QK_K, &bytes).unwrap();
+        for (matrix, x) in [
+            (&random, values(4 * 768, 52)),
+            (&largest, vec![1.0f32; 4 * 768]),
+        ] {
+            for m in 1..=4 {
+                let quantized_inputs = Q8KInputs::new(&x[..m * 768], m, 768);
+                let inputs = quantized_inputs.positions(0, m, 3);
+                for t in 0..matrix.rows().div_ceil(TILE_ROWS) {
+                    let tile = matrix.tile(t);
+                    let mut expected = [[0f32; TILE_ROWS]; POSITIONS_PER_PASS];
+                    let mut got = [[0f32; TILE_ROWS]; POSITIONS_PER_PASS];
+                    // SAFETY: AVX2 (with FMA and F16C) was detected above.
+                    unsafe {
+                        match kind {
+                            KQuant::Q4K => {
+                                avx2::q45k::<false>(tile, &inputs, &mut expected);
+                                vnni::emulated::q45k::<false>(tile, &inputs, &mut got);
+                            }
+                            KQuant::Q5K => {
+                                avx2::q45k::<true>(tile, &inputs, &mut expected);
+                                vnni::emulated::q45k::<true>(tile, &inputs, &mut got);
+                            }
+                            KQuant::Q6K => {
+                                avx2::q6k(tile, &inputs, &mut expected);
+                                vnni::emulated::q6k(tile, &inputs, &mut got);
+                            }
+                        }
+                    }
+                    assert_eq!(got, expected, "{dtype:?}, tile {t}, {m} positions");
+                }
+            }
+        }
+    }
+}
