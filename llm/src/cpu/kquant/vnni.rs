@@ -9,7 +9,7 @@
 //! (`vpmulld`); the integer dot products are the AVX2 kernels' exactly, and the end of each block
 //! is theirs ([`super::avx2::q45k_block_end`]), so the results are the AVX2 kernels' bit for bit.
 //!
-//! One kernel body, written once in [`vnni_kernels`], is compiled for each form, and in the tests
+//! One kernel body, written once in `vnni_kernels!`, is compiled for each form, and in the tests
 //! once more with `vpdpbusd` spelt in AVX2 instructions (exact for these weights, whose pair
 //! sums fit i16), so that the body is checked on any AVX2 machine, not only where VNNI runs.
 
