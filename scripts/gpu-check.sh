@@ -13,13 +13,17 @@
 #      installed;
 #   4. image encoding at MedGemma 4B's size on the GPU: a random f16 mmproj of the 4B vision part
 #      (models/scripts/make_gemma3_bench_mmproj.py) beside that file, against transformers'
-#      SiglipVisionModel of the same shape on the same GPU.
+#      SiglipVisionModel of the same shape on the same GPU;
+#   5. the GPU machine's CPU again: the K-quant products at MedGemma 4B's widths on each
+#      instruction set it has (VNNI, AVX2) and candle's (AMX where the CPU has it), one token and
+#      a 128-token prompt, 2 threads (benches/kernels.rs, prebuilt: MEDSCRIBE_KERNELS_BENCH_BIN).
 #
 #   STEPS="1 4" scripts/gpu-check.sh     # only some of the steps
 #
 #   scripts/gpu-check.sh                  # builds with cargo --features cuda (CUDA toolkit needed)
 #   MEDSCRIBE_BIN=... MEDSCRIBE_IT_BIN=... [MEDSCRIBE_LLM_TEST_BIN=...] scripts/gpu-check.sh
 #                                         # prebuilt binaries (the last: medscribe-llm's unit tests)
+#   MEDSCRIBE_KERNELS_BENCH_BIN=...       # step 5's bench (cargo bench --bench kernels --no-run)
 #
 # The report goes to stdout; the 4B file to ${WORK:-/tmp/medscribe-gpu-check}. Needs python3 with
 # numpy and gguf (or llama.cpp's gguf-py under .bench/) for step 3.
@@ -41,7 +45,7 @@ fi
 
 # STEPS="0 3" runs only those steps (the 4B file is made for step 3 or 4).
 tiny=models/fixtures/gemma3-tiny
-wants() { [[ " ${STEPS:-0 1 2 3 4} " == *" $1 "* ]]; }
+wants() { [[ " ${STEPS:-0 1 2 3 4 5} " == *" $1 "* ]]; }
 
 echo "== GPU"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
@@ -61,6 +65,18 @@ if [ -n "${MEDSCRIBE_LLM_TEST_BIN:-}" ]; then
 fi
 "$MEDSCRIBE_IT_BIN" parity_gemma3:: quantized_model:: --skip mmproj_files_of_the_wrong_kind \
     --test-threads 4 2>&1 | grep -E 'test result|panicked|FAILED' || true
+
+fi
+
+if wants 5; then
+echo "== 5. the K-quant products on this CPU, 2 threads (criterion, medians in the middle)"
+if [ -n "${MEDSCRIBE_KERNELS_BENCH_BIN:-}" ]; then
+    RAYON_NUM_THREADS=2 "$MEDSCRIBE_KERNELS_BENCH_BIN" --bench 'q[456]k_' --warm-up-time 1 \
+        --measurement-time 2 --noplot 2>&1 | grep -E '^q[456]k|time:' || true
+else
+    RAYON_NUM_THREADS=2 cargo bench --bench kernels -- 'q[456]k_' --warm-up-time 1 \
+        --measurement-time 2 --noplot
+fi
 
 fi
 
