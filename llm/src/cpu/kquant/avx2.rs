@@ -193,7 +193,8 @@ unsafe fn q45k_positions<const P: usize, const FIFTH: bool>(
             q45k_block_end(block, inputs, b, &dots, &mut acc);
         }
     }
-    store_sums(&acc, sums);
+    // SAFETY: this function's instructions.
+    unsafe { store_sums(&acc, sums) };
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -261,16 +262,20 @@ unsafe fn q6k_positions<const P: usize>(tile: &[u8], inputs: &InputBlocks, sums:
             q6k_block_end(block, inputs, b, &dots, &mut acc);
         }
     }
-    store_sums(&acc, sums);
+    // SAFETY: this function's instructions.
+    unsafe { store_sums(&acc, sums) };
 }
 
 /// The end of one Q4_K / Q5_K tile block `b`: `acc[p] += d * y_scale * dots[p]` less the
 /// minimums' share, `dmin * y_scale * (min[s][r] * sums32[s] over the sub-blocks)`.
 ///
+/// Always inlined, without a `target_feature` of its own, so that it becomes part of each
+/// kernel that calls it (a `target_feature` function may not be `inline(always)`, and LLVM left
+/// one of these as a call per block).
+///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C; `block` is tile block `b` of a tile the inputs cover.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
+#[inline(always)]
 pub(super) unsafe fn q45k_block_end<const P: usize>(
     block: *const u8,
     inputs: &InputBlocks,
@@ -318,8 +323,7 @@ pub(super) unsafe fn q45k_block_end<const P: usize>(
 ///
 /// # Safety
 /// As [`q45k_block_end`], for a Q6_K tile.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
+#[inline(always)]
 pub(super) unsafe fn q6k_block_end<const P: usize>(
     block: *const u8,
     inputs: &InputBlocks,
@@ -353,11 +357,13 @@ pub(super) unsafe fn q6k_block_end<const P: usize>(
 }
 
 /// Stores each position's eight row sums.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-pub(super) fn store_sums<const P: usize>(acc: &[__m256; P], sums: &mut Sums) {
+///
+/// # Safety
+/// The CPU has AVX2 (inlined as [`q45k_block_end`]).
+#[inline(always)]
+pub(super) unsafe fn store_sums<const P: usize>(acc: &[__m256; P], sums: &mut Sums) {
     for p in 0..P {
-        // SAFETY: a row of `sums` holds eight f32.
+        // SAFETY: a row of `sums` holds eight f32; the caller's CPU has AVX.
         unsafe { _mm256_storeu_ps(sums[p].as_mut_ptr(), acc[p]) };
     }
 }

@@ -76,12 +76,13 @@ impl KQuant {
 /// The instructions a product runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Isa {
+    /// AVX-512 VNNI with VL, used 256 bits wide (Intel since Ice Lake and Cascade Lake, AMD
+    /// Zen 4), with AVX2, FMA and F16C. Preferred to AVX-VNNI where a CPU has both: its 32
+    /// registers hold the kernels' sums without spilling them.
+    Avx512Vnni,
     /// 256-bit AVX-VNNI (Intel Core since Alder Lake, Xeon since Sapphire Rapids, AMD Zen 5),
     /// with AVX2, FMA and F16C.
     AvxVnni,
-    /// AVX-512 VNNI with VL, used 256 bits wide (Intel since Ice Lake and Cascade Lake, AMD
-    /// Zen 4), with AVX2, FMA and F16C.
-    Avx512Vnni,
     /// AVX2 with FMA and F16C (x86-64-v3: Intel since Haswell, AMD since Zen).
     Avx2,
     /// Plain Rust, any CPU.
@@ -99,7 +100,7 @@ mod detected {
     impl DetectedIsa {
         /// Every instruction set this CPU runs, best first (always ending with scalar).
         pub(super) fn all() -> Vec<DetectedIsa> {
-            [Isa::AvxVnni, Isa::Avx512Vnni, Isa::Avx2, Isa::Scalar]
+            [Isa::Avx512Vnni, Isa::AvxVnni, Isa::Avx2, Isa::Scalar]
                 .into_iter()
                 .filter(|&isa| present(isa))
                 .map(DetectedIsa)

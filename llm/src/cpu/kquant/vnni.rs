@@ -98,7 +98,7 @@ macro_rules! vnni_kernels {
                 let blocks = inputs.blocks;
                 let block_bytes = if FIFTH { Q5K_TILE_BLOCK } else { Q4K_TILE_BLOCK };
                 let low_nibbles = _mm256_set1_epi8(0xF);
-                let ones = _mm256_set1_epi8(1);
+                let fifth = _mm256_set1_epi8(0x10);
                 let mut acc = [_mm256_setzero_ps(); P];
                 for b in 0..blocks {
                     // SAFETY (every pointer below): the tile has `blocks` tile blocks and the
@@ -111,45 +111,62 @@ macro_rules! vnni_kernels {
                             inputs.values.as_ptr().add((p * blocks + b) * QK_K)
                         });
                         let mut dots = [_mm256_setzero_si256(); P];
-                        for s in 0..8 {
-                            // The weights as in the AVX2 kernel.
-                            let (j, high) = (s / 2, s % 2);
-                            let bit = _mm_cvtsi32_si128(s as i32);
-                            // Two chains per position halve the wait on vpdpbusd's latency.
-                            let mut even = [_mm256_setzero_si256(); P];
-                            let mut odd = [_mm256_setzero_si256(); P];
+                        for j in 0..4 {
+                            // Vector 8j + g holds sub-block 2j in its low nibbles and 2j + 1 in
+                            // its high ones: one load feeds both, each its own chain per
+                            // position (two chains also halve the wait on vpdpbusd's latency).
+                            // Q5_K's fifth bits are bits 2j and 2j + 1 of its eight high vectors.
+                            let shift = _mm_cvtsi32_si128(2 * j as i32);
+                            let mut low = [_mm256_setzero_si256(); P];
+                            let mut high = [_mm256_setzero_si256(); P];
                             for g in 0..8 {
                                 let w = _mm256_loadu_si256(
                                     block.add(Q4K_QUANTS + 32 * (8 * j + g)) as *const __m256i,
                                 );
-                                let mut w = if high == 1 {
-                                    _mm256_and_si256(_mm256_srli_epi16::<4>(w), low_nibbles)
-                                } else {
-                                    _mm256_and_si256(w, low_nibbles)
-                                };
+                                let mut w_low = _mm256_and_si256(w, low_nibbles);
+                                let mut w_high =
+                                    _mm256_and_si256(_mm256_srli_epi16::<4>(w), low_nibbles);
                                 if FIFTH {
-                                    let h = _mm256_loadu_si256(
-                                        block.add(Q5K_HIGH + 32 * g) as *const __m256i
+                                    // 16-bit shifts move bits across bytes only where the mask
+                                    // drops them.
+                                    let h = _mm256_srl_epi16(
+                                        _mm256_loadu_si256(
+                                            block.add(Q5K_HIGH + 32 * g) as *const __m256i
+                                        ),
+                                        shift,
                                     );
-                                    let fifth = _mm256_and_si256(_mm256_srl_epi16(h, bit), ones);
-                                    w = _mm256_or_si256(w, _mm256_slli_epi16::<4>(fifth));
+                                    w_low = _mm256_or_si256(
+                                        w_low,
+                                        _mm256_and_si256(_mm256_slli_epi16::<4>(h), fifth),
+                                    );
+                                    w_high = _mm256_or_si256(
+                                        w_high,
+                                        _mm256_and_si256(_mm256_slli_epi16::<3>(h), fifth),
+                                    );
                                 }
-                                let chain = if g % 2 == 0 { &mut even } else { &mut odd };
                                 for p in 0..P {
-                                    let x = broadcast4(y[p].add(32 * s + 4 * g));
-                                    chain[p] = $dpbusd(chain[p], w, x);
+                                    let x = y[p].add(64 * j + 4 * g);
+                                    low[p] = $dpbusd(low[p], w_low, broadcast4(x));
+                                    high[p] = $dpbusd(high[p], w_high, broadcast4(x.add(32)));
                                 }
                             }
-                            let scale = row_bytes(block.add(Q4K_SCALES + 8 * s), false);
+                            let scale_low = row_bytes(block.add(Q4K_SCALES + 16 * j), false);
+                            let scale_high = row_bytes(block.add(Q4K_SCALES + 16 * j + 8), false);
                             for p in 0..P {
-                                let sub = _mm256_add_epi32(even[p], odd[p]);
-                                dots[p] = _mm256_add_epi32(dots[p], _mm256_mullo_epi32(sub, scale));
+                                dots[p] = _mm256_add_epi32(
+                                    dots[p],
+                                    _mm256_add_epi32(
+                                        _mm256_mullo_epi32(low[p], scale_low),
+                                        _mm256_mullo_epi32(high[p], scale_high),
+                                    ),
+                                );
                             }
                         }
                         q45k_block_end(block, inputs, b, &dots, &mut acc);
                     }
                 }
-                store_sums(&acc, sums);
+                // SAFETY: this function's instructions.
+                unsafe { store_sums(&acc, sums) };
             }
 
             #[target_feature(enable = $features)]
@@ -227,7 +244,8 @@ macro_rules! vnni_kernels {
                         q6k_block_end(block, inputs, b, &dots, &mut acc);
                     }
                 }
-                store_sums(&acc, sums);
+                // SAFETY: this function's instructions.
+                unsafe { store_sums(&acc, sums) };
             }
         }
     };
