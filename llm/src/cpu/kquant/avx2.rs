@@ -200,8 +200,6 @@ unsafe fn q45k_positions<const P: usize, const FIFTH: bool>(
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6k_positions<const P: usize>(tile: &[u8], inputs: &InputBlocks, sums: &mut Sums) {
     let blocks = inputs.blocks;
-    let low_nibbles = _mm256_set1_epi8(0xF);
-    let bits45 = _mm256_set1_epi8(0x30);
     let mut acc = [_mm256_setzero_ps(); P];
     for b in 0..blocks {
         // SAFETY (every pointer below): as in the Q4_K kernel.
@@ -217,29 +215,7 @@ unsafe fn q6k_positions<const P: usize>(tile: &[u8], inputs: &InputBlocks, sums:
                 let scale_first = row_bytes_twice(block.add(Q6K_SCALES + 8 * sub), true);
                 let scale_second = row_bytes_twice(block.add(Q6K_SCALES + 8 * (8 + sub)), true);
                 for k in 2 * sub..2 * sub + 2 {
-                    let top = _mm256_loadu_si256(block.add(Q6K_HIGH + 32 * k) as *const __m256i);
-                    let low0 = _mm256_loadu_si256(block.add(Q6K_LOW + 64 * k) as *const __m256i);
-                    let low1 =
-                        _mm256_loadu_si256(block.add(Q6K_LOW + 64 * k + 32) as *const __m256i);
-                    // Values 8k..8k+8 (first half) and 128 + 8k..+8 (second half), four per
-                    // vector; each top-bit pair moved to bits 4 and 5 (16-bit shifts carry bits
-                    // across bytes only where the mask drops them).
-                    let first0 = _mm256_or_si256(
-                        _mm256_and_si256(low0, low_nibbles),
-                        _mm256_and_si256(_mm256_slli_epi16::<4>(top), bits45),
-                    );
-                    let second0 = _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(low0), low_nibbles),
-                        _mm256_and_si256(_mm256_slli_epi16::<2>(top), bits45),
-                    );
-                    let first1 = _mm256_or_si256(
-                        _mm256_and_si256(low1, low_nibbles),
-                        _mm256_and_si256(top, bits45),
-                    );
-                    let second1 = _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(low1), low_nibbles),
-                        _mm256_and_si256(_mm256_srli_epi16::<2>(top), bits45),
-                    );
+                    let [first0, second0, first1, second1] = q6k_weights(block, k);
                     for p in 0..P {
                         let first = _mm256_add_epi16(
                             _mm256_maddubs_epi16(first0, broadcast4(y[p].add(8 * k))),
@@ -365,5 +341,43 @@ pub(super) unsafe fn store_sums<const P: usize>(acc: &[__m256; P], sums: &mut Su
     for p in 0..P {
         // SAFETY: a row of `sums` holds eight f32; the caller's CPU has AVX.
         unsafe { _mm256_storeu_ps(sums[p].as_mut_ptr(), acc[p]) };
+    }
+}
+
+/// Q6_K tile block `block`'s weights for vector pair `k` as four vectors of 6-bit values (four
+/// per row each): values `8k..8k+4`, `128 + 8k..+4`, `8k + 4..+4` and `128 + 8k + 4..+4`, that is
+/// the low nibble vectors with each top-bit pair moved to bits 4 and 5 (16-bit shifts carry bits
+/// across bytes only where the mask drops them).
+///
+/// # Safety
+/// The CPU has AVX2 (always inlined, as [`q45k_block_end`]); `block` is a whole Q6_K tile block
+/// and `k < 16`.
+#[inline(always)]
+pub(super) unsafe fn q6k_weights(block: *const u8, k: usize) -> [__m256i; 4] {
+    // SAFETY: the caller's block holds these vectors; its CPU has AVX2.
+    unsafe {
+        let low_nibbles = _mm256_set1_epi8(0xF);
+        let bits45 = _mm256_set1_epi8(0x30);
+        let top = _mm256_loadu_si256(block.add(Q6K_HIGH + 32 * k) as *const __m256i);
+        let low0 = _mm256_loadu_si256(block.add(Q6K_LOW + 64 * k) as *const __m256i);
+        let low1 = _mm256_loadu_si256(block.add(Q6K_LOW + 64 * k + 32) as *const __m256i);
+        [
+            _mm256_or_si256(
+                _mm256_and_si256(low0, low_nibbles),
+                _mm256_and_si256(_mm256_slli_epi16::<4>(top), bits45),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(low0), low_nibbles),
+                _mm256_and_si256(_mm256_slli_epi16::<2>(top), bits45),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(low1, low_nibbles),
+                _mm256_and_si256(top, bits45),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(low1), low_nibbles),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(top), bits45),
+            ),
+        ]
     }
 }

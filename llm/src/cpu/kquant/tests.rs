@@ -207,25 +207,33 @@ fn a_failed_read_is_reported_not_tiled() {
     assert!(matches!(result, Some(Err("the file ends here"))));
 }
 
+/// One GGUF super-block with every weight at its largest (Q4_K 15, Q5_K 31, Q6_K 63 with scale
+/// 127) and a scale of one.
+fn largest_block(kind: KQuant) -> Vec<u8> {
+    let one = half::f16::from_f32(1.0).to_le_bytes();
+    let mut block = vec![0xFFu8; kind.block_bytes()];
+    match kind {
+        KQuant::Q6K => {
+            block[192..208].fill(127);
+            block[208..210].copy_from_slice(&one);
+        }
+        _ => {
+            block[0..2].copy_from_slice(&one);
+            block[2..4].fill(0);
+        }
+    }
+    block
+}
+
 #[test]
 fn the_largest_values_and_inputs_stay_exact() {
     // Every weight at its largest (Q4_K 15, Q5_K 31, Q6_K 63 with scale 127), every input at
     // its largest magnitude (127 once quantized): the kernels' i16 partial sums are at their
     // fullest here, and must not wrap.
-    let one = half::f16::from_f32(1.0).to_le_bytes();
     for kind in [KQuant::Q4K, KQuant::Q5K, KQuant::Q6K] {
-        let mut block = vec![0xFFu8; kind.block_bytes()];
-        match kind {
-            KQuant::Q6K => {
-                block[192..208].fill(127);
-                block[208..210].copy_from_slice(&one);
-            }
-            _ => {
-                block[0..2].copy_from_slice(&one);
-                block[2..4].fill(0);
-            }
-        }
-        let bytes: Vec<u8> = std::iter::repeat_n(block, 8 * 2).flatten().collect();
+        let bytes: Vec<u8> = std::iter::repeat_n(largest_block(kind), 8 * 2)
+            .flatten()
+            .collect();
         let matrix = KQuantMatrix::from_file_bytes(kind, 8, 2 * QK_K, &bytes).unwrap();
         let x = vec![1.0f32; 4 * 2 * QK_K];
         let isas = DetectedIsa::all();
@@ -260,23 +268,13 @@ fn the_vnni_body_gives_the_avx2_result_bit_for_bit() {
         eprintln!("skipped: this CPU has no AVX2 to spell vpdpbusd in");
         return;
     }
-    let one = half::f16::from_f32(1.0).to_le_bytes();
     for dtype in [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K] {
         let kind = KQuant::of(dtype).unwrap();
         let (_, random) = quantized(dtype, 24, 768, 51);
         // Every weight and scale at its largest too, where the sums are fullest.
-        let mut block = vec![0xFFu8; kind.block_bytes()];
-        match kind {
-            KQuant::Q6K => {
-                block[192..208].fill(127);
-                block[208..210].copy_from_slice(&one);
-            }
-            _ => {
-                block[0..2].copy_from_slice(&one);
-                block[2..4].fill(0);
-            }
-        }
-        let bytes: Vec<u8> = std::iter::repeat_n(block, 8 * 3).flatten().collect();
+        let bytes: Vec<u8> = std::iter::repeat_n(largest_block(kind), 8 * 3)
+            .flatten()
+            .collect();
         let largest = KQuantMatrix::from_file_bytes(kind, 8, 3 * QK_K, &bytes).unwrap();
         for (matrix, x) in [
             (&random, values(4 * 768, 52)),

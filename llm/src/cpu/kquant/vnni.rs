@@ -22,12 +22,12 @@ macro_rules! vnni_kernels {
             use std::arch::x86_64::*;
 
             use super::super::avx2::{
-                broadcast4, covers, prefetch_ahead, q45k_block_end, q6k_block_end, store_sums,
-                Sums,
+                broadcast4, covers, prefetch_ahead, q45k_block_end, q6k_block_end, q6k_weights,
+                store_sums, Sums,
             };
             use super::super::tile::{
-                Q4K_QUANTS, Q4K_SCALES, Q4K_TILE_BLOCK, Q5K_HIGH, Q5K_TILE_BLOCK, Q6K_HIGH,
-                Q6K_LOW, Q6K_SCALES, Q6K_TILE_BLOCK,
+                Q4K_QUANTS, Q4K_SCALES, Q4K_TILE_BLOCK, Q5K_HIGH, Q5K_TILE_BLOCK, Q6K_SCALES,
+                Q6K_TILE_BLOCK,
             };
             use super::super::{InputBlocks, KQuant, QK_K};
 
@@ -176,8 +176,6 @@ macro_rules! vnni_kernels {
                 sums: &mut Sums,
             ) {
                 let blocks = inputs.blocks;
-                let low_nibbles = _mm256_set1_epi8(0xF);
-                let bits45 = _mm256_set1_epi8(0x30);
                 let mut acc = [_mm256_setzero_ps(); P];
                 for b in 0..blocks {
                     // SAFETY (every pointer below): as in the Q4_K kernel.
@@ -193,31 +191,8 @@ macro_rules! vnni_kernels {
                             let mut first = [_mm256_setzero_si256(); P];
                             let mut second = [_mm256_setzero_si256(); P];
                             for k in 2 * sub..2 * sub + 2 {
-                                let top = _mm256_loadu_si256(
-                                    block.add(Q6K_HIGH + 32 * k) as *const __m256i
-                                );
-                                let low0 = _mm256_loadu_si256(
-                                    block.add(Q6K_LOW + 64 * k) as *const __m256i
-                                );
-                                let low1 = _mm256_loadu_si256(
-                                    block.add(Q6K_LOW + 64 * k + 32) as *const __m256i,
-                                );
-                                let first0 = _mm256_or_si256(
-                                    _mm256_and_si256(low0, low_nibbles),
-                                    _mm256_and_si256(_mm256_slli_epi16::<4>(top), bits45),
-                                );
-                                let second0 = _mm256_or_si256(
-                                    _mm256_and_si256(_mm256_srli_epi16::<4>(low0), low_nibbles),
-                                    _mm256_and_si256(_mm256_slli_epi16::<2>(top), bits45),
-                                );
-                                let first1 = _mm256_or_si256(
-                                    _mm256_and_si256(low1, low_nibbles),
-                                    _mm256_and_si256(top, bits45),
-                                );
-                                let second1 = _mm256_or_si256(
-                                    _mm256_and_si256(_mm256_srli_epi16::<4>(low1), low_nibbles),
-                                    _mm256_and_si256(_mm256_srli_epi16::<2>(top), bits45),
-                                );
+                                let [first0, second0, first1, second1] =
+                                    q6k_weights(block, k);
                                 for p in 0..P {
                                     let low = y[p].add(8 * k);
                                     let high = y[p].add(128 + 8 * k);
