@@ -165,6 +165,10 @@ EOF
         text=$prompt128; [ "$1" = 512 ] && text=$prompt512
         line=$(/usr/bin/time -f "rss %M" target/release/medscribe generate -v --raw --max-new-tokens "$2" \
             --model "$gguf" --prompt "$text" 2>&1 >/dev/null | tr '\n' ' ')
+        if [ -z "${kernels_shown:-}" ]; then
+            kernels_shown=1
+            echo "our kernels: $(sed -n 's/.*CPU kernels: \(K-quants [a-z0-9]*, Q8_0 [a-z0-9]*\).*/\1/p' <<<"$line")"
+        fi
         python3 - "$line" "$1" >>"$results" <<'EOF'
 import re, sys
 line, prompt = sys.argv[1], sys.argv[2]

@@ -43,3 +43,11 @@ pub use generate::{
 pub use json_schema::{JsonSchema, SchemaConstraint};
 pub use loader::{load, load_with_mmproj, LoadedModel};
 pub use vision::{Gemma3Vision, VisionPart};
+
+/// The instructions this machine's CPU runs the letter model's quantized products on, as
+/// detected at run time, best first per weight type: for example `"K-quants avx512vnni, Q8_0
+/// avx512vnni"` or `"K-quants avx2, Q8_0 avx2"`. Logs and benches print it so that a speed is
+/// read with the kernels that made it.
+pub fn cpu_kernels() -> String {
+    cpu::kernel_summary()
+}

@@ -72,7 +72,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     device: DeviceName,
 
-    /// Print load time and speed on stderr.
+    /// Print load time and speed on stderr, and which instructions the CPU kernels ran on.
     #[arg(long, short)]
     verbose: bool,
 }
@@ -209,6 +209,9 @@ pub fn generate(args: GenerateArgs) -> Result<ExitCode> {
             generated.len(),
             decode_tokens as f64 / (total - prefill).max(1e-9)
         );
+        if device.is_cpu() {
+            eprintln!("medscribe: CPU kernels: {}", medscribe_llm::cpu_kernels());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -77,6 +77,15 @@ fn templated_prompt_from_stdin_with_timing() {
         stderr.contains("loaded in") && stderr.contains("tok/s"),
         "{stderr}"
     );
+    // Which kernels made those speeds (AVX2 at least on the machines tests run on).
+    let kernels = stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("medscribe: CPU kernels: "))
+        .unwrap_or_else(|| panic!("no kernel line in {stderr}"));
+    assert!(
+        kernels.starts_with("K-quants ") && kernels.contains(", Q8_0 "),
+        "{kernels}"
+    );
 }
 
 #[test]

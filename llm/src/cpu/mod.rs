@@ -163,6 +163,21 @@ impl<'a, T> DisjointWrites<'a, T> {
     }
 }
 
+/// The instruction sets our quantized products run on this CPU, as [`crate::cpu_kernels`] gives
+/// them.
+pub(crate) fn kernel_summary() -> String {
+    let best = |sets: Vec<String>| {
+        sets.into_iter()
+            .next()
+            .unwrap_or_else(|| "none (candle's kernels)".into())
+    };
+    format!(
+        "K-quants {}, Q8_0 {}",
+        best(kquant::KQuantMatrix::instruction_sets()),
+        best(packed::PackedQ8_0::instruction_sets())
+    )
+}
+
 /// Zeroed bytes for weight tiles (packed Q8_0, K-quants), from calloc, so the only zeroing is the
 /// kernel's, page by page. Large buffers can be aligned to 2 MiB and, on Linux, asked to be
 /// backed by transparent huge pages: a decode step of the 270M model streams its whole 178 MB
