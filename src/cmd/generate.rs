@@ -202,7 +202,7 @@ pub fn generate(args: GenerateArgs) -> Result<ExitCode> {
         let prefill = first_token_s.unwrap_or(total);
         let decode_tokens = generated.len().saturating_sub(1);
         eprintln!(
-            "medscribe: loaded in {load_s:.2} s ({} MB of weights); prompt {} tokens in {prefill:.2} s ({:.0} tok/s); {} tokens generated ({:.1} tok/s); stopped: {reason:?}",
+            "medscribe: loaded in {load_s:.2} s ({} MB of weights); prompt {} tokens in {prefill:.2} s ({:.1} tok/s); {} tokens generated ({:.2} tok/s); stopped: {reason:?}",
             loaded.model.weight_bytes().div_ceil(1 << 20),
             ids.len(),
             ids.len() as f64 / prefill.max(1e-9),
