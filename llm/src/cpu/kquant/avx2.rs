@@ -92,7 +92,7 @@ unsafe fn row_bytes_twice(at: *const u8, signed: bool) -> __m256i {
 /// lanes `[first[r], second[r]]`: the multipliers of `vpmaddwd` against a pair of input sums.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(super) unsafe fn row_byte_pairs(first: *const u8, second: *const u8, signed: bool) -> __m256i {
+unsafe fn row_byte_pairs(first: *const u8, second: *const u8, signed: bool) -> __m256i {
     // SAFETY: the caller's pointers have eight readable bytes each.
     let (a, b) = unsafe {
         (
@@ -123,7 +123,7 @@ pub(super) fn prefetch_ahead(block: *const u8, len: usize) {
 /// The eight rows' f16 scales at `at` as f32.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(super) unsafe fn row_scales(at: *const u8) -> __m256 {
+unsafe fn row_scales(at: *const u8) -> __m256 {
     // SAFETY: the caller's pointer has 16 readable bytes.
     _mm256_cvtph_ps(unsafe { _mm_loadu_si128(at as *const __m128i) })
 }
