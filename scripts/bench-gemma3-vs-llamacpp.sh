@@ -167,7 +167,8 @@ EOF
             --model "$gguf" --prompt "$text" 2>&1 >/dev/null | tr '\n' ' ')
         if [ -z "${kernels_shown:-}" ]; then
             kernels_shown=1
-            echo "our kernels: $(sed -n 's/.*CPU kernels: \(K-quants [a-z0-9]*, Q8_0 [a-z0-9]*\).*/\1/p' <<<"$line")"
+            # The whole kernel line, up to /usr/bin/time's figure after it.
+            echo "our kernels: $(sed -n 's/.*CPU kernels: \(.*\) rss [0-9]*.*/\1/p' <<<"$line")"
         fi
         python3 - "$line" "$1" >>"$results" <<'EOF'
 import re, sys
