@@ -72,6 +72,15 @@ fn decode_from_memory(c: &mut Criterion) {
             WeightType::Q6K,
             210,
         ),
+        // Eighths of the 4B's output head (Q6_K, 262144 rows of 2560): rows of 10 super-blocks,
+        // where ffn_down's have 40.
+        (
+            "decode_from_memory_q6k_4x32768x2560",
+            32768,
+            2560,
+            WeightType::Q6K,
+            210,
+        ),
     ] {
         let matrices: Vec<QuantizedProducts> = (0..4)
             .map(|_| QuantizedProducts::random(rows, cols, weights).expect("quantize"))

@@ -106,12 +106,12 @@ macro_rules! vnni_kernels {
                     // one of each.
                     unsafe {
                         let block = tile.as_ptr().add(b * block_bytes);
-                        prefetch_ahead(block, block_bytes);
                         let y: [*const i8; P] = std::array::from_fn(|p| {
                             inputs.values.as_ptr().add((p * blocks + b) * QK_K)
                         });
                         let mut dots = [_mm256_setzero_si256(); P];
                         for j in 0..4 {
+                            prefetch_ahead::<P>(block, block_bytes, j, 4);
                             // Vector 8j + g holds sub-block 2j in its low nibbles and 2j + 1 in
                             // its high ones: one load feeds both, each its own chain per
                             // position (two chains also halve the wait on vpdpbusd's latency).
@@ -181,12 +181,12 @@ macro_rules! vnni_kernels {
                     // SAFETY (every pointer below): as in the Q4_K kernel.
                     unsafe {
                         let block = tile.as_ptr().add(b * Q6K_TILE_BLOCK);
-                        prefetch_ahead(block, Q6K_TILE_BLOCK);
                         let y: [*const i8; P] = std::array::from_fn(|p| {
                             inputs.values.as_ptr().add((p * blocks + b) * QK_K)
                         });
                         let mut dots = [_mm256_setzero_si256(); P];
                         for sub in 0..8 {
+                            prefetch_ahead::<P>(block, Q6K_TILE_BLOCK, sub, 8);
                             // Sub-blocks `sub` and `8 + sub`, unpacked as in the AVX2 kernel.
                             let mut first = [_mm256_setzero_si256(); P];
                             let mut second = [_mm256_setzero_si256(); P];
